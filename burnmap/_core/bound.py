@@ -1,0 +1,322 @@
+"""The worst-case cost of a call, computed from its request body before it is sent.
+
+**Input.** Byte-level BPE tokenizers (OpenAI's) never produce more tokens than the UTF-8
+bytes they encode, and the JSON body is at least as long as the text in it (escapes only
+add bytes). So the body's length, less any base64 media payloads, bounds the text tokens.
+Claude's tokenizer is not public: a safety factor of 1.1 covers it. Media are priced at
+documented caps instead of their byte length (an image is resized by the provider to at
+most about 1.15-2.5 megapixels; 6,400 tokens covers every current model's maximum). The
+input bound never exceeds the model's context window, since a longer request is rejected
+(free). Server-side tools (web search/fetch, code execution, file search) read content the
+request does not contain, so with them the input bound is the whole context window.
+
+**Output.** ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` when given
+(times ``n`` / ``best_of`` choices), else the model's documented maximum output, else its
+context window.
+
+**Price.** The bound is priced at the highest applicable rates: cache-write rates when
+the request asks for caching (``cache_control``), the long-context tier when the input
+bound crosses it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from burnmap._core.endpoint import Endpoint
+from burnmap._core.pricing import PriceBook, PriceSheet
+from burnmap.errors import RefusalError
+
+__all__ = [
+    "IMAGE_TOKENS",
+    "PDF_PAGE_TOKENS",
+    "CallPlan",
+    "RequestNotUnderstoodError",
+    "bound_input_tokens",
+    "plan_call",
+]
+
+ANTHROPIC_TOKENIZER_FACTOR = Decimal("1.1")
+IMAGE_TOKENS = 6_400
+PDF_PAGE_TOKENS = 8_000
+AUDIO_BYTES_PER_TOKEN = 64
+TOOLS_OVERHEAD_TOKENS = 1_000
+BASE_OVERHEAD_TOKENS = 64
+SERVER_TOOL_SEARCHES = 20
+_SERVER_TOOL_PREFIXES = (
+    "web_search",
+    "web_fetch",
+    "code_execution",
+    "file_search",
+    "computer_use_preview",
+    "image_generation",
+    "mcp",
+)
+_SEARCH_TOOL_PREFIXES = ("web_search",)
+
+
+class RequestNotUnderstoodError(RefusalError):
+    """The request body could not be read, so its cost could not be bounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """What the transport needs to reserve, forward and meter one call."""
+
+    endpoint: Endpoint
+    model: str
+    sheet: PriceSheet
+    stream: bool
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    """Worst-case cost in USD: the amount reserved."""
+    body: bytes | None = None
+    """A rewritten request body, when burnmap had to change it."""
+    inject_usage: bool = False
+    """``stream_options.include_usage`` was added for the caller; strip it from the stream."""
+
+
+def _walk_media(obj: Any) -> tuple[int, int]:
+    """(payload bytes to discount, tokens to add) for base64 media anywhere in ``obj``."""
+    discount = 0
+    tokens = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, str) and len(value) > 256:
+                    kind = _media_kind(key, value, item)
+                    if kind is not None:
+                        discount += len(value)
+                        tokens += _media_tokens(kind, value)
+                        continue
+                if isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return discount, tokens
+
+
+def _media_kind(key: str, value: str, parent: dict[str, Any]) -> str | None:
+    if value.startswith("data:"):
+        mime = value[5 : value.find(";")] if ";" in value[:100] else ""
+        return _kind_of_mime(mime)
+    if key in ("data", "file_data"):
+        mime = str(
+            parent.get("media_type") or parent.get("mime_type") or parent.get("format") or ""
+        )
+        if parent.get("type") == "base64" or key == "file_data" or mime:
+            return _kind_of_mime(mime)
+    return None
+
+
+def _kind_of_mime(mime: str) -> str:
+    mime = mime.lower()
+    if mime.startswith("image/"):
+        return "image"
+    if mime in {"application/pdf", "pdf"}:
+        return "pdf"
+    if mime.startswith("audio/") or mime in ("wav", "mp3", "flac", "ogg", "pcm16", "webm"):
+        return "audio"
+    return "file"
+
+
+def _b64(value: str) -> bytes:
+    payload = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError):
+        return payload.encode()
+
+
+def _media_tokens(kind: str, value: str) -> int:
+    if kind == "image":
+        return IMAGE_TOKENS
+    raw = _b64(value)
+    if kind == "pdf":
+        pages = raw.count(b"/Type /Page") + raw.count(b"/Type/Page")
+        pages -= raw.count(b"/Type /Pages") + raw.count(b"/Type/Pages")
+        if pages > 0:
+            return pages * PDF_PAGE_TOKENS
+        # Page objects hidden in compressed object streams: fall back to the byte count.
+        return len(raw)
+    if kind == "audio":
+        return math.ceil(len(raw) / AUDIO_BYTES_PER_TOKEN) + 1
+    return len(raw)
+
+
+def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int:
+    """An upper bound on the input tokens of a request body.
+
+    >>> bound_input_tokens(b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+    ...                    {"model": "m", "messages": []}, shape="openai")
+    121
+    """
+    size = len(body)
+    discount = 0
+    media_tokens = 0
+    if size > 4096 and (b";base64," in body or b'"base64"' in body or b'"file_data"' in body):
+        discount, media_tokens = _walk_media(obj)
+    text = max(size - discount, 0)
+    if shape == "anthropic":
+        text = math.ceil(text * ANTHROPIC_TOKENIZER_FACTOR)
+    tools = obj.get("tools")
+    overhead = BASE_OVERHEAD_TOKENS + (TOOLS_OVERHEAD_TOKENS if tools else 0)
+    return text + media_tokens + overhead
+
+
+def _server_tools(obj: dict[str, Any]) -> tuple[bool, int]:
+    """(uses server-side tools, max web searches) from the request's tool list."""
+    tools = obj.get("tools")
+    if not isinstance(tools, list):
+        return False, 0
+    server = False
+    searches = 0
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        kind = str(tool.get("type") or "")
+        if kind.startswith(_SERVER_TOOL_PREFIXES):
+            server = True
+            if kind.startswith(_SEARCH_TOOL_PREFIXES):
+                max_uses = tool.get("max_uses")
+                searches += (
+                    max_uses
+                    if isinstance(max_uses, int) and max_uses >= 0
+                    else (SERVER_TOOL_SEARCHES)
+                )
+    return server, searches
+
+
+def _positive_int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _output_bound(endpoint: Endpoint, obj: dict[str, Any], sheet: PriceSheet) -> int:
+    if endpoint.kind == "embeddings":
+        return 0
+    if endpoint.kind == "messages":
+        asked = _positive_int(obj.get("max_tokens"))
+    elif endpoint.kind == "responses":
+        asked = _positive_int(obj.get("max_output_tokens"))
+    else:
+        asked = _positive_int(obj.get("max_completion_tokens")) or _positive_int(
+            obj.get("max_tokens")
+        )
+    limit = asked or sheet.max_output or sheet.context_window or 131_072
+    choices = 1
+    if endpoint.shape == "openai":
+        choices = max(_positive_int(obj.get("n")) or 1, _positive_int(obj.get("best_of")) or 1)
+    return limit * choices
+
+
+def plan_call(
+    endpoint: Endpoint,
+    body: bytes,
+    book: PriceBook,
+    *,
+    anthropic_beta: str = "",
+) -> CallPlan:
+    """Read a request body and bound its cost; raises a refusal when it cannot."""
+    try:
+        obj = json.loads(body) if body else None
+    except ValueError as exc:
+        raise RequestNotUnderstoodError(
+            f"burnmap: the request body to this {endpoint.kind} endpoint is not valid JSON "
+            f"({exc}), so its cost cannot be bounded; it was not sent. Check what the client "
+            "sends (burnmap reads the same bytes the provider would)."
+        ) from exc
+    if not isinstance(obj, dict):
+        raise RequestNotUnderstoodError(
+            f"burnmap: the request body to this {endpoint.kind} endpoint is not a JSON object, "
+            "so its cost cannot be bounded; it was not sent."
+        )
+    body_model = obj.get("model")
+    candidates = [
+        name for name in (body_model, endpoint.model_in_url) if isinstance(name, str) and name
+    ]
+    if not candidates:
+        raise RequestNotUnderstoodError(
+            f"burnmap: the request to this {endpoint.kind} endpoint names no model, so its "
+            "cost cannot be bounded; it was not sent. Pass model=... in the call."
+        )
+    model, sheet = _sheet(book, candidates, endpoint)
+    if endpoint.shape == "anthropic" and "context-1m" in anthropic_beta:
+        sheet = book.with_limits(sheet, context_window=1_000_000)
+
+    server_tools, searches = _server_tools(obj)
+    input_tokens = bound_input_tokens(body, obj, shape=endpoint.shape)
+    window = sheet.context_window
+    if window and endpoint.kind in ("messages", "chat", "responses"):
+        input_tokens = window if server_tools else min(input_tokens, window)
+    output_tokens = _output_bound(endpoint, obj, sheet)
+
+    # Anthropic writes the cache only where asked (cache_control); OpenAI-shaped APIs cache
+    # on their own, and some newer models bill those writes.
+    caching = b'"cache_control"' in body if endpoint.shape == "anthropic" else True
+    in_rate = _rate_at(sheet, input_tokens, caching)
+    out_rate = sheet.output.at(input_tokens)
+    if sheet.output_audio:
+        out_rate = max(out_rate, sheet.output_audio.at(input_tokens))
+    cost = (input_tokens * in_rate + output_tokens * out_rate) / Decimal(1_000_000)
+    if searches and sheet.web_search:
+        cost += searches * sheet.web_search
+    if sheet.per_request:
+        cost += sheet.per_request
+
+    stream = obj.get("stream") is True
+    new_body: bytes | None = None
+    inject = False
+    if stream and endpoint.kind in ("chat", "completions"):
+        options = obj.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            options = dict(options) if isinstance(options, dict) else {}
+            options["include_usage"] = True
+            obj["stream_options"] = options
+            new_body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+            inject = True
+    return CallPlan(
+        endpoint=endpoint,
+        model=model,
+        sheet=sheet,
+        stream=stream,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost=cost,
+        body=new_body,
+        inject_usage=inject,
+    )
+
+
+def _rate_at(sheet: PriceSheet, input_tokens: int, caching: bool) -> Decimal:
+    """The highest input rate in force at ``input_tokens`` (tiers apply past thresholds)."""
+    rates = [sheet.input.at(input_tokens)]
+    if sheet.input_audio:
+        rates.append(sheet.input_audio.at(input_tokens))
+    if caching:
+        rates.extend(
+            rate.at(input_tokens)
+            for rate in (sheet.cache_write, sheet.cache_write_1h)
+            if rate is not None
+        )
+    return max(rates)
+
+
+def _sheet(book: PriceBook, names: list[str], endpoint: Endpoint) -> tuple[str, PriceSheet]:
+    """The first name with a known price (an Azure deployment name may be the user's own)."""
+    for name in names[:-1]:
+        try:
+            return name, book.lookup(name, endpoint.provider)
+        except RefusalError:
+            continue
+    return names[-1], book.lookup(names[-1], endpoint.provider)

@@ -1,0 +1,275 @@
+"""Metering: response bytes in, the call's usage out.
+
+A meter is fed the decoded body chunk by chunk as it passes to the caller and never holds
+more than one partial SSE line (plus, for a non-streamed JSON body, the body itself, which
+the SDK buffers too). Only the few events that carry usage are JSON-parsed; the rest are
+recognised by their event name or a byte search, which keeps a 10k-event stream cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from burnmap._core.sse import SSEDecoder
+from burnmap._core.usage import Usage, anthropic_usage, openai_usage
+
+__all__ = ["JSONMeter", "Metered", "SSEMeter", "UsageChunkFilter", "make_meter"]
+
+# A non-streamed body larger than this is not buffered for metering (none is, in practice);
+# such a call settles at its reservation.
+MAX_JSON_BODY = 64 * 1024 * 1024
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,')
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+# Bytes of JSON framing around the text of one delta event, used to estimate the output
+# of a stream cut short (about 4 bytes of text per token). An estimate, marked as such.
+_DELTA_OVERHEAD = {"anthropic": 80, "openai": 160}
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """What a meter learned from one response."""
+
+    usage: Usage | None
+    """Usage as reported by the provider, ``None`` when none arrived."""
+    model: str | None
+    complete: bool
+    """The response ended normally (final usage seen, or the whole JSON body parsed)."""
+    output_tokens_seen: int
+    """An estimate of output tokens observed, for streams cut short."""
+    service_tier: str | None = None
+
+
+class _Meter:
+    shape: str
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Metered:
+        raise NotImplementedError
+
+
+class JSONMeter(_Meter):
+    """Usage from a non-streamed JSON body (Messages, Chat, Responses, Embeddings)."""
+
+    def __init__(self, shape: str) -> None:
+        self.shape = shape
+        self._body = bytearray()
+        self._overflow = False
+
+    def feed(self, data: bytes) -> None:
+        if self._overflow:
+            return
+        if len(self._body) + len(data) > MAX_JSON_BODY:
+            self._overflow = True
+            self._body = bytearray()
+            return
+        self._body += data
+
+    def result(self) -> Metered:
+        if self._overflow:
+            return Metered(None, None, False, 0)
+        try:
+            obj = json.loads(self._body)
+        except ValueError:
+            return Metered(None, None, False, 0)
+        if not isinstance(obj, dict):
+            return Metered(None, None, False, 0)
+        if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
+            obj = obj["response"]
+        usage_obj = obj.get("usage")
+        usage = _usage(self.shape, usage_obj)
+        model = obj.get("model")
+        tier = obj.get("service_tier")
+        return Metered(
+            usage,
+            model if isinstance(model, str) else None,
+            usage is not None,
+            0,
+            tier if isinstance(tier, str) else None,
+        )
+
+
+def _usage(shape: str, obj: object) -> Usage | None:
+    if not isinstance(obj, dict):
+        return None
+    return anthropic_usage(obj) if shape == "anthropic" else openai_usage(obj)
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class SSEMeter(_Meter):
+    """Usage from an SSE stream: Anthropic Messages, OpenAI Chat/Completions, Responses.
+
+    Anthropic sends usage in ``message_start`` and cumulative usage in each
+    ``message_delta`` (the last value wins, field by field). OpenAI Chat sends one final
+    chunk with ``usage`` when ``stream_options.include_usage`` is set. Responses sends it in
+    ``response.completed`` / ``response.incomplete`` / ``response.failed``.
+    """
+
+    def __init__(self, shape: str, kind: str) -> None:
+        self.shape = shape
+        self.kind = kind
+        self._sse = SSEDecoder()
+        self._usage_fields: dict[str, Any] = {}
+        self._usage: Usage | None = None
+        self._model: str | None = None
+        self._tier: str | None = None
+        self._complete = False
+        self._seen = 0
+        self._overhead = _DELTA_OVERHEAD.get(shape, 160)
+
+    def feed(self, data: bytes) -> None:
+        for event in self._sse.feed(data):
+            self._on_event(event.event, event.data)
+
+    def _on_event(self, name: bytes, data: bytes) -> None:
+        if self.shape == "anthropic":
+            self._anthropic(name, data)
+        elif self.kind == "responses":
+            self._responses(name, data)
+        else:
+            self._chat(data)
+
+    def _count_delta(self, data: bytes) -> None:
+        self._seen += 1 + max(0, len(data) - self._overhead) // 4
+
+    def _anthropic(self, name: bytes, data: bytes) -> None:
+        if name == b"content_block_delta":
+            self._count_delta(data)
+        elif name == b"message_start":
+            obj = _loads(data)
+            message = obj.get("message") if obj else None
+            if isinstance(message, dict):
+                model = message.get("model")
+                self._model = model if isinstance(model, str) else self._model
+                self._merge(message.get("usage"))
+        elif name == b"message_delta":
+            obj = _loads(data)
+            if obj:
+                self._merge(obj.get("usage"))
+        elif name == b"message_stop":
+            self._complete = self._usage is not None
+
+    def _merge(self, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        for key, value in usage.items():
+            if value is not None:
+                self._usage_fields[key] = value
+        self._usage = anthropic_usage(self._usage_fields)
+        tier = self._usage_fields.get("service_tier")
+        self._tier = tier if isinstance(tier, str) else self._tier
+
+    def _chat(self, data: bytes) -> None:
+        if data == b"[DONE]":
+            self._complete = self._usage is not None
+            return
+        if _USAGE_OBJECT.search(data):
+            obj = _loads(data)
+            if obj:
+                usage = _usage("openai", obj.get("usage"))
+                if usage is not None:
+                    self._usage = usage
+                self._note_model(obj)
+            return
+        if self._model is None:
+            obj = _loads(data)
+            if obj:
+                self._note_model(obj)
+        self._count_delta(data)
+
+    def _note_model(self, obj: dict[str, Any]) -> None:
+        model = obj.get("model")
+        if isinstance(model, str) and model:
+            self._model = model
+        tier = obj.get("service_tier")
+        if isinstance(tier, str):
+            self._tier = tier
+
+    def _responses(self, name: bytes, data: bytes) -> None:
+        if name.endswith(b".delta"):
+            self._count_delta(data)
+            return
+        if name in (b"response.completed", b"response.incomplete", b"response.failed"):
+            obj = _loads(data)
+            response = obj.get("response") if obj else None
+            if isinstance(response, dict):
+                self._usage = _usage("openai", response.get("usage")) or self._usage
+                self._note_model(response)
+            self._complete = self._usage is not None
+        elif name == b"response.created" and self._model is None:
+            obj = _loads(data)
+            response = obj.get("response") if obj else None
+            if isinstance(response, dict):
+                self._note_model(response)
+
+    def result(self) -> Metered:
+        for event in self._sse.close():
+            self._on_event(event.event, event.data)
+        return Metered(self._usage, self._model, self._complete, self._seen, self._tier)
+
+
+class UsageChunkFilter:
+    """Removes what ``stream_options.include_usage`` added to an OpenAI stream.
+
+    When burnmap asked for usage on the caller's behalf, every chunk carries
+    ``"usage":null`` and one extra chunk with ``"choices":[]`` and the usage arrives
+    before ``[DONE]``. Both are removed, so the caller sees the chunks it would have seen
+    without burnmap. Works line by line, holding at most one partial line.
+
+    >>> f = UsageChunkFilter()
+    >>> f.feed(b'data: {"choices":[{"x":1}],"usage":null}\\n\\ndata: {"choices":[],"us')
+    b'data: {"choices":[{"x":1}]}\\n\\n'
+    >>> f.feed(b'age":{"prompt_tokens":1}}\\n\\ndata: [DONE]\\n\\n')
+    b'data: [DONE]\\n\\n'
+    """
+
+    __slots__ = ("_drop_blank", "_partial")
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._drop_blank = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._partial + data if self._partial else data
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._partial = buffer
+            return b""
+        self._partial = buffer[end + 1 :]
+        out: list[bytes] = []
+        for line in buffer[: end + 1].splitlines(keepends=True):
+            body = line.rstrip(b"\r\n")
+            if not body and self._drop_blank:
+                self._drop_blank = False
+                continue
+            self._drop_blank = False
+            if body.startswith(b"data:") and b'"usage"' in body:
+                if _EMPTY_CHOICES.search(body) and _USAGE_OBJECT.search(body):
+                    self._drop_blank = True
+                    continue
+                out.append(_USAGE_NULL.sub(b"", line))
+                continue
+            out.append(line)
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        tail, self._partial = self._partial, b""
+        return tail
+
+
+def make_meter(shape: str, kind: str, *, streaming: bool) -> JSONMeter | SSEMeter:
+    return SSEMeter(shape, kind) if streaming else JSONMeter(shape)

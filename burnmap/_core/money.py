@@ -1,0 +1,47 @@
+"""Money: ``Decimal`` dollars in the library, integer micro-dollars in stores."""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal
+
+__all__ = ["MICRO", "ZERO", "from_micros", "to_micros", "usd"]
+
+ZERO = Decimal(0)
+MICRO = Decimal("0.000001")
+
+
+def usd(value: float | int | str | Decimal) -> Decimal:
+    """Dollars as an exact ``Decimal`` (floats by their shortest repr, so ``2.1`` is 2.1).
+
+    >>> usd(0.1) + usd(0.2) == usd("0.3")
+    True
+    """
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, bool):
+        raise TypeError("a budget or price must be a number of dollars, not a bool")
+    elif isinstance(value, float):
+        result = Decimal(repr(value))
+    else:
+        result = Decimal(value)
+    if not result.is_finite() or result < 0:
+        raise ValueError(f"an amount of dollars must be finite and >= 0, got {value!r}")
+    return result
+
+
+def to_micros(amount: Decimal) -> int:
+    """Whole micro-dollars, rounded up so that a store never under-counts.
+
+    >>> to_micros(Decimal("0.0000375"))
+    38
+    """
+    return int((amount / MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_micros(micros: int) -> Decimal:
+    """Dollars from whole micro-dollars.
+
+    >>> from_micros(1_500_000)
+    Decimal('1.5')
+    """
+    return (Decimal(micros) * MICRO).normalize() if micros else ZERO

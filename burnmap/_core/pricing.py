@@ -1,0 +1,364 @@
+"""Prices: genai-prices' bundled data, user overrides, and a max-output table.
+
+A :class:`PriceSheet` is a flat, immutable view of one model's rates (USD per million
+tokens), built once from genai-prices and cached, so pricing a call is a handful of
+``Decimal`` multiplications. Usage is normalised by :mod:`burnmap._core.usage` first; the
+arithmetic here is ours, and the tests check it against ``genai_prices.calc_price``.
+
+Long-context tiers follow the providers' "cliff" rule: once the *total* input of a call
+(uncached + cache reads + cache writes) passes a threshold, every token of the call is
+priced at the tier's rates.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from burnmap._core.money import ZERO
+from burnmap._core.usage import Usage
+from burnmap.errors import UnknownModelError
+
+__all__ = [
+    "MAX_OUTPUT_TOKENS",
+    "PriceBook",
+    "PriceSheet",
+    "Rate",
+    "max_output_for",
+]
+
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A per-million-token rate, with optional long-context tiers.
+
+    >>> r = Rate(Decimal(3), ((200_000, Decimal(6)),))
+    >>> r.at(200_000), r.at(200_001), r.highest
+    (Decimal('3'), Decimal('6'), Decimal('6'))
+    """
+
+    base: Decimal
+    tiers: tuple[tuple[int, Decimal], ...] = ()
+    """(threshold, rate): the rate applies when total input tokens exceed the threshold."""
+
+    def at(self, total_input_tokens: int) -> Decimal:
+        rate = self.base
+        for threshold, tier_rate in self.tiers:
+            if total_input_tokens > threshold:
+                rate = tier_rate
+        return rate
+
+    @property
+    def highest(self) -> Decimal:
+        return max([self.base, *(rate for _, rate in self.tiers)])
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSheet:
+    """Everything needed to price and bound calls to one model."""
+
+    model: str
+    provider: str
+    input: Rate
+    output: Rate
+    cache_read: Rate | None = None
+    cache_write: Rate | None = None
+    cache_write_1h: Rate | None = None
+    input_audio: Rate | None = None
+    output_audio: Rate | None = None
+    web_search: Decimal | None = None
+    """USD per search request."""
+    per_request: Decimal | None = None
+    """USD per call, where a model charges one."""
+    context_window: int | None = None
+    max_output: int | None = None
+    source: str = "genai-prices"
+
+    def cost(self, usage: Usage) -> Decimal:
+        """The exact cost of ``usage`` in USD.
+
+        Claude Sonnet 4.5 crosses its 200k tier, so every token is priced at the tier:
+
+        >>> sheet = PriceSheet("m", "anthropic", Rate(Decimal(3), ((200_000, Decimal(6)),)),
+        ...                    Rate(Decimal(15), ((200_000, Decimal("22.5")),)))
+        >>> sheet.cost(Usage(input_tokens=200_001, output_tokens=1000))
+        Decimal('1.222506')
+        """
+        total_in = usage.total_input_tokens
+        in_rate = self.input.at(total_in)
+        out_rate = self.output.at(total_in)
+        audio_in = min(usage.input_audio_tokens, usage.input_tokens)
+        audio_out = min(usage.output_audio_tokens, usage.output_tokens)
+        cost = (usage.input_tokens - audio_in) * in_rate + (usage.output_tokens - audio_out) * (
+            out_rate
+        )
+        if audio_in:
+            cost += audio_in * (self.input_audio.at(total_in) if self.input_audio else in_rate)
+        if audio_out:
+            cost += audio_out * (self.output_audio.at(total_in) if self.output_audio else out_rate)
+        if usage.cache_read_tokens:
+            rate = self.cache_read.at(total_in) if self.cache_read else in_rate
+            cost += usage.cache_read_tokens * rate
+        if usage.cache_write_tokens:
+            cost += usage.cache_write_tokens * self._write_rate(total_in)
+        if usage.cache_write_1h_tokens:
+            rate = (
+                self.cache_write_1h.at(total_in)
+                if self.cache_write_1h
+                else self._write_rate(total_in)
+            )
+            cost += usage.cache_write_1h_tokens * rate
+        cost /= MILLION
+        if usage.web_searches and self.web_search:
+            cost += usage.web_searches * self.web_search
+        if self.per_request:
+            cost += self.per_request
+        return cost
+
+    def _write_rate(self, total_in: int) -> Decimal:
+        return self.cache_write.at(total_in) if self.cache_write else self.input.at(total_in)
+
+
+# Largest output a model can produce in one call, for requests that set no max_tokens.
+# genai-prices has no such field. Values are the providers' documented maxima (with any
+# opt-in beta raising them), matched by longest prefix of the normalised model id.
+MAX_OUTPUT_TOKENS: dict[str, int] = {
+    "claude-opus-4-6": 128_000,
+    "claude-opus-4-5": 64_000,
+    "claude-opus-4-1": 32_000,
+    "claude-opus-4": 32_000,
+    "claude-sonnet-4": 64_000,
+    "claude-haiku-4": 64_000,
+    "claude-3-7-sonnet": 128_000,
+    "claude-3-5-sonnet": 8_192,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-haiku": 4_096,
+    "claude-3-opus": 4_096,
+    "claude": 128_000,
+    "gpt-5": 128_000,
+    "gpt-4.1": 32_768,
+    "gpt-4.5": 16_384,
+    "gpt-4o": 16_384,
+    "chatgpt-4o": 16_384,
+    "gpt-4-turbo": 4_096,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo-instruct": 4_096,
+    "gpt-3.5-turbo": 4_096,
+    "o1-mini": 65_536,
+    "o1": 100_000,
+    "o3": 100_000,
+    "o4-mini": 100_000,
+    "codex-mini": 100_000,
+}
+
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?)$")
+
+
+def _normalise(model: str) -> str:
+    name = model.strip().lower()
+    if "/" in name:
+        name = name.rsplit("/", 1)[1]
+    # Bedrock ids: "anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.…"
+    if "anthropic." in name:
+        name = name.rsplit("anthropic.", 1)[1]
+    return name
+
+
+def max_output_for(model: str) -> int | None:
+    """The documented maximum output of ``model``, by longest matching prefix.
+
+    >>> max_output_for("gpt-4o-mini-2024-07-18"), max_output_for("o3-mini")
+    (16384, 100000)
+    """
+    name = _DATE_SUFFIX.sub("", _normalise(model))
+    best: str | None = None
+    for prefix in MAX_OUTPUT_TOKENS:
+        if name.startswith(prefix) and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return MAX_OUTPUT_TOKENS[best] if best is not None else None
+
+
+def _rate(value: Any) -> Rate | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return Rate(value)
+    base = getattr(value, "base", None)
+    tiers = getattr(value, "tiers", None)
+    if isinstance(base, Decimal) and tiers is not None:
+        return Rate(base, tuple((int(t.start), Decimal(t.price)) for t in tiers))
+    return None
+
+
+def _per_unit(value: Any, per: int) -> Decimal | None:
+    rate = _rate(value)
+    return None if rate is None else rate.highest / per
+
+
+@dataclass
+class PriceBook:
+    """Resolves (provider, model) to a :class:`PriceSheet`: overrides first, then genai-prices.
+
+    Thread-safe; lookups are cached by the genai-prices price object in force, so
+    time-of-day prices (DeepSeek) and dated price changes still apply.
+    """
+
+    _overrides: dict[str, PriceSheet] = field(default_factory=dict)
+    _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
+    _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register(
+        self,
+        model: str,
+        *,
+        input: float | Decimal | str,
+        output: float | Decimal | str,
+        cache_read: float | Decimal | str | None = None,
+        cache_write: float | Decimal | str | None = None,
+        cache_write_1h: float | Decimal | str | None = None,
+        web_search: float | Decimal | str | None = None,
+        per_request: float | Decimal | str | None = None,
+        context_window: int | None = None,
+        max_output: int | None = None,
+        provider: str = "custom",
+    ) -> PriceSheet:
+        from burnmap._core.money import usd
+
+        def opt(value: float | Decimal | str | None) -> Rate | None:
+            return None if value is None else Rate(usd(value))
+
+        sheet = PriceSheet(
+            model=model,
+            provider=provider,
+            input=Rate(usd(input)),
+            output=Rate(usd(output)),
+            cache_read=opt(cache_read),
+            cache_write=opt(cache_write),
+            cache_write_1h=opt(cache_write_1h),
+            web_search=None if web_search is None else usd(web_search),
+            per_request=None if per_request is None else usd(per_request),
+            context_window=context_window,
+            max_output=max_output,
+            source="override",
+        )
+        with self._lock:
+            self._overrides[model.strip().lower()] = sheet
+        return sheet
+
+    def unregister(self, model: str) -> bool:
+        with self._lock:
+            return self._overrides.pop(model.strip().lower(), None) is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._overrides.clear()
+
+    def overrides(self) -> list[PriceSheet]:
+        with self._lock:
+            return list(self._overrides.values())
+
+    def _override(self, model: str) -> PriceSheet | None:
+        if not self._overrides:
+            return None
+        name = model.strip().lower()
+        for candidate in (name, _DATE_SUFFIX.sub("", name), _normalise(name)):
+            sheet = self._overrides.get(candidate)
+            if sheet is not None:
+                return sheet
+        return None
+
+    def lookup(
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        at: datetime | None = None,
+        context: dict[str, str] | None = None,
+    ) -> PriceSheet:
+        """The sheet for ``model``; raises :class:`UnknownModelError` when none is known."""
+        sheet = self._override(model)
+        if sheet is not None:
+            return sheet
+        info = self._model_info(model, provider)
+        prices = info.get_prices(at or datetime.now(tz=UTC), context)
+        if context:
+            # Variant prices are fresh copies each time: not cacheable by identity.
+            return self._sheet(info, prices, provider, model)
+        # The snapshot keeps its price objects alive, so their id() is a stable key.
+        key = (id(prices), info.id, provider or "")
+        cached = self._sheets.get(key)
+        if cached is None:
+            cached = self._sheet(info, prices, provider, model)
+            with self._lock:
+                self._sheets[key] = cached
+        return cached
+
+    def resolve(self, model: str, provider: str | None = None) -> PriceSheet | None:
+        """Like :meth:`lookup`, but ``None`` for an unknown model."""
+        try:
+            return self.lookup(model, provider)
+        except UnknownModelError:
+            return None
+
+    def _model_info(self, model: str, provider: str | None) -> Any:
+        key = (provider, model)
+        info = self._models.get(key)
+        if info is not None:
+            return info
+        from genai_prices import data_snapshot
+
+        snapshot = data_snapshot.get_snapshot()
+        candidates: Iterable[str | None] = (provider, None) if provider else (None,)
+        found: Any = None
+        for provider_id in candidates:
+            for ref in dict.fromkeys((model, _normalise(model))):
+                try:
+                    _, found = snapshot.find_provider_model(ref, None, provider_id, None)
+                except LookupError:
+                    continue
+                break
+            if found is not None:
+                break
+        if found is None:
+            raise UnknownModelError(model, provider)
+        with self._lock:
+            self._models[key] = found
+        return found
+
+    def _sheet(self, info: Any, prices: Any, provider: str | None, model: str) -> PriceSheet:
+        input_rate = _rate(prices.input_mtok) or _rate(prices.input_text_mtok)
+        output_rate = _rate(prices.output_mtok) or _rate(prices.output_text_mtok) or Rate(ZERO)
+        if input_rate is None:
+            raise UnknownModelError(model, provider)
+        cache_write = _rate(prices.cache_write_mtok) or _rate(prices.cache_write_5m_mtok)
+        requests = _per_unit(prices.requests_kcount, 1000)
+        return PriceSheet(
+            model=info.id,
+            provider=provider or "",
+            input=input_rate,
+            output=output_rate,
+            cache_read=_rate(prices.cache_read_mtok),
+            cache_write=cache_write,
+            cache_write_1h=_rate(prices.cache_write_1h_mtok),
+            input_audio=_rate(prices.input_audio_mtok),
+            output_audio=_rate(prices.output_audio_mtok),
+            web_search=_per_unit(prices.web_searches_kcount, 1000),
+            per_request=requests,
+            context_window=info.context_window,
+            max_output=max_output_for(info.id) or max_output_for(model),
+            source="genai-prices",
+        )
+
+    def with_limits(self, sheet: PriceSheet, *, context_window: int) -> PriceSheet:
+        """A copy of ``sheet`` with a larger context window (Anthropic's 1M-context beta)."""
+        if sheet.context_window is not None and sheet.context_window >= context_window:
+            return sheet
+        return replace(sheet, context_window=context_window)

@@ -1,0 +1,155 @@
+"""Token usage, normalised across providers.
+
+Providers count differently, and this module is where their counts become one shape:
+
+- Anthropic ``input_tokens`` *excludes* cache reads and writes; writes are split into 5-minute
+  and 1-hour TTLs (``cache_creation``), which are priced differently.
+- OpenAI ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens``; newer models also
+  report ``cache_write_tokens`` (inside the prompt count too). ``completion_tokens`` include
+  reasoning tokens, which are billed as output.
+
+In :class:`Usage`, ``input_tokens`` is always the *uncached* input, so the four input
+counts add up to everything the provider read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Usage", "anthropic_usage", "openai_usage", "usage_from"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one call consumed. Every count is disjoint from the others except where noted."""
+
+    input_tokens: int = 0
+    """Input read at the base rate (no cache involved)."""
+    output_tokens: int = 0
+    """Everything generated, reasoning/thinking included."""
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    """Cache writes at the default (5-minute) TTL."""
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Part of ``output_tokens``: informational."""
+    input_audio_tokens: int = 0
+    """Part of ``input_tokens``, priced at the audio rate where the model has one."""
+    output_audio_tokens: int = 0
+    """Part of ``output_tokens``, priced at the audio rate where the model has one."""
+    web_searches: int = 0
+    cost_reported: str | None = None
+    """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
+
+    @property
+    def total_input_tokens(self) -> int:
+        """Everything read: the count long-context tiers are decided on."""
+        return (
+            self.input_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+            + self.cache_write_1h_tokens
+        )
+
+    @property
+    def all_cache_write_tokens(self) -> int:
+        return self.cache_write_tokens + self.cache_write_1h_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "cost_reported":
+                continue
+            values[f.name] = getattr(self, f.name) + getattr(other, f.name)
+        return Usage(**values)
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(int(value), 0)
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def anthropic_usage(usage: dict[str, Any]) -> Usage:
+    """Anthropic's ``usage`` object (Messages, stream events, Bedrock, Vertex).
+
+    >>> anthropic_usage({"input_tokens": 10, "cache_read_input_tokens": 90,
+    ...     "cache_creation_input_tokens": 50,
+    ...     "cache_creation": {"ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 30},
+    ...     "output_tokens": 7}).total_input_tokens
+    150
+    """
+    creation = _dict(usage.get("cache_creation"))
+    write_total = _int(usage.get("cache_creation_input_tokens"))
+    write_1h = _int(creation.get("ephemeral_1h_input_tokens"))
+    if creation:
+        write_5m = _int(creation.get("ephemeral_5m_input_tokens"))
+        # The split is authoritative when present; any remainder is billed at the 5m rate.
+        write_5m = max(write_5m, write_total - write_1h)
+    else:
+        write_5m = write_total
+    server_tools = _dict(usage.get("server_tool_use"))
+    output_details = _dict(usage.get("output_tokens_details"))
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+        cache_write_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
+        reasoning_tokens=_int(output_details.get("thinking_tokens")),
+        web_searches=_int(server_tools.get("web_search_requests")),
+    )
+
+
+def openai_usage(usage: dict[str, Any]) -> Usage:
+    """OpenAI's ``usage`` (Chat/Completions/Embeddings use prompt_*; Responses input_*).
+
+    >>> u = openai_usage({"prompt_tokens": 2318, "completion_tokens": 202,
+    ...     "prompt_tokens_details": {"cached_tokens": 2048}})
+    >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
+    (270, 2048, 202)
+    """
+    if "input_tokens" in usage or "output_tokens" in usage:
+        prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("output_tokens"))
+        in_details = _dict(usage.get("input_tokens_details"))
+        out_details = _dict(usage.get("output_tokens_details"))
+    else:
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        in_details = _dict(usage.get("prompt_tokens_details"))
+        out_details = _dict(usage.get("completion_tokens_details"))
+    cached = _int(in_details.get("cached_tokens"))
+    if not cached:
+        # DeepSeek reports its cache hits beside the OpenAI fields.
+        cached = _int(usage.get("prompt_cache_hit_tokens"))
+    written = _int(in_details.get("cache_write_tokens"))
+    cached = min(cached, prompt)
+    written = min(written, prompt - cached)
+    cost = usage.get("cost")
+    return Usage(
+        input_tokens=prompt - cached - written,
+        output_tokens=completion,
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        reasoning_tokens=_int(out_details.get("reasoning_tokens")),
+        input_audio_tokens=_int(in_details.get("audio_tokens")),
+        output_audio_tokens=_int(out_details.get("audio_tokens")),
+        cost_reported=str(cost)
+        if isinstance(cost, int | float) and not isinstance(cost, bool)
+        else None,
+    )
+
+
+def usage_from(shape: str, usage: object) -> Usage | None:
+    """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``)."""
+    if not isinstance(usage, dict):
+        return None
+    return anthropic_usage(usage) if shape == "anthropic" else openai_usage(usage)

@@ -1,0 +1,183 @@
+"""Errors burnmap raises.
+
+A refusal (budget, loop, unknown price) is raised from inside the HTTP transport, before the
+request leaves the process. The SDKs treat exceptions raised by a transport specially:
+anthropic >= 1.0 wraps any ``Exception`` that is not an ``AnthropicError`` into
+``APIConnectionError`` and retries it; openai < 3 does the same for non-``OpenAIError``
+exceptions. So at raise time :func:`sdk_compatible` re-classes the error into a subclass
+that also derives from the base error of every SDK already imported in the process. The
+caller's ``except burnmap.BudgetExceededError`` still catches it, and the SDK neither
+wraps nor retries it. Importing burnmap never imports an SDK.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "BudgetExceededError",
+    "BurnmapError",
+    "LedgerError",
+    "LoopDetectedError",
+    "RefusalError",
+    "UnknownModelError",
+    "sdk_compatible",
+]
+
+
+class BurnmapError(Exception):
+    """Base class of every error burnmap raises."""
+
+
+class RefusalError(BurnmapError):
+    """A call was refused before it was sent: nothing left the process, nothing was billed."""
+
+
+def _money(value: Decimal | None) -> str:
+    return "unlimited" if value is None else f"${value:.6f}".rstrip("0").rstrip(".")
+
+
+class BudgetExceededError(RefusalError):
+    """The next call could cost more than what is left of a budget.
+
+    Attributes: ``job_name`` (the innermost run's name), ``budget`` (the limit that
+    refused), ``spent_so_far`` (settled spend in that scope), ``call_count`` (calls made in
+    that scope), ``scope`` (which budget refused: ``"run:<name>"``, ``"user:<id>"`` …),
+    ``reserved`` (what other in-flight calls hold), ``needed`` (this call's worst case).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        job_name: str | None = None,
+        budget: Decimal | None = None,
+        spent_so_far: Decimal = Decimal(0),
+        call_count: int = 0,
+        scope: str = "",
+        reserved: Decimal = Decimal(0),
+        needed: Decimal = Decimal(0),
+        model: str | None = None,
+        resets: str | None = None,
+    ) -> None:
+        self.job_name = job_name
+        self.budget = budget
+        self.spent_so_far = spent_so_far
+        self.call_count = call_count
+        self.scope = scope
+        self.reserved = reserved
+        self.needed = needed
+        self.model = model
+        self.resets = resets
+        if message is None:
+            message = (
+                f"burnmap: budget {scope or job_name!r} would be exceeded: spent "
+                f"{_money(spent_so_far)} of {_money(budget)}"
+                + (f" ({_money(reserved)} held by calls in flight)" if reserved else "")
+                + f"; the next call{f' to {model}' if model else ''} could cost up to "
+                f"{_money(needed)}. The call was not sent."
+                + (f" The budget resets {resets}." if resets else "")
+                + " Raise the budget, lower max_tokens, or stop the job here."
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (BudgetExceededError, self.args), self.__dict__)
+
+
+class LoopDetectedError(RefusalError):
+    """The run looks like a runaway loop; the next call was not sent.
+
+    ``trigger`` names the rule that fired (``"call_rate"``, ``"context_growth"``, …).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        trigger: str,
+        job_name: str | None = None,
+        call_count: int = 0,
+    ) -> None:
+        self.trigger = trigger
+        self.job_name = job_name
+        self.call_count = call_count
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (LoopDetectedError, self.args), self.__dict__)
+
+
+class UnknownModelError(RefusalError):
+    """No price is known for the model, so the call cannot be bounded; it was not sent."""
+
+    def __init__(self, model: str, provider: str | None = None) -> None:
+        self.model = model
+        self.provider = provider
+        where = f" (provider {provider!r})" if provider else ""
+        super().__init__(
+            f"burnmap: no price is known for model {model!r}{where}, so this call cannot be "
+            "budgeted and was not sent. Register its price (USD per million tokens) first:\n"
+            f"    burnmap.prices.register({model!r}, input=3.00, output=15.00)\n"
+            "or run `burnmap prices MODEL` to see which names are known."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_unknown, (self.model, self.provider), {})
+
+
+class LedgerError(BurnmapError):
+    """The spend ledger failed; the call was not sent (burnmap fails closed)."""
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    err = cls.__new__(cls)
+    err.args = args
+    return err
+
+
+def _rebuild_unknown(model: str, provider: str | None) -> UnknownModelError:
+    return UnknownModelError(model, provider)
+
+
+# SDK packages whose transports wrap foreign exceptions, and their base error class.
+_SDK_BASES = (("anthropic", "AnthropicError"), ("openai", "OpenAIError"))
+_mixed_cache: dict[tuple[type[BaseException], ...], type[RefusalError]] = {}
+_mixed_lock = threading.Lock()
+
+
+def _loaded_sdk_bases() -> tuple[type[BaseException], ...]:
+    bases: list[type[BaseException]] = []
+    for module_name, class_name in _SDK_BASES:
+        module = sys.modules.get(module_name)
+        base = getattr(module, class_name, None) if module is not None else None
+        if isinstance(base, type) and issubclass(base, BaseException):
+            bases.append(base)
+    return tuple(bases)
+
+
+def sdk_compatible(error: RefusalError) -> RefusalError:
+    """Re-class ``error`` so that every imported SDK propagates it unchanged.
+
+    >>> err = sdk_compatible(UnknownModelError("m"))
+    >>> isinstance(err, UnknownModelError)
+    True
+    """
+    sdk_bases = _loaded_sdk_bases()
+    if not sdk_bases:
+        return error
+    cls = type(error)
+    key = (cls, *sdk_bases)
+    mixed = _mixed_cache.get(key)
+    if mixed is None:
+        with _mixed_lock:
+            mixed = _mixed_cache.get(key)
+            if mixed is None:
+                mixed = type(cls.__name__, (cls, *sdk_bases), {"__module__": cls.__module__})
+                assert issubclass(mixed, RefusalError)
+                _mixed_cache[key] = mixed
+    error.__class__ = mixed
+    return error

@@ -1,0 +1,45 @@
+"""Prices: look them up, register your own, override the bundled ones.
+
+Prices come from genai-prices' bundled data (offline; updated only when you upgrade it).
+A registered price wins over the bundled one, for that model name and its dated ids::
+
+    burnmap.prices.register("my-finetune", input=3.00, output=15.00)   # USD per 1M tokens
+    burnmap.prices.lookup("claude-sonnet-4-6").cost(Usage(input_tokens=1000))
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from burnmap._core.pricing import PriceBook, PriceSheet, max_output_for
+from burnmap._core.usage import Usage
+
+__all__ = [
+    "PriceBook",
+    "PriceSheet",
+    "Usage",
+    "clear",
+    "cost",
+    "default_book",
+    "lookup",
+    "max_output_for",
+    "register",
+    "unregister",
+]
+
+default_book = PriceBook()
+"""The process-wide price book the transports use unless given their own."""
+
+register = default_book.register
+unregister = default_book.unregister
+clear = default_book.clear
+
+
+def lookup(model: str, provider: str | None = None) -> PriceSheet:
+    """The price sheet for ``model`` (raises ``UnknownModelError`` when none is known)."""
+    return default_book.lookup(model, provider)
+
+
+def cost(model: str, usage: Usage, provider: str | None = None) -> Decimal:
+    """What ``usage`` of ``model`` costs, in USD."""
+    return default_book.lookup(model, provider).cost(usage)

@@ -1,0 +1,453 @@
+"""Run scopes: ``with burnmap.run("job", budget=2.00) as r:``.
+
+The run in scope lives in a context variable, so it follows ``asyncio.gather`` and
+``create_task`` (which copy the context) and stays separate between threads. A thread
+started inside a run joins it with ``with r.attach():``. Runs nest: a call counts against
+the innermost run and every enclosing one, and is refused if any of them cannot hold its
+worst-case cost. All accounting happens under one process-wide lock, held for a few
+microseconds per call and never across I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+from burnmap._core import ledger
+from burnmap._core.loops import LoopGuard
+from burnmap._core.money import ZERO, usd
+from burnmap._core.usage import Usage
+from burnmap.errors import BudgetExceededError, LoopDetectedError, sdk_compatible
+
+__all__ = ["CallRecord", "Reservation", "Run", "RunReport", "current_run", "run"]
+
+_current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
+_LOCK = threading.Lock()
+
+
+def current_run() -> Run | None:
+    """The innermost run in scope here, or ``None``."""
+    return _current.get()
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One settled call, as the report shows it."""
+
+    model: str
+    provider: str
+    endpoint: str
+    usage: Usage
+    cost: Decimal
+    reserved: Decimal
+    estimated: bool
+    """True when the stream was cut short or unreadable and the cost is an estimate."""
+    streamed: bool
+    started_at: float
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run cost. Taken at any time; final once the run has exited."""
+
+    job_name: str
+    budget: Decimal | None
+    total_cost: Decimal
+    calls: tuple[CallRecord, ...]
+    refused_calls: int
+    failed_attempts: int
+    stopped_early: bool
+    stop_reason: str | None
+    started_at: float
+    duration_seconds: float
+    user_id: str | None = None
+
+    @property
+    def call_count(self) -> int:
+        return len(self.calls)
+
+    @property
+    def budget_remaining(self) -> Decimal | None:
+        return None if self.budget is None else self.budget - self.total_cost
+
+    @property
+    def cost_by_call(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cumulative = ZERO
+        for call in self.calls:
+            cumulative += call.cost
+            usage = call.usage
+            rows.append(
+                {
+                    "model": call.model,
+                    "provider": call.provider,
+                    "endpoint": call.endpoint,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
+                    "cache_write_tokens": usage.all_cache_write_tokens,
+                    "reasoning_tokens": usage.reasoning_tokens,
+                    "web_searches": usage.web_searches,
+                    "cost": call.cost,
+                    "cumulative_cost": cumulative,
+                    "reserved": call.reserved,
+                    "estimated": call.estimated,
+                    "streamed": call.streamed,
+                    "duration_seconds": round(call.duration_seconds, 6),
+                }
+            )
+        return rows
+
+    @property
+    def model_breakdown(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for call in self.calls:
+            row = out.setdefault(
+                call.model,
+                {
+                    "calls": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cache_read_tokens": 0,
+                    "cache_write_tokens": 0,
+                    "cost": ZERO,
+                },
+            )
+            row["calls"] += 1
+            row["input_tokens"] += call.usage.input_tokens
+            row["output_tokens"] += call.usage.output_tokens
+            row["cache_read_tokens"] += call.usage.cache_read_tokens
+            row["cache_write_tokens"] += call.usage.all_cache_write_tokens
+            row["cost"] += call.cost
+        return out
+
+    def summary(self) -> str:
+        """A short plain-text report."""
+        budget = "no budget" if self.budget is None else f"budget ${self.budget:.4f}"
+        lines = [
+            f"burnmap run {self.job_name!r}: ${self.total_cost:.6f} spent, {budget}, "
+            f"{self.call_count} call{'s' if self.call_count != 1 else ''} "
+            f"in {self.duration_seconds:.2f} s",
+        ]
+        if self.budget is not None:
+            used = (self.total_cost / self.budget * 100) if self.budget else Decimal(100)
+            lines.append(f"  remaining ${self.budget_remaining:.6f} ({used:.1f}% used)")
+        for model, row in self.model_breakdown.items():
+            lines.append(
+                f"  {model}: {row['calls']} calls, {row['input_tokens']} in / "
+                f"{row['output_tokens']} out / {row['cache_read_tokens']} cache read / "
+                f"{row['cache_write_tokens']} cache write tokens, ${row['cost']:.6f}"
+            )
+        if any(call.estimated for call in self.calls):
+            lines.append("  (some calls were cut short: their cost is an estimate)")
+        if self.stopped_early:
+            lines.append(f"  stopped early: {self.stop_reason}")
+        if self.failed_attempts:
+            lines.append(f"  {self.failed_attempts} failed attempts (HTTP errors, not billed)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        def money(value: Decimal | None) -> str | None:
+            return None if value is None else str(value)
+
+        return {
+            "job_name": self.job_name,
+            "user_id": self.user_id,
+            "budget": money(self.budget),
+            "total_cost": money(self.total_cost),
+            "budget_remaining": money(self.budget_remaining),
+            "call_count": self.call_count,
+            "refused_calls": self.refused_calls,
+            "failed_attempts": self.failed_attempts,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat(),
+            "duration_seconds": round(self.duration_seconds, 6),
+            "model_breakdown": {
+                model: {**row, "cost": money(row["cost"])}
+                for model, row in self.model_breakdown.items()
+            },
+            "cost_by_call": [
+                {
+                    **row,
+                    "cost": money(row["cost"]),
+                    "cumulative_cost": money(row["cumulative_cost"]),
+                    "reserved": money(row["reserved"]),
+                }
+                for row in self.cost_by_call
+            ],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON text; money is written as decimal strings so no cent is lost to floats."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+@dataclass(eq=False)
+class Run:
+    """A budget scope. Create it with :func:`run`."""
+
+    job_name: str
+    budget: Decimal | None
+    user_id: str | None = None
+    call_rate_limit: int | None = None
+    context_growth_limit: float | None = None
+    parent: Run | None = field(default=None, repr=False)
+    _account: ledger.Account = field(init=False, repr=False)
+    _guard: LoopGuard = field(init=False, repr=False)
+    _calls: list[CallRecord] = field(default_factory=list, init=False, repr=False)
+    _refused: int = field(default=0, init=False, repr=False)
+    _failed: int = field(default=0, init=False, repr=False)
+    _stop_reason: str | None = field(default=None, init=False, repr=False)
+    _started: float = field(default=0.0, init=False, repr=False)
+    _ended: float | None = field(default=None, init=False, repr=False)
+    _tokens: list[Token[Run | None]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._account = ledger.Account(f"run:{self.job_name}", self.budget)
+        self._guard = LoopGuard(
+            call_rate_limit=self.call_rate_limit,
+            context_growth_limit=self.context_growth_limit,
+        )
+
+    # -- scope -------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        if self._tokens or self._ended is not None:
+            raise RuntimeError(
+                f"burnmap run {self.job_name!r} was already entered; create a new "
+                "burnmap.run(...) for each job (use r.attach() to join it from another thread)"
+            )
+        self.parent = _current.get()
+        self._started = time.time()
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tokens:
+            token = self._tokens.pop()
+            try:
+                _current.reset(token)
+            except ValueError:
+                # Exited in another context (a generator or task that outlived the with).
+                _current.set(self.parent)
+        self._ended = time.time()
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @contextmanager
+    def attach(self) -> Iterator[Run]:
+        """Make this run the one in scope in the current thread or task, for a while.
+
+        ``contextvars`` do not follow new threads; a worker started inside a run joins it::
+
+            def work():
+                with r.attach():
+                    client.messages.create(...)
+        """
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    # -- live figures --------------------------------------------------------------------
+    @property
+    def spent(self) -> Decimal:
+        """Settled spend so far, in USD (inner runs' calls included)."""
+        return self._account.spent
+
+    @property
+    def reserved(self) -> Decimal:
+        """Worst-case cost held by calls in flight."""
+        return self._account.reserved
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls)
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.budget is None else self.budget - self.spent
+
+    @property
+    def report(self) -> RunReport:
+        with _LOCK:
+            calls = tuple(self._calls)
+            total = self._account.spent
+            refused = self._refused
+            failed = self._failed
+            reason = self._stop_reason
+        end = self._ended if self._ended is not None else time.time()
+        return RunReport(
+            job_name=self.job_name,
+            budget=self.budget,
+            total_cost=total,
+            calls=calls,
+            refused_calls=refused,
+            failed_attempts=failed,
+            stopped_early=reason is not None,
+            stop_reason=reason,
+            started_at=self._started,
+            duration_seconds=max(end - self._started, 0.0) if self._started else 0.0,
+            user_id=self.user_id,
+        )
+
+    def chain(self) -> list[Run]:
+        runs: list[Run] = []
+        node: Run | None = self
+        while node is not None:
+            runs.append(node)
+            node = node.parent
+        return runs
+
+    # -- reservations --------------------------------------------------------------------
+    def reserve(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
+        """Hold ``amount`` on this run and every enclosing run, or raise a refusal."""
+        runs = self.chain()
+        accounts = [r._account for r in runs]
+        now = time.monotonic()
+        with _LOCK:
+            for r in runs:
+                verdict = r._guard.check(now)
+                if verdict is not None:
+                    reason = f"loop detected ({verdict.trigger}): {verdict.message}"
+                    for each in runs:
+                        each._refused += 1
+                        each._stop_reason = each._stop_reason or reason
+                    raise sdk_compatible(
+                        LoopDetectedError(
+                            f"burnmap: run {r.job_name!r} looks like a runaway loop: "
+                            f"{verdict.message}. The call was not sent. Raise or disable "
+                            f"the limit (burnmap.run(..., {verdict.trigger}_limit=None)) if "
+                            "this is expected.",
+                            trigger=verdict.trigger,
+                            job_name=r.job_name,
+                            call_count=len(r._calls),
+                        )
+                    )
+            refusing = ledger.first_refusal(accounts, amount)
+            if refusing is not None:
+                owner = runs[accounts.index(refusing)]
+                reason = f"budget {refusing.scope} would be exceeded"
+                for each in runs:
+                    each._refused += 1
+                    each._stop_reason = each._stop_reason or reason
+                raise sdk_compatible(
+                    BudgetExceededError(
+                        job_name=self.job_name,
+                        budget=refusing.limit,
+                        spent_so_far=refusing.spent,
+                        call_count=len(owner._calls),
+                        scope=refusing.scope,
+                        reserved=refusing.reserved,
+                        needed=amount,
+                        model=model,
+                    )
+                )
+            ledger.hold(accounts, amount)
+            for r in runs:
+                r._guard.record(now, input_tokens)
+        return Reservation(runs, accounts, amount)
+
+
+@dataclass(eq=False)
+class Reservation:
+    """A hold on a chain of runs. Settled or released exactly once."""
+
+    runs: list[Run]
+    accounts: list[ledger.Account]
+    amount: Decimal
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    done: bool = False
+
+    def settle(
+        self,
+        *,
+        model: str,
+        provider: str,
+        endpoint: str,
+        usage: Usage,
+        cost: Decimal,
+        estimated: bool,
+        streamed: bool,
+    ) -> None:
+        record = CallRecord(
+            model=model,
+            provider=provider,
+            endpoint=endpoint,
+            usage=usage,
+            cost=cost,
+            reserved=self.amount,
+            estimated=estimated,
+            streamed=streamed,
+            started_at=self.started_at,
+            duration_seconds=time.monotonic() - self.started,
+        )
+        with _LOCK:
+            if self.done:
+                return
+            self.done = True
+            ledger.settle(self.accounts, self.amount, cost)
+            for r in self.runs:
+                r._calls.append(record)
+
+    def release(self, *, failed: bool = True) -> None:
+        """Drop the hold: the attempt cost nothing (HTTP error, connection failure)."""
+        with _LOCK:
+            if self.done:
+                return
+            self.done = True
+            ledger.release(self.accounts, self.amount)
+            if failed:
+                for r in self.runs:
+                    r._failed += 1
+
+
+def run(
+    job_name: str,
+    budget: float | int | str | Decimal | None = None,
+    *,
+    user_id: str | None = None,
+    call_rate_limit: int | None = None,
+    context_growth_limit: float | None = None,
+) -> Run:
+    """A budget scope for the calls made inside it (``with`` or ``async with``).
+
+    ``budget`` is in USD; ``None`` only records spend. ``call_rate_limit`` is the most
+    calls allowed in any 60 s window, ``context_growth_limit`` the factor by which input
+    tokens may grow over 4 consecutive growing calls; both are off (``None``) by default.
+    """
+    if not isinstance(job_name, str) or not job_name:
+        raise ValueError("burnmap.run() needs a job name, e.g. burnmap.run('nightly-triage')")
+    return Run(
+        job_name=job_name,
+        budget=None if budget is None else usd(budget),
+        user_id=user_id,
+        call_rate_limit=call_rate_limit,
+        context_growth_limit=context_growth_limit,
+    )

@@ -1,0 +1,446 @@
+"""The budget transport: the one interception point, for httpx and httpx2 alike.
+
+``Transport`` / ``AsyncTransport`` wrap an inner transport (the real network by default).
+For each request inside a run they: identify the endpoint, bound its cost, reserve that
+on every budget in scope (or raise before sending), forward, meter the response as it
+passes, and settle. Every decision is made by ``burnmap._core``; this module moves bytes.
+
+The classes subclass both libraries' base transports, and the response stream wrappers
+subclass the byte-stream classes of whichever library made the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any, Literal, overload
+
+import httpx
+import httpx2
+
+from burnmap._core.bound import CallPlan, plan_call
+from burnmap._core.decode import BodyDecoder, DecodeError
+from burnmap._core.endpoint import Endpoint, identify
+from burnmap._core.meter import JSONMeter, Metered, SSEMeter, UsageChunkFilter
+from burnmap._core.pricing import PriceBook
+from burnmap._core.usage import Usage
+from burnmap.errors import RefusalError, sdk_compatible
+from burnmap.prices import default_book
+from burnmap.run import Reservation, current_run
+
+__all__ = ["AsyncTransport", "Transport", "async_client", "client"]
+
+log = logging.getLogger("burnmap.transport")
+
+_Request = httpx.Request | httpx2.Request
+_Response = httpx.Response | httpx2.Response
+
+
+def _library(request: Any) -> types.ModuleType:
+    return httpx2 if type(request).__module__.startswith("httpx2") else httpx
+
+
+class _Metering:
+    """Drives one response through decoder → (filter) → meter, and settles once."""
+
+    __slots__ = ("_book", "_decoder", "_done", "_filter", "_meter", "_plan", "_reservation")
+
+    def __init__(
+        self,
+        book: PriceBook,
+        plan: CallPlan,
+        reservation: Reservation,
+        content_encoding: str | None,
+        streaming: bool,
+    ) -> None:
+        self._book = book
+        self._plan = plan
+        self._reservation = reservation
+        self._done = False
+        self._meter: JSONMeter | SSEMeter = (
+            SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
+            if streaming
+            else JSONMeter(plan.endpoint.shape)
+        )
+        self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
+        try:
+            self._decoder: BodyDecoder | None = BodyDecoder(content_encoding)
+        except DecodeError as exc:
+            log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
+            self._decoder = None
+
+    @property
+    def rewrites(self) -> bool:
+        """True when the caller gets decoded, filtered bytes instead of the raw ones."""
+        return self._filter is not None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._decoder is None:
+            return chunk
+        try:
+            data = self._decoder.feed(chunk)
+        except DecodeError as exc:
+            log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
+            self._decoder = None
+            return chunk
+        if data:
+            self._meter.feed(data)
+            if self._filter is not None:
+                return self._filter.feed(data)
+        return b"" if self._filter is not None else chunk
+
+    def tail(self) -> bytes:
+        if self._decoder is None:
+            return b""
+        try:
+            data = self._decoder.flush()
+        except DecodeError:
+            self._decoder = None
+            return b""
+        if data:
+            self._meter.feed(data)
+        if self._filter is not None:
+            return (self._filter.feed(data) if data else b"") + self._filter.flush()
+        return b""
+
+    def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        plan = self._plan
+        if self._decoder is None:
+            self._settle(None, estimated=True, cost=plan.cost)
+            return
+        self._settle(self._meter.result(), estimated=False, cost=None)
+
+    def _settle(self, metered: Metered | None, *, estimated: bool, cost: Decimal | None) -> None:
+        plan = self._plan
+        usage: Usage
+        if metered is not None and metered.usage is not None and metered.complete:
+            usage = metered.usage
+        elif metered is not None and metered.usage is not None:
+            # Cut short after the usage header: the input is known, the output estimated.
+            seen = max(metered.usage.output_tokens, metered.output_tokens_seen)
+            usage = _with_output(metered.usage, min(seen, plan.output_tokens))
+            estimated = True
+        else:
+            # Nothing reported: the input bound (the provider bills all input) and what
+            # output passed by.
+            seen = metered.output_tokens_seen if metered is not None else plan.output_tokens
+            usage = Usage(input_tokens=plan.input_tokens, output_tokens=seen)
+            estimated = True
+        sheet = plan.sheet
+        if metered is not None and metered.model and metered.model != plan.model:
+            # The response names the exact model that ran ("gpt-4o" → a dated id).
+            sheet = self._book.resolve(metered.model, plan.endpoint.provider) or sheet
+        if cost is None:
+            cost = sheet.cost(usage)
+            if not estimated and cost > plan.cost:
+                log.warning(
+                    "burnmap: %s cost $%s, more than its bound $%s; please report this",
+                    plan.model,
+                    cost,
+                    plan.cost,
+                )
+        model = metered.model if metered is not None and metered.model else plan.model
+        self._reservation.settle(
+            model=model,
+            provider=plan.sheet.provider or plan.endpoint.shape,
+            endpoint=plan.endpoint.kind,
+            usage=usage,
+            cost=cost,
+            estimated=estimated,
+            streamed=plan.stream,
+        )
+
+
+def _with_output(usage: Usage, output_tokens: int) -> Usage:
+    from dataclasses import replace
+
+    return replace(usage, output_tokens=output_tokens)
+
+
+class _SyncMeteredStream:
+    """Yields each chunk the moment it arrives; settles at the end or on close."""
+
+    def __init__(self, inner: Any, metering: _Metering) -> None:
+        self._inner = inner
+        self._metering = metering
+
+    def __iter__(self) -> Iterator[bytes]:
+        metering = self._metering
+        try:
+            for chunk in self._inner:
+                out = metering.feed(chunk)
+                if out:
+                    yield out
+            tail = metering.tail()
+            if tail:
+                yield tail
+        finally:
+            metering.finish()
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._metering.finish()
+
+
+class _AsyncMeteredStream:
+    def __init__(self, inner: Any, metering: _Metering) -> None:
+        self._inner = inner
+        self._metering = metering
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        metering = self._metering
+        try:
+            async for chunk in self._inner:
+                out = metering.feed(chunk)
+                if out:
+                    yield out
+            tail = metering.tail()
+            if tail:
+                yield tail
+        finally:
+            metering.finish()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._metering.finish()
+
+
+class _HttpxSync(_SyncMeteredStream, httpx.SyncByteStream):
+    pass
+
+
+class _Httpx2Sync(_SyncMeteredStream, httpx2.SyncByteStream):
+    pass
+
+
+class _HttpxAsync(_AsyncMeteredStream, httpx.AsyncByteStream):
+    pass
+
+
+class _Httpx2Async(_AsyncMeteredStream, httpx2.AsyncByteStream):
+    pass
+
+
+class _Engine:
+    """What both transports share: deciding, and wrapping the response."""
+
+    def __init__(self, book: PriceBook | None) -> None:
+        self._book = book or default_book
+
+    def identify(self, request: Any) -> Endpoint | None:
+        """The endpoint of a request to budget, ``None`` when it passes untouched."""
+        if current_run() is None:
+            return None
+        url = request.url
+        return identify(request.method, url.host, url.path)
+
+    def prepare(
+        self, request: Any, endpoint: Endpoint, body: bytes
+    ) -> tuple[CallPlan, Reservation, Any]:
+        """Plan and reserve a call (raises a refusal); returns the request to send."""
+        run = current_run()
+        assert run is not None
+        try:
+            plan = plan_call(
+                endpoint,
+                body,
+                self._book,
+                anthropic_beta=request.headers.get("anthropic-beta", ""),
+            )
+        except RefusalError as exc:
+            raise sdk_compatible(exc) from None
+        reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
+        log.debug(
+            "burnmap: reserved $%s for %s %s (≤%d in, ≤%d out) in run %r",
+            plan.cost,
+            endpoint.kind,
+            plan.model,
+            plan.input_tokens,
+            plan.output_tokens,
+            run.job_name,
+        )
+        if plan.body is not None:
+            headers = request.headers.copy()
+            headers["content-length"] = str(len(plan.body))
+            request = type(request)(
+                request.method,
+                request.url,
+                headers=headers,
+                content=plan.body,
+                extensions=request.extensions,
+            )
+        return plan, reservation, request
+
+    def wrap(self, plan: CallPlan, reservation: Reservation, response: Any, *, sync: bool) -> Any:
+        if response.status_code >= 400:
+            # Error responses are not billed: drop the hold now, pass the body untouched.
+            reservation.release()
+            return response
+        content_type = response.headers.get("content-type", "")
+        streaming = "text/event-stream" in content_type
+        metering = _Metering(
+            self._book, plan, reservation, response.headers.get("content-encoding"), streaming
+        )
+        lib = _library(response)
+        if sync:
+            cls: type[Any] = _Httpx2Sync if lib is httpx2 else _HttpxSync
+        else:
+            cls = _Httpx2Async if lib is httpx2 else _HttpxAsync
+        headers = response.headers
+        if metering.rewrites:
+            headers = [
+                (k, v)
+                for k, v in response.headers.raw
+                if k.lower() not in (b"content-encoding", b"content-length")
+            ]
+        return type(response)(
+            status_code=response.status_code,
+            headers=headers,
+            stream=cls(response.stream, metering),
+            extensions=response.extensions,
+        )
+
+
+class Transport(httpx2.BaseTransport, httpx.BaseTransport):
+    """A budget-enforcing transport around ``inner`` (an httpx or httpx2 transport).
+
+    Without ``inner``, a real network transport of the library that sends the first
+    request is created (``httpx2.HTTPTransport()`` or ``httpx.HTTPTransport()``).
+    """
+
+    def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
+        self._inner = inner
+        self._engine = _Engine(prices)
+
+    def _inner_for(self, request: Any) -> Any:
+        if self._inner is None:
+            self._inner = _library(request).HTTPTransport()
+        return self._inner
+
+    def handle_request(self, request: Any) -> Any:
+        inner = self._inner_for(request)
+        endpoint = self._engine.identify(request)
+        if endpoint is None:
+            return inner.handle_request(request)
+        plan, reservation, request = self._engine.prepare(request, endpoint, request.read())
+        try:
+            response = inner.handle_request(request)
+        except BaseException:
+            reservation.release()
+            raise
+        return self._engine.wrap(plan, reservation, response, sync=True)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
+class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
+    """The async twin of :class:`Transport`."""
+
+    def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
+        self._inner = inner
+        self._engine = _Engine(prices)
+
+    def _inner_for(self, request: Any) -> Any:
+        if self._inner is None:
+            self._inner = _library(request).AsyncHTTPTransport()
+        return self._inner
+
+    async def handle_async_request(self, request: Any) -> Any:
+        inner = self._inner_for(request)
+        endpoint = self._engine.identify(request)
+        if endpoint is None:
+            return await inner.handle_async_request(request)
+        body = await request.aread()
+        plan, reservation, request = self._engine.prepare(request, endpoint, body)
+        try:
+            response = await inner.handle_async_request(request)
+        except BaseException:
+            reservation.release()
+            raise
+        return self._engine.wrap(plan, reservation, response, sync=False)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+# Transport options go to the inner transport: given `transport=`, httpx ignores them.
+_TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "http1", "http2", "limits", "proxy")
+
+# The SDKs' own defaults, so a burnmap client behaves like the one it replaces.
+_DEFAULT_TIMEOUT = (600.0, 5.0)
+_DEFAULT_MAX_CONNECTIONS = 1000
+_DEFAULT_MAX_KEEPALIVE = 100
+
+
+def _client_parts(lib: types.ModuleType, kwargs: dict[str, Any]) -> dict[str, Any]:
+    transport_kwargs = {k: kwargs.pop(k) for k in _TRANSPORT_OPTIONS if k in kwargs}
+    transport_kwargs.setdefault(
+        "limits",
+        lib.Limits(
+            max_connections=_DEFAULT_MAX_CONNECTIONS,
+            max_keepalive_connections=_DEFAULT_MAX_KEEPALIVE,
+        ),
+    )
+    if "mounts" in kwargs or "transport" in kwargs:
+        raise TypeError(
+            "burnmap.client() builds its own transport; to wrap yours, use "
+            "httpx2.Client(transport=burnmap.Transport(your_transport))"
+        )
+    kwargs.setdefault("timeout", lib.Timeout(_DEFAULT_TIMEOUT[0], connect=_DEFAULT_TIMEOUT[1]))
+    kwargs.setdefault("follow_redirects", True)
+    return transport_kwargs
+
+
+@overload
+def client(stack: Literal["httpx2"] = "httpx2", **kwargs: Any) -> httpx2.Client: ...
+@overload
+def client(stack: Literal["httpx"], **kwargs: Any) -> httpx.Client: ...
+def client(stack: str = "httpx2", **kwargs: Any) -> httpx2.Client | httpx.Client:
+    """An HTTP client whose every call is budgeted: pass it as an SDK's ``http_client``.
+
+    ``stack="httpx2"`` (the default) suits anthropic >= 1.0 and openai >= 3.0;
+    ``stack="httpx"`` returns an ``httpx.Client`` for older SDKs and httpx-based
+    frameworks. Other keyword arguments are httpx's (``timeout``, ``headers``,
+    ``verify``, ``proxy``, ``limits``…), with the SDKs' defaults where unset.
+    """
+    lib = _stack(stack)
+    prices = kwargs.pop("prices", None)
+    transport_kwargs = _client_parts(lib, kwargs)
+    inner = lib.HTTPTransport(**transport_kwargs)
+    return lib.Client(transport=Transport(inner, prices=prices), **kwargs)  # type: ignore[no-any-return]
+
+
+@overload
+def async_client(stack: Literal["httpx2"] = "httpx2", **kwargs: Any) -> httpx2.AsyncClient: ...
+@overload
+def async_client(stack: Literal["httpx"], **kwargs: Any) -> httpx.AsyncClient: ...
+def async_client(stack: str = "httpx2", **kwargs: Any) -> httpx2.AsyncClient | httpx.AsyncClient:
+    """The async twin of :func:`client`, for ``AsyncAnthropic`` / ``AsyncOpenAI``."""
+    lib = _stack(stack)
+    prices = kwargs.pop("prices", None)
+    transport_kwargs = _client_parts(lib, kwargs)
+    inner = lib.AsyncHTTPTransport(**transport_kwargs)
+    return lib.AsyncClient(transport=AsyncTransport(inner, prices=prices), **kwargs)  # type: ignore[no-any-return]
+
+
+def _stack(stack: str) -> types.ModuleType:
+    if stack == "httpx2":
+        return httpx2
+    if stack == "httpx":
+        return httpx
+    raise ValueError(
+        f"stack={stack!r}: use 'httpx2' (anthropic>=1.0, openai>=3.0) or 'httpx' "
+        "(older SDKs and httpx-based frameworks)"
+    )

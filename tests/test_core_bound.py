@@ -1,0 +1,303 @@
+"""The pre-call bound: never below what the call can cost."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from burnmap._core.bound import (
+    IMAGE_TOKENS,
+    RequestNotUnderstoodError,
+    plan_call,
+)
+from burnmap._core.endpoint import Endpoint, identify
+from burnmap._core.pricing import PriceBook
+from burnmap._core.usage import Usage
+from burnmap.errors import UnknownModelError
+from tests.conftest import wire
+
+ANTHROPIC = Endpoint("anthropic", "messages", "anthropic")
+CHAT = Endpoint("openai", "chat", "openai")
+RESPONSES = Endpoint("openai", "responses", "openai")
+BOOK = PriceBook()
+
+
+def body(obj: dict[str, object]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+@settings(max_examples=200)
+@given(st.lists(st.text(), min_size=1, max_size=5), st.booleans())
+def test_input_bound_covers_every_utf8_byte(texts: list[str], ensure_ascii: bool) -> None:
+    # Byte-level BPE never yields more tokens than UTF-8 bytes: the bound must cover them.
+    messages = [{"role": "user", "content": t} for t in texts]
+    raw = json.dumps({"model": "gpt-4o", "messages": messages}, ensure_ascii=ensure_ascii).encode()
+    plan = plan_call(CHAT, raw, BOOK)
+    assert plan.input_tokens >= sum(len(t.encode()) for t in texts)
+
+
+usage_parts = st.integers(min_value=0, max_value=10**6)
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        [
+            (ANTHROPIC, "claude-sonnet-4-5"),
+            (ANTHROPIC, "claude-sonnet-4-6"),
+            (ANTHROPIC, "claude-opus-4-6"),
+            (CHAT, "gpt-4o-mini"),
+            (RESPONSES, "o3"),
+        ]
+    ),
+    st.integers(min_value=1, max_value=400_000),
+    st.integers(min_value=1, max_value=64_000),
+    st.tuples(usage_parts, usage_parts, usage_parts, usage_parts),
+    st.booleans(),
+)
+def test_bound_cost_covers_any_usage_within_the_bound(
+    target: tuple[Endpoint, str],
+    prompt_bytes: int,
+    max_tokens: int,
+    split: tuple[int, int, int, int],
+    cache_control: bool,
+) -> None:
+    endpoint, model = target
+    content: dict[str, object] = {"type": "text", "text": "a" * prompt_bytes}
+    if cache_control:
+        content["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    key = "max_output_tokens" if endpoint.kind == "responses" else "max_tokens"
+    obj = {
+        "model": model,
+        key: max_tokens,
+        ("input" if endpoint.kind == "responses" else "messages"): [
+            {"role": "user", "content": [content]}
+        ],
+    }
+    plan = plan_call(endpoint, body(obj), BOOK)
+    sheet = plan.sheet
+    # Split the bounded input any way between fresh, cache reads and cache writes.
+    weights = [w + 1 for w in split]
+    total = sum(weights)
+    parts = [plan.input_tokens * w // total for w in weights]
+    usage = Usage(
+        input_tokens=parts[0] + (plan.input_tokens - sum(parts)),
+        cache_read_tokens=parts[1],
+        cache_write_tokens=parts[2] if endpoint.shape == "anthropic" and cache_control else 0,
+        cache_write_1h_tokens=parts[3] if endpoint.shape == "anthropic" and cache_control else 0,
+        output_tokens=plan.output_tokens,
+    )
+    if not (endpoint.shape == "anthropic" and cache_control):
+        usage = Usage(
+            input_tokens=usage.input_tokens + parts[2] + parts[3],
+            cache_read_tokens=usage.cache_read_tokens,
+            output_tokens=usage.output_tokens,
+        )
+    assert usage.total_input_tokens == plan.input_tokens
+    assert sheet.cost(usage) <= plan.cost
+
+
+def test_bound_example_numbers() -> None:
+    obj = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Hello, Claude"}],
+    }
+    raw = body(obj)
+    plan = plan_call(ANTHROPIC, raw, BOOK)
+    assert plan.output_tokens == 1024
+    assert plan.input_tokens == -(-len(raw) * 11 // 10) + 64
+    assert plan.cost == (plan.input_tokens * 3 + 1024 * 15) / Decimal(1_000_000)
+
+
+def test_images_count_at_their_cap_not_their_bytes() -> None:
+    image = base64.b64encode(b"\x89PNG" + b"\0" * 600_000).decode()
+    obj = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": image},
+                    },
+                    {"type": "text", "text": "what is this?"},
+                ],
+            }
+        ],
+    }
+    plan = plan_call(ANTHROPIC, body(obj), BOOK)
+    assert IMAGE_TOKENS < plan.input_tokens < IMAGE_TOKENS + 1_000
+    openai_obj = {
+        "model": "gpt-4o",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}
+                ],
+            }
+        ],
+    }
+    assert plan_call(CHAT, body(openai_obj), BOOK).input_tokens < IMAGE_TOKENS + 1_000
+
+
+def test_pdf_pages_are_counted() -> None:
+    pdf = (
+        b"%PDF-1.4\n"
+        + b"1 0 obj << /Type /Page >> endobj\n" * 3
+        + b"<< /Type /Pages >>"
+        + (b"x" * 10_000)
+    )
+    obj = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 10,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "document",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "application/pdf",
+                            "data": base64.b64encode(pdf).decode(),
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    plan = plan_call(ANTHROPIC, body(obj), BOOK)
+    assert 3 * 8_000 <= plan.input_tokens < 3 * 8_000 + 1_000
+
+
+def test_input_bound_is_capped_by_the_context_window() -> None:
+    obj = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * 1_000_000}],
+    }
+    assert plan_call(CHAT, body(obj), BOOK).input_tokens == 128_000
+
+
+def test_server_tools_bound_input_at_the_window_and_searches() -> None:
+    obj = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+        "messages": [{"role": "user", "content": "news?"}],
+    }
+    plan = plan_call(ANTHROPIC, body(obj), BOOK)
+    assert plan.input_tokens == 1_000_000
+    assert plan.cost == (Decimal(1_000_000) * 3 + 100 * 15) / 1_000_000 + Decimal("0.03")
+
+
+def test_output_defaults_to_model_maximum_and_multiplies_by_n() -> None:
+    obj = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "n": 3}
+    assert plan_call(CHAT, body(obj), BOOK).output_tokens == 3 * 16_384
+    obj["max_completion_tokens"] = 50
+    assert plan_call(CHAT, body(obj), BOOK).output_tokens == 150
+
+
+def test_context_1m_beta_raises_the_window() -> None:
+    obj = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * 600_000}],
+    }
+    plain = plan_call(ANTHROPIC, body(obj), BOOK)
+    beta = plan_call(ANTHROPIC, body(obj), BOOK, anthropic_beta="context-1m-2025-08-07")
+    assert plain.input_tokens == 200_000
+    assert beta.input_tokens > 600_000
+    assert beta.cost > plain.cost  # and priced at the long-context tier
+
+
+def test_include_usage_is_added_only_when_missing() -> None:
+    request = json.loads(wire("openai/chat_stream_usage.request.json"))
+    request.pop("stream_options", None)
+    plan = plan_call(CHAT, body(request), BOOK)
+    assert plan.inject_usage
+    assert plan.body is not None
+    assert json.loads(plan.body)["stream_options"] == {"include_usage": True}
+    request["stream_options"] = {"include_usage": True}
+    plan = plan_call(CHAT, body(request), BOOK)
+    assert not plan.inject_usage
+    assert plan.body is None
+
+
+def test_fixture_requests_plan() -> None:
+    for name, endpoint in [
+        ("anthropic/messages.request.json", ANTHROPIC),
+        ("anthropic/messages_stream_tools.request.json", ANTHROPIC),
+        ("openai/chat.request.json", CHAT),
+        ("openai/responses.request.json", RESPONSES),
+        ("openai/embeddings.request.json", Endpoint("openai", "embeddings", "openai")),
+        ("openai/completions.request.json", Endpoint("openai", "completions", "openai")),
+    ]:
+        plan = plan_call(endpoint, wire(name), BOOK)
+        assert plan.cost > 0, name
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"messages": []}', "names no model"),
+    ],
+)
+def test_unreadable_requests_are_refused_with_a_reason(raw: bytes, message: str) -> None:
+    with pytest.raises(RequestNotUnderstoodError, match=message):
+        plan_call(CHAT, raw, BOOK)
+
+
+def test_unknown_model_is_refused() -> None:
+    with pytest.raises(UnknownModelError):
+        plan_call(CHAT, body({"model": "my-own-llm", "messages": []}), BOOK)
+
+
+@pytest.mark.parametrize(
+    ("method", "host", "path", "expected"),
+    [
+        ("POST", "api.anthropic.com", "/v1/messages", ("anthropic", "messages", "anthropic")),
+        ("POST", "127.0.0.1", "/v1/messages", ("anthropic", "messages", None)),
+        ("POST", "api.openai.com", "/v1/chat/completions", ("openai", "chat", "openai")),
+        ("POST", "gw.corp", "/llm/v1/responses", ("openai", "responses", None)),
+        ("POST", "openrouter.ai", "/api/v1/chat/completions", ("openai", "chat", "openrouter")),
+        ("POST", "api.deepseek.com", "/chat/completions", ("openai", "chat", "deepseek")),
+        ("POST", "api.openai.com", "/v1/embeddings", ("openai", "embeddings", "openai")),
+        ("POST", "api.openai.com", "/v1/completions", ("openai", "completions", "openai")),
+        ("POST", "api.anthropic.com", "/v1/messages/count_tokens", None),
+        ("POST", "api.anthropic.com", "/v1/messages/batches", None),
+        ("GET", "api.openai.com", "/v1/models", None),
+        ("POST", "api.openai.com", "/v1/responses/input_tokens", None),
+        ("POST", "api.openai.com", "/v1/files", None),
+    ],
+)
+def test_identify(
+    method: str, host: str, path: str, expected: tuple[str, str, str | None] | None
+) -> None:
+    endpoint = identify(method, host, path)
+    got = None if endpoint is None else (endpoint.shape, endpoint.kind, endpoint.provider)
+    assert got == expected
+
+
+def test_azure_deployment_in_url() -> None:
+    endpoint = identify(
+        "POST", "acme.openai.azure.com", "/openai/deployments/prod-4o/chat/completions"
+    )
+    assert endpoint is not None
+    plan = plan_call(
+        endpoint, body({"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4o"}), BOOK
+    )
+    assert plan.model == "gpt-4o"
+    with pytest.raises(UnknownModelError, match="prod-4o"):
+        plan_call(endpoint, body({"messages": []}), BOOK)

@@ -1,0 +1,172 @@
+"""Pricing: our arithmetic agrees with genai-prices; overrides; unknown models."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import genai_prices
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import burnmap
+from burnmap._core.pricing import PriceBook, max_output_for
+from burnmap._core.usage import Usage
+from burnmap.errors import UnknownModelError
+
+MODELS = [
+    ("claude-sonnet-4-6", "anthropic"),
+    ("claude-sonnet-4-5-20250929", "anthropic"),  # long-context tiers
+    ("claude-haiku-4-5", "anthropic"),
+    ("claude-opus-4-6", "anthropic"),
+    ("gpt-4o-mini-2024-07-18", "openai"),
+    ("gpt-4.1", "openai"),
+    ("gpt-5", "openai"),
+    ("o3", "openai"),
+]
+
+tokens = st.integers(min_value=0, max_value=400_000)
+
+
+def genai_usage(u: Usage) -> genai_prices.Usage:
+    return genai_prices.Usage(
+        input_tokens=u.total_input_tokens,
+        output_tokens=u.output_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.all_cache_write_tokens,
+        cache_write_1h_tokens=u.cache_write_1h_tokens,
+    )
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(MODELS), tokens, tokens, tokens, tokens, tokens)
+def test_cost_matches_genai_prices(
+    model: tuple[str, str], fresh: int, out: int, read: int, write: int, write_1h: int
+) -> None:
+    name, provider = model
+    usage = Usage(
+        input_tokens=fresh,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
+    )
+    ours = PriceBook().lookup(name, provider).cost(usage)
+    theirs = genai_prices.calc_price(genai_usage(usage), name, provider_id=provider).total_price
+    assert ours == theirs
+
+
+def test_anthropic_message_fixture_cost_by_hand() -> None:
+    # claude-sonnet-4-6: $3 in, $15 out, $0.30 cache read, $3.75 5m write, $6 1h write,
+    # $10 per 1000 web searches.
+    usage = Usage(
+        input_tokens=1873,
+        output_tokens=512,
+        cache_read_tokens=10240,
+        cache_write_tokens=1500,
+        cache_write_1h_tokens=650,
+        web_searches=2,
+    )
+    expected = (
+        Decimal(1873) * 3
+        + 512 * 15
+        + Decimal(10240) * Decimal("0.3")
+        + Decimal(1500) * Decimal("3.75")
+        + 650 * 6
+    ) / 1_000_000 + Decimal("0.02")
+    assert burnmap.prices.cost("claude-sonnet-4-6", usage) == expected
+
+
+def test_long_context_cliff_prices_every_token_at_the_tier() -> None:
+    sheet = PriceBook().lookup("claude-sonnet-4-5", "anthropic")
+    below = sheet.cost(Usage(input_tokens=200_000, output_tokens=1_000))
+    above = sheet.cost(Usage(input_tokens=200_001, output_tokens=1_000))
+    assert below == Decimal("0.615")
+    assert above == (Decimal(200_001) * 6 + Decimal(1_000) * Decimal("22.5")) / 1_000_000
+    # Cache reads count toward the threshold.
+    mixed = sheet.cost(Usage(input_tokens=1_000, cache_read_tokens=199_001))
+    assert mixed == (Decimal(1_000) * 6 + Decimal(199_001) * Decimal("0.6")) / 1_000_000
+
+
+def test_reasoning_tokens_are_output() -> None:
+    sheet = PriceBook().lookup("o3", "openai")
+    assert sheet.cost(Usage(output_tokens=1000, reasoning_tokens=900)) == sheet.cost(
+        Usage(output_tokens=1000)
+    )
+
+
+def test_audio_tokens_at_audio_rates() -> None:
+    # gpt-audio: $2.5 text in, $10 text out, $32 audio in, $64 audio out.
+    sheet = PriceBook().lookup("gpt-audio", "openai")
+    usage = Usage(
+        input_tokens=95, output_tokens=128, input_audio_tokens=74, output_audio_tokens=111
+    )
+    expected = (Decimal(21) * Decimal("2.5") + 17 * 10 + 74 * 32 + 111 * 64) / 1_000_000
+    assert sheet.cost(usage) == expected
+    theirs = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=95, output_tokens=128, input_audio_tokens=74, output_audio_tokens=111
+        ),
+        "gpt-audio",
+        provider_id="openai",
+    ).total_price
+    assert sheet.cost(usage) == theirs
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("anthropic/claude-sonnet-4.5", "anthropic/claude-sonnet-4.5"),
+    ],
+)
+def test_dated_and_prefixed_ids_resolve(ref: str, expected: str) -> None:
+    provider = "openrouter" if "/" in ref else None
+    assert PriceBook().lookup(ref, provider).model == expected
+
+
+def test_unknown_model_is_refused_never_zero() -> None:
+    with pytest.raises(UnknownModelError, match=r"burnmap\.prices\.register\('acme-1'"):
+        PriceBook().lookup("acme-1", "openai")
+
+
+def test_register_overrides_and_unregister_restores() -> None:
+    bundled = burnmap.prices.lookup("gpt-4o")
+    burnmap.prices.register("gpt-4o", input=1, output=2)
+    assert burnmap.prices.lookup("gpt-4o").source == "override"
+    assert burnmap.prices.cost("gpt-4o-2024-08-06", Usage(input_tokens=10**6)) == 1
+    assert burnmap.prices.unregister("gpt-4o")
+    assert burnmap.prices.lookup("gpt-4o") == bundled
+
+
+def test_register_unknown_model_with_limits() -> None:
+    sheet = burnmap.prices.register(
+        "acme-large", input="0.5", output=1.5, cache_read=0.05, max_output=8192
+    )
+    assert sheet.cost(Usage(input_tokens=10**6, output_tokens=10**6, cache_read_tokens=10**6)) == (
+        Decimal("2.05")
+    )
+    assert burnmap.prices.lookup("ACME-Large").max_output == 8192
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), True])
+def test_register_rejects_bad_prices(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        burnmap.prices.register("x", input=bad, output=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("claude-opus-4-6", 128_000),
+        ("claude-sonnet-4-5-20250929", 64_000),
+        ("gpt-4o-mini-2024-07-18", 16_384),
+        ("gpt-4.1-nano", 32_768),
+        ("o3-mini", 100_000),
+        ("gpt-5.1-codex", 128_000),
+        ("totally-unknown", None),
+    ],
+)
+def test_max_output_table(model: str, expected: int | None) -> None:
+    assert max_output_for(model) == expected

@@ -1,0 +1,481 @@
+"""The transport over both HTTP stacks, driven with in-memory inner transports."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+import types
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+
+import burnmap
+from burnmap._core.bound import plan_call
+from burnmap._core.endpoint import identify
+from burnmap._core.sse import SSEDecoder
+from tests.conftest import wire
+
+LIBS = [pytest.param(httpx, id="httpx"), pytest.param(httpx2, id="httpx2")]
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+CHAT_URL = "https://api.openai.com/v1/chat/completions"
+
+
+def message_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+        **extra,
+    }
+
+
+def anthropic_json(input_tokens: int = 10, output_tokens: int = 20) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def cost(input_tokens: int, output_tokens: int) -> Decimal:
+    return (Decimal(input_tokens) * 3 + Decimal(output_tokens) * 15) / 1_000_000
+
+
+class Recorder:
+    """An inner-transport handler that records what reached the 'network'."""
+
+    def __init__(self, respond: Callable[[Any], Any]) -> None:
+        self.respond = respond
+        self.requests: list[Any] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Any) -> Any:
+        with self.lock:
+            self.requests.append(request)
+        return self.respond(request)
+
+
+def sync_client(lib: types.ModuleType, handler: Callable[[Any], Any]) -> Any:
+    return lib.Client(transport=burnmap.Transport(lib.MockTransport(handler)))
+
+
+class Chunked(httpx.SyncByteStream, httpx2.SyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_outside_a_run_requests_pass_untouched(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
+    with sync_client(lib, rec) as client:
+        response = client.post(ANTHROPIC_URL, json=message_body(model="unknown-model"))
+    assert response.status_code == 200
+    assert len(rec.requests) == 1
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_json_call_is_settled_to_its_exact_cost(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json(10, 20)))
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=1) as r:
+        response = client.post(ANTHROPIC_URL, json=message_body())
+        assert response.json()["usage"]["output_tokens"] == 20
+    assert r.spent == cost(10, 20)
+    assert r.reserved == 0
+    assert r.call_count == 1
+    row = r.report.cost_by_call[0]
+    assert row["model"] == "claude-sonnet-4-6"
+    assert (row["input_tokens"], row["output_tokens"]) == (10, 20)
+    assert row["cost"] == row["cumulative_cost"] == cost(10, 20)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_refused_call_never_reaches_the_network(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
+    with sync_client(lib, rec) as client, burnmap.run("tiny", budget="0.001") as r:
+        with pytest.raises(burnmap.BudgetExceededError) as info:
+            client.post(ANTHROPIC_URL, json=message_body(max_tokens=1000))
+    assert rec.requests == []
+    err = info.value
+    assert err.scope == "run:tiny"
+    assert err.job_name == "tiny"
+    assert err.budget == Decimal("0.001")
+    assert err.spent_so_far == 0
+    assert err.call_count == 0
+    assert "was not sent" in str(err)
+    assert r.report.stopped_early
+    assert r.report.refused_calls == 1
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("status", [400, 429, 500, 529])
+def test_http_errors_are_free(lib: types.ModuleType, status: int) -> None:
+    rec = Recorder(lambda r: lib.Response(status, json={"type": "error"}))
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=1) as r:
+        assert client.post(ANTHROPIC_URL, json=message_body()).status_code == status
+    assert (r.spent, r.reserved, r.call_count) == (0, 0, 0)
+    assert r.report.failed_attempts == 1
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_connection_errors_release_the_hold(lib: types.ModuleType) -> None:
+    def boom(request: Any) -> Any:
+        raise lib.ConnectError("refused")
+
+    with sync_client(lib, boom) as client, burnmap.run("job", budget=1) as r:
+        with pytest.raises(lib.ConnectError):
+            client.post(ANTHROPIC_URL, json=message_body())
+    assert (r.spent, r.reserved) == (0, 0)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_free_endpoints_are_never_charged_or_refused(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json={"input_tokens": 5}))
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=0) as r:
+        client.post(ANTHROPIC_URL + "/count_tokens", json=message_body(model="unknown"))
+        client.get("https://api.openai.com/v1/models")
+    assert len(rec.requests) == 2
+    assert r.call_count == 0
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_unknown_model_is_refused_before_sending(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=100):
+        with pytest.raises(burnmap.UnknownModelError, match=r"burnmap\.prices\.register"):
+            client.post(ANTHROPIC_URL, json=message_body(model="claude-nonexistent-9"))
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_gzip_json_and_sse_bodies_are_metered(lib: types.ModuleType) -> None:
+    def respond(request: Any) -> Any:
+        if json.loads(request.content).get("stream"):
+            return lib.Response(
+                200,
+                headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+                content=gzip.compress(wire("anthropic/messages_stream.sse")),
+            )
+        return lib.Response(
+            200,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+            content=gzip.compress(json.dumps(anthropic_json(7, 9)).encode()),
+        )
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        assert client.post(ANTHROPIC_URL, json=message_body()).json()["usage"]["input_tokens"] == 7
+        with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
+            text = response.read()
+    assert text == wire("anthropic/messages_stream.sse")
+    assert r.spent == cost(7, 9) + cost(14, 23)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_corrupt_gzip_settles_at_the_bound_and_loses_nothing(lib: types.ModuleType) -> None:
+    def respond(request: Any) -> Any:
+        return lib.Response(
+            200,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+            stream=Chunked([b"\x1f\x8b\x08\x00not-really-gzip"]),
+        )
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with pytest.raises(lib.DecodingError):
+            client.post(ANTHROPIC_URL, json=message_body())
+    assert r.reserved == 0
+    assert r.report.calls[0].estimated
+    assert r.spent == r.report.calls[0].reserved
+
+
+def sse_chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_stream_chunks_are_forwarded_as_they_arrive(lib: types.ModuleType) -> None:
+    data = wire("anthropic/messages_stream.sse")
+    chunks = sse_chunks(data, 37)
+    upstream = Chunked(chunks)
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": "text/event-stream"}, stream=upstream)
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
+            seen = list(response.iter_raw())
+            # Settled the moment the last byte passed, before the stream is closed.
+            assert r.spent == cost(14, 23)
+    assert seen == chunks
+    assert upstream.closed
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_stream_closed_early_is_charged_what_was_observed(lib: types.ModuleType) -> None:
+    data = wire("anthropic/messages_stream.sse")
+    cut = data.index(b"event: content_block_delta")
+    upstream = Chunked([data[:cut], data[cut:]])
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": "text/event-stream"}, stream=upstream)
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
+            next(response.iter_raw())
+    assert upstream.closed
+    assert r.reserved == 0
+    call = r.report.calls[0]
+    assert call.estimated
+    assert call.usage.input_tokens == 14
+    assert 0 < r.spent < plan_cost(message_body(stream=True))
+
+
+def plan_cost(body: dict[str, Any]) -> Decimal:
+    """The bound of a request body exactly as an httpx client serialises it."""
+    endpoint = identify("POST", "api.anthropic.com", "/v1/messages")
+    assert endpoint is not None
+    content = httpx2.Request("POST", ANTHROPIC_URL, json=body).content
+    assert content == httpx.Request("POST", ANTHROPIC_URL, json=body).content
+    return plan_call(endpoint, content, burnmap.prices.default_book).cost
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_openai_stream_gets_usage_injected_and_hidden(lib: types.ModuleType) -> None:
+    asked: list[dict[str, Any]] = []
+
+    def respond(request: Any) -> Any:
+        body = json.loads(request.content)
+        asked.append(body)
+        name = (
+            "openai/chat_stream_usage.sse"
+            if body.get("stream_options", {}).get("include_usage")
+            else "openai/chat_stream_no_usage.sse"
+        )
+        return lib.Response(
+            200,
+            headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+            content=gzip.compress(wire(name)),
+        )
+
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+    }
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with client.stream("POST", CHAT_URL, json=request) as response:
+            body = response.read()
+    assert asked[0]["stream_options"] == {"include_usage": True}
+    events = SSEDecoder().feed(body)
+    assert all(b'"usage"' not in e.data for e in events)
+    assert events[-1].data == b"[DONE]"
+    assert len(events) == len(SSEDecoder().feed(wire("openai/chat_stream_no_usage.sse")))
+    # Priced from the model the response names (gpt-5.4-mini), exactly.
+    usage = r.report.calls[0].usage
+    assert (usage.input_tokens, usage.output_tokens, usage.reasoning_tokens) == (13, 84, 64)
+    assert not r.report.calls[0].estimated
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_caller_who_asked_for_usage_sees_it(lib: types.ModuleType) -> None:
+    def respond(request: Any) -> Any:
+        return lib.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=wire("openai/chat_stream_usage.sse"),
+        )
+
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1):
+        with client.stream("POST", CHAT_URL, json=request) as response:
+            assert response.read() == wire("openai/chat_stream_usage.sse")
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_nested_runs_charge_every_enclosing_run(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json(10, 20)))
+    with sync_client(lib, rec) as client, burnmap.run("outer", budget=1) as outer:
+        client.post(ANTHROPIC_URL, json=message_body())
+        with burnmap.run("inner", budget="0.5") as inner:
+            client.post(ANTHROPIC_URL, json=message_body())
+        with burnmap.run("tight", budget="0.0001") as tight:
+            with pytest.raises(burnmap.BudgetExceededError) as info:
+                client.post(ANTHROPIC_URL, json=message_body())
+    assert info.value.scope == "run:tight"
+    assert outer.spent == 2 * cost(10, 20)
+    assert inner.spent == cost(10, 20)
+    assert tight.spent == 0
+    assert outer.call_count == 2
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_outer_budget_refuses_inside_a_generous_inner_run(lib: types.ModuleType) -> None:
+    rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
+    with sync_client(lib, rec) as client, burnmap.run("outer", budget="0.001"):
+        with burnmap.run("inner", budget=100):
+            with pytest.raises(burnmap.BudgetExceededError) as info:
+                client.post(ANTHROPIC_URL, json=message_body())
+    assert info.value.scope == "run:outer"
+    assert info.value.job_name == "inner"
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_stream_read_after_the_run_exits_still_counts(lib: types.ModuleType) -> None:
+    def respond(request: Any) -> Any:
+        return lib.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=wire("anthropic/messages_stream.sse"),
+        )
+
+    with sync_client(lib, respond) as client:
+        with burnmap.run("job", budget=1) as r:
+            response = client.send(
+                client.build_request("POST", ANTHROPIC_URL, json=message_body(stream=True)),
+                stream=True,
+            )
+        assert r.spent == 0
+        response.read()
+        response.close()
+    assert r.spent == cost(14, 23)
+
+
+def exact_cost_responder(lib: types.ModuleType) -> Callable[[Any], Any]:
+    """Bills every call exactly its bound: the worst case for the budget."""
+
+    def respond(request: Any) -> Any:
+        endpoint = identify("POST", "api.anthropic.com", "/v1/messages")
+        assert endpoint is not None
+        plan = plan_call(endpoint, request.content, burnmap.prices.default_book)
+        return lib.Response(200, json=anthropic_json(plan.input_tokens, plan.output_tokens))
+
+    return respond
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_16_threads_sharing_one_run_never_overspend(lib: types.ModuleType) -> None:
+    rec = Recorder(exact_cost_responder(lib))
+    one = plan_cost(message_body())
+    budget = one * 37 + one / 2  # room for exactly 37 calls
+    refused = []
+    with sync_client(lib, rec) as client, burnmap.run("threads", budget=budget) as r:
+
+        def worker() -> None:
+            with r.attach():
+                for _ in range(5):
+                    try:
+                        client.post(ANTHROPIC_URL, json=message_body())
+                    except burnmap.BudgetExceededError:
+                        refused.append(1)
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert r.spent <= budget
+    assert r.spent == 37 * one
+    assert len(rec.requests) == 37
+    assert len(refused) == 16 * 5 - 37
+    assert r.reserved == 0
+
+
+def async_client(lib: types.ModuleType, handler: Callable[[Any], Any]) -> Any:
+    return lib.AsyncClient(transport=burnmap.AsyncTransport(lib.MockTransport(handler)))
+
+
+@pytest.mark.parametrize("lib", LIBS)
+async def test_20_calls_under_gather_never_overspend(lib: types.ModuleType) -> None:
+    inner = exact_cost_responder(lib)
+    sent: list[int] = []
+
+    async def respond(request: Any) -> Any:
+        await request.aread()
+        sent.append(1)
+        await asyncio.sleep(0.01)  # all 20 are in flight together
+        return inner(request)
+
+    one = plan_cost(message_body())
+    budget = one * 7 + one / 3
+    async with async_client(lib, respond) as client, burnmap.run("gather", budget=budget) as r:
+        results = await asyncio.gather(
+            *(client.post(ANTHROPIC_URL, json=message_body()) for _ in range(20)),
+            return_exceptions=True,
+        )
+    refused = [x for x in results if isinstance(x, burnmap.BudgetExceededError)]
+    assert len(refused) == 13
+    assert len(sent) == 7
+    assert r.spent == 7 * one <= budget
+    assert r.reserved == 0
+
+
+@pytest.mark.parametrize("lib", LIBS)
+async def test_async_stream_and_tasks_inherit_the_run(lib: types.ModuleType) -> None:
+    class AsyncChunks(httpx.AsyncByteStream, httpx2.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for chunk in sse_chunks(wire("anthropic/messages_stream.sse"), 50):
+                yield chunk
+
+    def respond(request: Any) -> Any:
+        return lib.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=AsyncChunks()
+        )
+
+    async with async_client(lib, respond) as client, burnmap.run("async", budget=1) as r:
+
+        async def call() -> bytes:
+            async with client.stream(
+                "POST", ANTHROPIC_URL, json=message_body(stream=True)
+            ) as response:
+                return await response.aread()
+
+        task = asyncio.create_task(call())
+        body = await task
+    assert body == wire("anthropic/messages_stream.sse")
+    assert r.spent == cost(14, 23)
+
+
+def test_default_inner_transport_follows_the_request_library() -> None:
+    transport = burnmap.Transport()
+    assert transport._inner is None
+    transport._inner_for(httpx.Request("GET", "http://127.0.0.1/"))
+    assert isinstance(transport._inner, httpx.HTTPTransport)
+    transport.close()
+
+
+def test_client_factories() -> None:
+    with burnmap.client() as c2, burnmap.client("httpx") as c1:
+        assert isinstance(c2, httpx2.Client)
+        assert isinstance(c1, httpx.Client)
+        assert c2.timeout.read == 600
+    with pytest.raises(ValueError, match="stack="):
+        burnmap.client("requests")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="own transport"):
+        burnmap.client(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+
+
+async def test_async_client_factories() -> None:
+    async with burnmap.async_client() as c2, burnmap.async_client("httpx") as c1:
+        assert isinstance(c2, httpx2.AsyncClient)
+        assert isinstance(c1, httpx.AsyncClient)
