@@ -30,7 +30,7 @@ test-main: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 test-legacy: $(LEGACY)/.installed
-	$(LPY) -m pytest -q -m legacy -p no:cacheprovider
+	$(LPY) -m pytest -q -m sdk -p no:cacheprovider
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check burnmap tests benchmarks

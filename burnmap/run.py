@@ -28,7 +28,14 @@ from burnmap._core.money import ZERO, usd
 from burnmap._core.usage import Usage
 from burnmap.errors import BudgetExceededError, LoopDetectedError, sdk_compatible
 
-__all__ = ["CallRecord", "Reservation", "Run", "RunReport", "current_run", "run"]
+__all__ = [
+    "CallRecord",
+    "Reservation",
+    "Run",
+    "RunReport",
+    "current_run",
+    "run",
+]
 
 _current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
 _LOCK = threading.Lock()

@@ -41,7 +41,13 @@ from socketserver import TCPServer
 from types import FrameType, TracebackType
 from typing import Any, NamedTuple, cast
 
-__all__ = ["BilledCall", "RecordedRequest", "Script", "StandIn", "main"]
+__all__ = [
+    "BilledCall",
+    "RecordedRequest",
+    "Script",
+    "StandIn",
+    "main",
+]
 
 _log = logging.getLogger("burnmap.standin")
 

@@ -30,7 +30,12 @@ from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
 from burnmap.run import Reservation, current_run
 
-__all__ = ["AsyncTransport", "Transport", "async_client", "client"]
+__all__ = [
+    "AsyncTransport",
+    "Transport",
+    "async_client",
+    "client",
+]
 
 log = logging.getLogger("burnmap.transport")
 

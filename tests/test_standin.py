@@ -26,6 +26,8 @@ import pytest
 
 from burnmap.standin import BilledCall, Script, StandIn
 
+pytestmark = pytest.mark.sdk
+
 Claude = anthropic.Anthropic
 CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-5.4-mini"

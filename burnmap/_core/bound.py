@@ -34,9 +34,9 @@ from burnmap._core.pricing import PriceBook, PriceSheet
 from burnmap.errors import RefusalError
 
 __all__ = [
+    "CallPlan",
     "IMAGE_TOKENS",
     "PDF_PAGE_TOKENS",
-    "CallPlan",
     "RequestNotUnderstoodError",
     "bound_input_tokens",
     "plan_call",

@@ -10,7 +10,10 @@ from __future__ import annotations
 import zlib
 from typing import Protocol
 
-__all__ = ["BodyDecoder", "DecodeError"]
+__all__ = [
+    "BodyDecoder",
+    "DecodeError",
+]
 
 
 class DecodeError(Exception):

@@ -13,7 +13,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Endpoint", "identify", "provider_for_host"]
+__all__ = [
+    "Endpoint",
+    "identify",
+    "provider_for_host",
+]
 
 
 @dataclass(frozen=True, slots=True)

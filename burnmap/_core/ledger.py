@@ -15,7 +15,13 @@ from decimal import Decimal
 
 from burnmap._core.money import ZERO
 
-__all__ = ["Account", "first_refusal", "hold", "release", "settle"]
+__all__ = [
+    "Account",
+    "first_refusal",
+    "hold",
+    "release",
+    "settle",
+]
 
 
 @dataclass(slots=True)

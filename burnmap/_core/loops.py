@@ -6,7 +6,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-__all__ = ["LoopGuard", "LoopVerdict"]
+__all__ = [
+    "LoopGuard",
+    "LoopVerdict",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,13 @@ from typing import Any
 from burnmap._core.sse import SSEDecoder
 from burnmap._core.usage import Usage, anthropic_usage, openai_usage
 
-__all__ = ["JSONMeter", "Metered", "SSEMeter", "UsageChunkFilter", "make_meter"]
+__all__ = [
+    "JSONMeter",
+    "Metered",
+    "SSEMeter",
+    "UsageChunkFilter",
+    "make_meter",
+]
 
 # A non-streamed body larger than this is not buffered for metering (none is, in practice);
 # such a call settles at its reservation.

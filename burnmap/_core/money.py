@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal
 
-__all__ = ["MICRO", "ZERO", "from_micros", "to_micros", "usd"]
+__all__ = [
+    "MICRO",
+    "ZERO",
+    "from_micros",
+    "to_micros",
+    "usd",
+]
 
 ZERO = Decimal(0)
 MICRO = Decimal("0.000001")

@@ -316,7 +316,10 @@ class PriceBook:
         from genai_prices import data_snapshot
 
         snapshot = data_snapshot.get_snapshot()
-        candidates: Iterable[str | None] = (provider, None) if provider else (None,)
+        # Unknown hosts (gateways, loopback servers) give no provider: genai-prices then
+        # matches providers by model name, which misses some of the big two's models
+        # (embeddings), so they are tried last.
+        candidates: Iterable[str | None] = dict.fromkeys((provider, None, "openai", "anthropic"))
         found: Any = None
         for provider_id in candidates:
             for ref in dict.fromkeys((model, _normalise(model))):

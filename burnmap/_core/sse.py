@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "SSEEvent"]
+__all__ = [
+    "SSEDecoder",
+    "SSEEvent",
+]
 
 
 @dataclass(frozen=True, slots=True)

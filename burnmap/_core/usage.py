@@ -17,7 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Usage", "anthropic_usage", "openai_usage", "usage_from"]
+__all__ = [
+    "Usage",
+    "anthropic_usage",
+    "openai_usage",
+    "usage_from",
+]
 
 
 @dataclass(frozen=True, slots=True)

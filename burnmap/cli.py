@@ -1,0 +1,157 @@
+"""The ``burnmap`` command: ``demo`` and ``prices``."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from burnmap._core.money import usd
+from burnmap.errors import UnknownModelError
+
+__all__ = [
+    "main",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="burnmap")
+def main() -> None:
+    """burnmap: budget enforcement for LLM agents."""
+
+
+def _money(value: Decimal | None, places: int = 6) -> str:
+    return "-" if value is None else f"${value:.{places}f}"
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--provider", default=None, help="genai-prices provider id (openai, anthropic…).")
+def prices(models: tuple[str, ...], provider: str | None) -> None:
+    """Show the prices burnmap uses for MODELS (USD per million tokens)."""
+    from burnmap.prices import lookup
+
+    console = Console()
+    failed = False
+    for model in models:
+        try:
+            sheet = lookup(model, provider)
+        except UnknownModelError as exc:
+            console.print(f"[red]{exc}[/red]", soft_wrap=True)
+            failed = True
+            continue
+        table = Table(title=f"{model} → {sheet.model} ({sheet.source})", show_header=False)
+        table.add_column("what")
+        table.add_column("USD per million tokens")
+        for label, rate in (
+            ("input", sheet.input),
+            ("output", sheet.output),
+            ("cache read", sheet.cache_read),
+            ("cache write (5m)", sheet.cache_write),
+            ("cache write (1h)", sheet.cache_write_1h),
+            ("input audio", sheet.input_audio),
+            ("output audio", sheet.output_audio),
+        ):
+            if rate is not None:
+                tiers = "".join(f", ${p} above {t // 1000}k input" for t, p in rate.tiers)
+                table.add_row(label, f"${rate.base}{tiers}")
+        if sheet.web_search:
+            table.add_row("web search", f"${sheet.web_search} each")
+        window = f"{sheet.context_window:,}" if sheet.context_window else "?"
+        table.add_row("context window", window)
+        table.add_row("max output", f"{sheet.max_output:,}" if sheet.max_output else "?")
+        console.print(table)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--budget", default="0.25", show_default=True, help="The run's budget in USD.")
+@click.option("--model", default="claude-sonnet-4-6", show_default=True)
+def demo(budget: str, model: str) -> None:
+    """Run a runaway agent against a local stand-in LLM and stop it at its budget.
+
+    No API key and no network: the stand-in server listens on 127.0.0.1 and answers like
+    the Anthropic API, always asking for one more tool call, as a stuck agent's model would.
+    """
+    try:
+        import anthropic
+    except ImportError:
+        raise click.ClickException(
+            'the demo drives the anthropic SDK: pip install "burnmap[anthropic]"'
+        ) from None
+
+    import burnmap
+    from burnmap.standin import Script, StandIn
+
+    try:
+        limit = usd(budget)
+    except (ArithmeticError, ValueError, TypeError):
+        raise click.BadParameter(f"{budget!r} is not an amount of dollars") from None
+
+    console = Console(stderr=False)
+    stack = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
+    script = Script(
+        reply_text="Let me look at the files again.",
+        tool_use={"name": "bash", "input": {"command": "ls -R src/"}},
+    )
+    with StandIn(script=script) as server:
+        client = anthropic.Anthropic(
+            api_key="demo-no-key-needed",
+            base_url=server.anthropic_base_url,
+            http_client=burnmap.client(stack),  # type: ignore[call-overload]
+        )
+        console.print(
+            f"[bold]burnmap demo[/bold]: an agent loop on {model} against a stand-in server at "
+            f"{server.url}, budget [bold]{_money(limit, 2)}[/bold]\n"
+        )
+        table = Table("call", "input tok", "output tok", "held", "cost", "spent", "left")
+        history: list[Any] = [{"role": "user", "content": "Refactor the auth module."}]
+        with burnmap.run("demo-agent", budget=limit) as run:
+            try:
+                while True:
+                    reply = client.messages.create(model=model, max_tokens=2048, messages=history)
+                    row = run.report.cost_by_call[-1]
+                    table.add_row(
+                        str(run.call_count),
+                        str(row["input_tokens"]),
+                        str(row["output_tokens"]),
+                        _money(row["reserved"]),
+                        _money(row["cost"]),
+                        _money(run.spent),
+                        _money(run.remaining),
+                    )
+                    tool = next(b for b in reply.content if b.type == "tool_use")
+                    history.append({"role": "assistant", "content": reply.content})
+                    history.append(
+                        {
+                            "role": "user",
+                            "content": [
+                                {
+                                    "type": "tool_result",
+                                    "tool_use_id": tool.id,
+                                    "content": "src/auth.py src/session.py src/tokens.py\n" * 40,
+                                }
+                            ],
+                        }
+                    )
+            except burnmap.BudgetExceededError as exc:
+                console.print(table)
+                console.print(f"\n[bold red]stopped:[/bold red] {exc}\n")
+        client.close()
+        report = run.report
+        billed = len(server.calls)
+    console.print(report.summary())
+    console.print(
+        f"\nThe stand-in billed {billed} calls; burnmap counted {report.call_count}. "
+        f"Spent {_money(report.total_cost)} of {_money(limit, 2)}: the call that could have "
+        "overspent was never sent."
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

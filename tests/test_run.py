@@ -1,0 +1,155 @@
+"""Run scopes and reports."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+import burnmap
+from burnmap._core.usage import Usage
+
+
+def settle(run: burnmap.Run, cost: str, model: str = "m", *, tokens: int = 10) -> None:
+    reservation = run.reserve(Decimal(cost), model=model, input_tokens=tokens)
+    reservation.settle(
+        model=model,
+        provider="p",
+        endpoint="messages",
+        usage=Usage(input_tokens=tokens, output_tokens=2 * tokens, cache_read_tokens=1),
+        cost=Decimal(cost),
+        estimated=False,
+        streamed=False,
+    )
+
+
+def test_report_fields_and_json() -> None:
+    with burnmap.run("job", budget=1, user_id="usr_1") as r:
+        settle(r, "0.25", "a")
+        settle(r, "0.5", "b")
+        settle(r, "0.125", "a")
+    report = r.report
+    assert report.total_cost == Decimal("0.875")
+    assert report.budget_remaining == Decimal("0.125")
+    assert report.call_count == 3
+    assert not report.stopped_early
+    assert report.duration_seconds >= 0
+    assert [row["cumulative_cost"] for row in report.cost_by_call] == [
+        Decimal("0.25"),
+        Decimal("0.75"),
+        Decimal("0.875"),
+    ]
+    assert report.model_breakdown["a"]["calls"] == 2
+    assert report.model_breakdown["a"]["cost"] == Decimal("0.375")
+    data = json.loads(report.to_json())
+    assert data["total_cost"] == "0.875"
+    assert data["user_id"] == "usr_1"
+    assert data["cost_by_call"][2]["cumulative_cost"] == "0.875"
+    assert set(data["cost_by_call"][0]) >= {
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost",
+        "cumulative_cost",
+    }
+    text = report.summary()
+    for part in ("'job'", "$0.875000", "3 calls"):
+        assert part in text
+
+
+def test_refusal_marks_the_report_and_carries_figures() -> None:
+    with burnmap.run("job", budget="0.5") as r:
+        settle(r, "0.4")
+        with pytest.raises(burnmap.BudgetExceededError) as info:
+            r.reserve(Decimal("0.2"), model="m", input_tokens=1)
+    err = info.value
+    assert (err.spent_so_far, err.budget, err.call_count) == (Decimal("0.4"), Decimal("0.5"), 1)
+    assert err.needed == Decimal("0.2")
+    assert "spent $0.4 of $0.5" in str(err)
+    assert r.report.stopped_early
+    assert r.report.stop_reason == "budget run:job would be exceeded"
+
+
+def test_in_flight_reservations_count_against_the_budget() -> None:
+    with burnmap.run("job", budget=1) as r:
+        held = r.reserve(Decimal("0.7"), model="m", input_tokens=1)
+        assert r.reserved == Decimal("0.7")
+        with pytest.raises(burnmap.BudgetExceededError) as info:
+            r.reserve(Decimal("0.4"), model="m", input_tokens=1)
+        assert info.value.reserved == Decimal("0.7")
+        held.release(failed=False)
+        r.reserve(Decimal("0.4"), model="m", input_tokens=1).release()
+    assert r.reserved == 0
+
+
+def test_settle_and_release_happen_once() -> None:
+    with burnmap.run("job", budget=1) as r:
+        reservation = r.reserve(Decimal("0.5"), model="m", input_tokens=1)
+        reservation.release()
+        reservation.release()
+        reservation.settle(
+            model="m",
+            provider="p",
+            endpoint="e",
+            usage=Usage(),
+            cost=Decimal("0.5"),
+            estimated=False,
+            streamed=False,
+        )
+    assert (r.spent, r.reserved, r.call_count) == (0, 0, 0)
+
+
+async def test_async_with_and_nesting() -> None:
+    async with burnmap.run("outer") as outer:
+        assert burnmap.current_run() is outer
+        async with burnmap.run("inner", budget=1) as inner:
+            assert burnmap.current_run() is inner
+            settle(inner, "0.1")
+        assert burnmap.current_run() is outer
+    assert burnmap.current_run() is None
+    assert outer.spent == inner.spent == Decimal("0.1")
+    assert outer.budget is None
+    assert outer.report.budget_remaining is None
+
+
+def test_a_run_is_entered_once() -> None:
+    r = burnmap.run("job")
+    with r:
+        pass
+    with pytest.raises(RuntimeError, match="already entered"), r:
+        pass
+
+
+@pytest.mark.parametrize("bad", [-1, "abc", float("nan"), True])
+def test_bad_budgets_are_rejected(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError, ArithmeticError)):
+        burnmap.run("job", budget=bad)  # type: ignore[arg-type]
+
+
+def test_empty_job_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="job name"):
+        burnmap.run("")
+
+
+def test_call_rate_limit_refuses_before_the_call() -> None:
+    with burnmap.run("loop", budget=10, call_rate_limit=3) as r:
+        for _ in range(3):
+            settle(r, "0.01")
+        with pytest.raises(burnmap.LoopDetectedError) as info:
+            r.reserve(Decimal("0.01"), model="m", input_tokens=1)
+    assert info.value.trigger == "call_rate"
+    assert info.value.call_count == 3
+    assert r.report.stop_reason is not None
+    assert "call_rate" in r.report.stop_reason
+
+
+def test_context_growth_limit() -> None:
+    with burnmap.run("grow", context_growth_limit=8) as r:
+        for tokens in (100, 300, 900, 2700):
+            settle(r, "0.01", tokens=tokens)
+        with pytest.raises(burnmap.LoopDetectedError) as info:
+            r.reserve(Decimal("0.01"), model="m", input_tokens=1)
+    assert info.value.trigger == "context_growth"

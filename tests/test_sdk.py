@@ -1,0 +1,338 @@
+"""burnmap under the real anthropic and openai SDKs, against a loopback stand-in server.
+
+These tests run twice in ``make test``: with the newest SDKs (built on httpx2) and with the
+httpx generation (anthropic < 1.0, openai < 3.0) in a second venv. Every test checks
+burnmap's figures against what the stand-in billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import openai
+import pydantic
+import pytest
+
+import burnmap
+from burnmap.standin import BilledCall, Script, StandIn
+
+pytestmark = pytest.mark.sdk
+
+CLAUDE = "claude-sonnet-4-6"
+GPT = "gpt-4o-mini"
+HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
+ANTHROPIC_STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
+OPENAI_STACK = "httpx2" if int(openai.__version__.split(".")[0]) >= 3 else "httpx"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[StandIn]:
+    with StandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def standin(server: StandIn) -> StandIn:
+    server.script = Script()
+    server.calls.clear()
+    server.requests.clear()
+    return server
+
+
+@pytest.fixture
+def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url=standin.anthropic_base_url,
+        http_client=burnmap.client(ANTHROPIC_STACK),  # type: ignore[call-overload]
+        max_retries=2,
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gpt(standin: StandIn) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(
+        api_key="test",
+        base_url=standin.openai_base_url,
+        http_client=burnmap.client(OPENAI_STACK),  # type: ignore[call-overload]
+        max_retries=2,
+    )
+    yield client
+    client.close()
+
+
+def billed(calls: list[BilledCall]) -> Decimal:
+    """What the stand-in charged, priced with the same price sheets."""
+    total = Decimal(0)
+    for call in calls:
+        usage = burnmap.Usage(
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cache_read_tokens=call.cache_read_tokens,
+            cache_write_tokens=call.cache_write_tokens,
+        )
+        total += burnmap.prices.cost(call.model, usage)
+    return total
+
+
+# -- Anthropic -------------------------------------------------------------------------------
+
+
+def test_anthropic_create_is_billed_exactly(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    standin.script = Script(cache_read_tokens=300, cache_write_tokens=50)
+    with burnmap.run("anthropic", budget=1) as r:
+        message = claude.messages.create(model=CLAUDE, max_tokens=256, messages=HELLO)
+    assert message.usage.cache_read_input_tokens == 300
+    assert r.spent == billed(standin.calls) > 0
+    assert r.call_count == 1
+    row = r.report.cost_by_call[0]
+    assert row["input_tokens"] == message.usage.input_tokens
+    assert row["output_tokens"] == message.usage.output_tokens
+    assert row["cache_read_tokens"] == 300
+    assert row["cache_write_tokens"] == 50
+
+
+def test_anthropic_streams_are_billed_exactly(
+    claude: anthropic.Anthropic, standin: StandIn
+) -> None:
+    standin.script = Script(reply_text="streamed " * 50)
+    with burnmap.run("streams", budget=1) as r:
+        events = list(
+            claude.messages.create(model=CLAUDE, max_tokens=512, messages=HELLO, stream=True)
+        )
+        with claude.messages.stream(model=CLAUDE, max_tokens=512, messages=HELLO) as stream:
+            final = stream.get_final_message()
+        beta = claude.beta.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert events[-1].type == "message_stop"
+    assert final.usage.output_tokens > 0
+    assert beta.usage.output_tokens > 0
+    assert len(standin.calls) == 3
+    assert r.spent == billed(standin.calls)
+    assert [c["streamed"] for c in r.report.cost_by_call] == [True, True, False]
+
+
+def test_count_tokens_is_free(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    with burnmap.run("free", budget=0) as r:
+        count = claude.messages.count_tokens(model=CLAUDE, messages=HELLO)
+    assert count.input_tokens > 0
+    assert r.call_count == 0
+
+
+def test_refusal_reaches_the_caller_unchanged_and_unsent(
+    claude: anthropic.Anthropic, standin: StandIn
+) -> None:
+    with burnmap.run("tight", budget="0.001"), pytest.raises(burnmap.BudgetExceededError) as info:
+        claude.messages.create(model=CLAUDE, max_tokens=4096, messages=HELLO)
+    assert not isinstance(info.value, anthropic.APIConnectionError)
+    assert isinstance(info.value, anthropic.AnthropicError)  # so the SDK leaves it alone
+    assert info.value.scope == "run:tight"
+    assert standin.requests == []  # never sent, never retried
+
+
+def test_unknown_model_is_refused_unchanged(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    with burnmap.run("unknown", budget=10), pytest.raises(burnmap.UnknownModelError):
+        claude.messages.create(model="claude-imaginary-9", max_tokens=64, messages=HELLO)
+    assert standin.requests == []
+
+
+def test_overloaded_retries_are_free_and_the_success_billed_once(
+    claude: anthropic.Anthropic, standin: StandIn
+) -> None:
+    standin.script = Script(fail_first=2)
+    with burnmap.run("retries", budget=1) as r:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert len(standin.requests) == 3
+    assert r.call_count == 1
+    assert r.report.failed_attempts == 2
+    assert r.spent == billed(standin.calls)
+    assert r.reserved == 0
+
+
+def test_gzip_responses(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    standin.script = Script(gzip=True, reply_text="zipped " * 40)
+    with burnmap.run("gzip", budget=1) as r:
+        claude.messages.create(model=CLAUDE, max_tokens=512, messages=HELLO)
+        with claude.messages.stream(model=CLAUDE, max_tokens=512, messages=HELLO) as stream:
+            text = stream.get_final_text()
+    assert text.startswith("zipped")
+    assert r.spent == billed(standin.calls)
+    assert not any(c.estimated for c in r.report.calls)
+
+
+def test_truncated_stream_is_charged_what_was_observed(
+    claude: anthropic.Anthropic, standin: StandIn
+) -> None:
+    standin.script = Script(reply_text="word " * 200, truncate_stream_after_events=6)
+    with burnmap.run("cut", budget=1) as r:
+        with pytest.raises(Exception):  # noqa: B017 - the SDK's or httpx's error
+            with claude.messages.stream(model=CLAUDE, max_tokens=1024, messages=HELLO) as s:
+                s.get_final_message()
+    assert r.reserved == 0
+    call = r.report.calls[-1]
+    assert call.estimated
+    billed_call = standin.calls[-1]
+    assert call.usage.input_tokens == billed_call.input_tokens
+    assert call.usage.output_tokens >= billed_call.output_tokens
+
+
+def test_agent_loop_stops_before_the_budget(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    standin.script = Script(tool_use={"name": "bash", "input": {"command": "ls"}})
+    history: list[Any] = list(HELLO)
+    budget = Decimal("0.05")
+
+    def agent() -> None:
+        for _ in range(1000):
+            reply = claude.messages.create(model=CLAUDE, max_tokens=1024, messages=history)
+            history.append({"role": "assistant", "content": reply.content})
+            history.append({"role": "user", "content": "again " * 100})
+
+    with burnmap.run("runaway", budget=budget) as r, pytest.raises(burnmap.BudgetExceededError):
+        agent()
+    assert 0 < r.spent <= budget
+    assert r.spent == billed(standin.calls)
+    assert len(standin.requests) == r.call_count
+
+
+# -- OpenAI ----------------------------------------------------------------------------------
+
+
+def test_openai_chat_create_and_parse(gpt: openai.OpenAI, standin: StandIn) -> None:
+    class Answer(pydantic.BaseModel):
+        answer: int
+
+    standin.script = Script(reply_text='{"answer": 42}', cache_read_tokens=64)
+    with burnmap.run("chat", budget=1) as r:
+        completion = gpt.chat.completions.create(model=GPT, messages=HELLO)
+        parsed = gpt.chat.completions.parse(model=GPT, messages=HELLO, response_format=Answer)
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 64
+    assert parsed.choices[0].message.parsed == Answer(answer=42)
+    assert r.spent == billed(standin.calls)
+
+
+def test_openai_stream_without_usage_is_exact_and_unchanged(
+    gpt: openai.OpenAI, standin: StandIn
+) -> None:
+    standin.script = Script(reply_text="tokens " * 30)
+    with burnmap.run("chat-stream", budget=1) as r:
+        chunks = list(gpt.chat.completions.create(model=GPT, messages=HELLO, stream=True))
+    # burnmap asked for usage on the caller's behalf, and hid it again.
+    assert standin.requests[0].body["stream_options"] == {"include_usage": True}
+    assert all(chunk.usage is None for chunk in chunks)
+    assert all(chunk.choices for chunk in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == "tokens " * 30
+    assert r.spent == billed(standin.calls)
+    assert not r.report.calls[0].estimated
+
+
+def test_openai_stream_helper_and_caller_usage(gpt: openai.OpenAI, standin: StandIn) -> None:
+    with burnmap.run("chat-stream-helper", budget=1) as r:
+        with gpt.chat.completions.stream(model=GPT, messages=HELLO) as stream:
+            final = stream.get_final_completion()
+        chunks = list(
+            gpt.chat.completions.create(
+                model=GPT, messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
+    assert final.choices[0].message.content
+    assert chunks[-1].usage is not None  # the caller asked: the caller sees it
+    assert r.spent == billed(standin.calls)
+
+
+def test_openai_responses_embeddings_completions(gpt: openai.OpenAI, standin: StandIn) -> None:
+    with burnmap.run("openai-endpoints", budget=1) as r:
+        response = gpt.responses.create(model=GPT, input="hello")
+        streamed = list(gpt.responses.create(model=GPT, input="hello", stream=True))
+        embedding = gpt.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+        legacy = gpt.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi", max_tokens=8)
+    assert response.usage is not None
+    assert streamed[-1].type == "response.completed"
+    assert embedding.usage.prompt_tokens > 0
+    assert legacy.usage is not None
+    assert r.call_count == 4
+    assert r.spent == billed(standin.calls)
+    assert [c["endpoint"] for c in r.report.cost_by_call] == [
+        "responses",
+        "responses",
+        "embeddings",
+        "completions",
+    ]
+
+
+def test_openai_refusal_is_not_retried(gpt: openai.OpenAI, standin: StandIn) -> None:
+    with burnmap.run("tight", budget="0.0001"), pytest.raises(burnmap.BudgetExceededError) as info:
+        gpt.chat.completions.create(model=GPT, messages=HELLO)
+    assert isinstance(info.value, openai.OpenAIError)
+    assert standin.requests == []
+
+
+# -- async and concurrency -------------------------------------------------------------------
+
+
+async def test_async_clients_under_gather_never_overspend(standin: StandIn) -> None:
+    aclaude = anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url=standin.anthropic_base_url,
+        http_client=burnmap.async_client(ANTHROPIC_STACK),  # type: ignore[call-overload]
+    )
+    agpt = openai.AsyncOpenAI(
+        api_key="test",
+        base_url=standin.openai_base_url,
+        http_client=burnmap.async_client(OPENAI_STACK),  # type: ignore[call-overload]
+    )
+    budget = Decimal("0.05")
+    async with burnmap.run("gather", budget=budget) as r:
+        calls: list[Any] = []
+        for i in range(20):
+            if i % 2:
+                calls.append(aclaude.messages.create(model=CLAUDE, max_tokens=1024, messages=HELLO))
+            else:
+                calls.append(gpt_stream(agpt))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    await aclaude.close()
+    await agpt.close()
+    errors = [x for x in results if isinstance(x, BaseException)]
+    assert all(isinstance(e, burnmap.BudgetExceededError) for e in errors), errors
+    assert r.spent <= budget
+    assert r.spent == billed(standin.calls)
+    assert r.call_count == 20 - len(errors) == len(standin.calls)
+
+
+async def gpt_stream(client: openai.AsyncOpenAI) -> str:
+    stream = await client.chat.completions.create(
+        model=GPT, messages=HELLO, stream=True, max_tokens=1024
+    )
+    return "".join([c.choices[0].delta.content or "" async for c in stream])
+
+
+def test_threads_share_one_run(claude: anthropic.Anthropic, standin: StandIn) -> None:
+    budget = Decimal("0.08")
+    refused: list[BaseException] = []
+    with burnmap.run("threads", budget=budget) as r:
+
+        def work() -> None:
+            with r.attach():
+                for _ in range(4):
+                    try:
+                        claude.messages.create(model=CLAUDE, max_tokens=1024, messages=HELLO)
+                    except burnmap.BudgetExceededError as exc:
+                        refused.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert refused
+    assert r.spent <= budget
+    assert r.spent == billed(standin.calls)
+    assert r.call_count + len(refused) == 64
