@@ -408,6 +408,18 @@ def _client_parts(lib: types.ModuleType, kwargs: dict[str, Any]) -> dict[str, An
     return transport_kwargs
 
 
+def _env_proxies(lib: types.ModuleType, kwargs: dict[str, Any], transport: dict[str, Any]) -> Any:
+    """httpx honours HTTPS_PROXY/NO_PROXY only when it builds the transports itself: give
+    it budgeted ones for each proxy route, as it would have mounted."""
+    if "proxy" in transport or not transport.get("trust_env", kwargs.get("trust_env", True)):
+        return {}
+    try:
+        routes: dict[str, str | None] = lib._utils.get_environment_proxies()
+    except AttributeError:  # pragma: no cover - a future httpx without the helper
+        return {}
+    return routes
+
+
 @overload
 def client(stack: Literal["httpx2"] = "httpx2", **kwargs: Any) -> httpx2.Client: ...
 @overload
@@ -419,12 +431,19 @@ def client(stack: str = "httpx2", **kwargs: Any) -> httpx2.Client | httpx.Client
     ``stack="httpx"`` returns an ``httpx.Client`` for older SDKs and httpx-based
     frameworks. Other keyword arguments are httpx's (``timeout``, ``headers``,
     ``verify``, ``proxy``, ``limits``…), with the SDKs' defaults where unset.
+    Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) apply as in httpx.
     """
     lib = _stack(stack)
     prices = kwargs.pop("prices", None)
-    transport_kwargs = _client_parts(lib, kwargs)
-    inner = lib.HTTPTransport(**transport_kwargs)
-    return lib.Client(transport=Transport(inner, prices=prices), **kwargs)  # type: ignore[no-any-return]
+    options = _client_parts(lib, kwargs)
+    mounts = {
+        route: Transport(
+            lib.HTTPTransport(**options, **({"proxy": url} if url else {})), prices=prices
+        )
+        for route, url in _env_proxies(lib, kwargs, options).items()
+    }
+    inner = lib.HTTPTransport(**options)
+    return lib.Client(transport=Transport(inner, prices=prices), mounts=mounts, **kwargs)  # type: ignore[no-any-return]
 
 
 @overload
@@ -435,9 +454,17 @@ def async_client(stack: str = "httpx2", **kwargs: Any) -> httpx2.AsyncClient | h
     """The async twin of :func:`client`, for ``AsyncAnthropic`` / ``AsyncOpenAI``."""
     lib = _stack(stack)
     prices = kwargs.pop("prices", None)
-    transport_kwargs = _client_parts(lib, kwargs)
-    inner = lib.AsyncHTTPTransport(**transport_kwargs)
-    return lib.AsyncClient(transport=AsyncTransport(inner, prices=prices), **kwargs)  # type: ignore[no-any-return]
+    options = _client_parts(lib, kwargs)
+    mounts = {
+        route: AsyncTransport(
+            lib.AsyncHTTPTransport(**options, **({"proxy": url} if url else {})), prices=prices
+        )
+        for route, url in _env_proxies(lib, kwargs, options).items()
+    }
+    inner = lib.AsyncHTTPTransport(**options)
+    return lib.AsyncClient(  # type: ignore[no-any-return]
+        transport=AsyncTransport(inner, prices=prices), mounts=mounts, **kwargs
+    )
 
 
 def _stack(stack: str) -> types.ModuleType:

@@ -479,3 +479,14 @@ async def test_async_client_factories() -> None:
     async with burnmap.async_client() as c2, burnmap.async_client("httpx") as c1:
         assert isinstance(c2, httpx2.AsyncClient)
         assert isinstance(c1, httpx.AsyncClient)
+
+
+def test_environment_proxies_get_budgeted_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.corp")
+    with burnmap.client() as c:
+        mounted = [t for t in c._mounts.values() if t is not None]
+        assert mounted
+        assert all(isinstance(t, burnmap.Transport) for t in mounted)
+    with burnmap.client(proxy="http://127.0.0.1:9") as c:
+        assert not c._mounts
