@@ -14,18 +14,17 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from typing import Any, Literal, overload
 
 import httpx
 import httpx2
 
 from burnmap._core.bound import CallPlan, plan_call
+from burnmap._core.charge import charge
 from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
-from burnmap._core.meter import JSONMeter, Metered, SSEMeter, UsageChunkFilter
+from burnmap._core.meter import JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
-from burnmap._core.usage import Usage
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
 from burnmap.run import Reservation, current_run
@@ -58,23 +57,31 @@ class _Metering:
         plan: CallPlan,
         reservation: Reservation,
         content_encoding: str | None,
-        streaming: bool,
+        content_type: str,
     ) -> None:
         self._book = book
         self._plan = plan
         self._reservation = reservation
         self._done = False
+        streaming = "text/event-stream" in content_type
         self._meter: JSONMeter | SSEMeter = (
             SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
             if streaming
             else JSONMeter(plan.endpoint.shape)
         )
         self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
-        try:
-            self._decoder: BodyDecoder | None = BodyDecoder(content_encoding)
-        except DecodeError as exc:
-            log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
-            self._decoder = None
+        self._decoder: BodyDecoder | None = None
+        if streaming or "json" in content_type:
+            try:
+                self._decoder = BodyDecoder(content_encoding)
+            except DecodeError as exc:
+                log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
+        else:
+            log.warning(
+                "burnmap: unexpected content-type %r from %s; charging the call's bound",
+                content_type,
+                plan.endpoint.kind,
+            )
 
     @property
     def rewrites(self) -> bool:
@@ -82,13 +89,17 @@ class _Metering:
         return self._filter is not None
 
     def feed(self, chunk: bytes) -> bytes:
+        """Meter a raw chunk; returns what to pass on. Raises ``DecodeError`` only when
+        the caller depends on burnmap's decoding (a rewritten stream)."""
         if self._decoder is None:
             return chunk
         try:
             data = self._decoder.feed(chunk)
         except DecodeError as exc:
-            log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
             self._decoder = None
+            if self._filter is not None:
+                raise
+            log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
             return chunk
         if data:
             self._meter.feed(data)
@@ -103,6 +114,8 @@ class _Metering:
             data = self._decoder.flush()
         except DecodeError:
             self._decoder = None
+            if self._filter is not None:
+                raise
             return b""
         if data:
             self._meter.feed(data)
@@ -115,60 +128,30 @@ class _Metering:
             return
         self._done = True
         plan = self._plan
-        if self._decoder is None:
-            self._settle(None, estimated=True, cost=plan.cost)
-            return
-        self._settle(self._meter.result(), estimated=False, cost=None)
-
-    def _settle(self, metered: Metered | None, *, estimated: bool, cost: Decimal | None) -> None:
-        plan = self._plan
-        usage: Usage
-        if metered is not None and metered.usage is not None and metered.complete:
-            usage = metered.usage
-        elif metered is not None and metered.usage is not None:
-            # Cut short after the usage header: the input is known, the output estimated.
-            seen = max(metered.usage.output_tokens, metered.output_tokens_seen)
-            usage = _with_output(metered.usage, min(seen, plan.output_tokens))
-            estimated = True
-        else:
-            # Nothing reported: the input bound (the provider bills all input) and what
-            # output passed by.
-            seen = metered.output_tokens_seen if metered is not None else plan.output_tokens
-            usage = Usage(input_tokens=plan.input_tokens, output_tokens=seen)
-            estimated = True
-        sheet = plan.sheet
-        if metered is not None and metered.model and metered.model != plan.model:
-            # The response names the exact model that ran ("gpt-4o" → a dated id).
-            sheet = self._book.resolve(metered.model, plan.endpoint.provider) or sheet
-        if cost is None:
-            cost = sheet.cost(usage)
-            if not estimated and cost > plan.cost:
-                log.warning(
-                    "burnmap: %s cost $%s, more than its bound $%s; please report this",
-                    plan.model,
-                    cost,
-                    plan.cost,
-                )
-        model = metered.model if metered is not None and metered.model else plan.model
+        metered = self._meter.result() if self._decoder is not None else None
+        result = charge(plan, metered, self._book)
+        if result.exceeds_bound and not result.estimated:
+            log.warning(
+                "burnmap: a %s call cost $%s, more than its bound $%s; please report this",
+                result.model,
+                result.cost,
+                plan.cost,
+            )
         self._reservation.settle(
-            model=model,
+            model=result.model,
             provider=plan.sheet.provider or plan.endpoint.shape,
             endpoint=plan.endpoint.kind,
-            usage=usage,
-            cost=cost,
-            estimated=estimated,
+            usage=result.usage,
+            cost=result.cost,
+            estimated=result.estimated,
             streamed=plan.stream,
         )
 
 
-def _with_output(usage: Usage, output_tokens: int) -> Usage:
-    from dataclasses import replace
-
-    return replace(usage, output_tokens=output_tokens)
-
-
 class _SyncMeteredStream:
     """Yields each chunk the moment it arrives; settles at the end or on close."""
+
+    decoding_error: type[Exception] = httpx2.DecodingError
 
     def __init__(self, inner: Any, metering: _Metering) -> None:
         self._inner = inner
@@ -184,6 +167,8 @@ class _SyncMeteredStream:
             tail = metering.tail()
             if tail:
                 yield tail
+        except DecodeError as exc:
+            raise self.decoding_error(str(exc)) from exc
         finally:
             metering.finish()
 
@@ -195,6 +180,8 @@ class _SyncMeteredStream:
 
 
 class _AsyncMeteredStream:
+    decoding_error: type[Exception] = httpx2.DecodingError
+
     def __init__(self, inner: Any, metering: _Metering) -> None:
         self._inner = inner
         self._metering = metering
@@ -209,6 +196,8 @@ class _AsyncMeteredStream:
             tail = metering.tail()
             if tail:
                 yield tail
+        except DecodeError as exc:
+            raise self.decoding_error(str(exc)) from exc
         finally:
             metering.finish()
 
@@ -220,7 +209,7 @@ class _AsyncMeteredStream:
 
 
 class _HttpxSync(_SyncMeteredStream, httpx.SyncByteStream):
-    pass
+    decoding_error = httpx.DecodingError
 
 
 class _Httpx2Sync(_SyncMeteredStream, httpx2.SyncByteStream):
@@ -228,7 +217,7 @@ class _Httpx2Sync(_SyncMeteredStream, httpx2.SyncByteStream):
 
 
 class _HttpxAsync(_AsyncMeteredStream, httpx.AsyncByteStream):
-    pass
+    decoding_error = httpx.DecodingError
 
 
 class _Httpx2Async(_AsyncMeteredStream, httpx2.AsyncByteStream):
@@ -290,10 +279,12 @@ class _Engine:
             # Error responses are not billed: drop the hold now, pass the body untouched.
             reservation.release()
             return response
-        content_type = response.headers.get("content-type", "")
-        streaming = "text/event-stream" in content_type
         metering = _Metering(
-            self._book, plan, reservation, response.headers.get("content-encoding"), streaming
+            self._book,
+            plan,
+            reservation,
+            response.headers.get("content-encoding"),
+            response.headers.get("content-type", "").lower(),
         )
         lib = _library(response)
         if sync:

@@ -301,3 +301,130 @@ def test_azure_deployment_in_url() -> None:
     assert plan.model == "gpt-4o"
     with pytest.raises(UnknownModelError, match="prod-4o"):
         plan_call(endpoint, body({"messages": []}), BOOK)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "obj"),
+    [
+        (
+            CHAT,
+            {
+                "model": "gpt-4o",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "https://example.org/a.png"}}
+                        ]
+                        * 20,
+                    }
+                ],
+            },
+        ),
+        (
+            ANTHROPIC,
+            {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 10,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "url", "url": "https://e.org/a.png"},
+                            }
+                        ]
+                        * 20,
+                    }
+                ],
+            },
+        ),
+        (
+            RESPONSES,
+            {
+                "model": "o3",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_image", "image_url": "https://example.org/a.png"}
+                        ]
+                        * 20,
+                    }
+                ],
+            },
+        ),
+    ],
+)
+def test_images_by_url_count_at_their_cap(endpoint: Endpoint, obj: dict[str, object]) -> None:
+    assert plan_call(endpoint, body(obj), BOOK).input_tokens >= 20 * IMAGE_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "obj"),
+    [
+        (
+            ANTHROPIC,
+            {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 10,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "url", "url": "https://e.org/a.pdf"},
+                            }
+                        ],
+                    }
+                ],
+            },
+        ),
+        (
+            ANTHROPIC,
+            {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 10,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "document", "source": {"type": "file", "file_id": "file_1"}}
+                        ],
+                    }
+                ],
+            },
+        ),
+        (
+            RESPONSES,
+            {
+                "model": "o3",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_file", "file_id": "file-abc"}]}
+                ],
+            },
+        ),
+        (
+            CHAT,
+            {
+                "model": "gpt-4o",
+                "messages": [
+                    {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}
+                ],
+            },
+        ),
+        (RESPONSES, {"model": "o3", "input": "and then?", "previous_response_id": "resp_1"}),
+        (RESPONSES, {"model": "o3", "input": "and then?", "conversation": "conv_1"}),
+    ],
+)
+def test_content_by_reference_bounds_input_at_the_window(
+    endpoint: Endpoint, obj: dict[str, object]
+) -> None:
+    plan = plan_call(endpoint, body(obj), BOOK)
+    assert plan.input_tokens == plan.sheet.context_window
+
+
+def test_openai_assistants_thread_messages_are_free() -> None:
+    assert identify("POST", "api.openai.com", "/v1/threads/thread_1/messages") is None

@@ -490,3 +490,90 @@ def test_environment_proxies_get_budgeted_transports(monkeypatch: pytest.MonkeyP
         assert all(isinstance(t, burnmap.Transport) for t in mounted)
     with burnmap.client(proxy="http://127.0.0.1:9") as c:
         assert not c._mounts
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("text/html", b"<html>proxy page</html>"), ("application/json", b'{"id": "no usage"}')],
+)
+def test_unreadable_success_is_charged_its_whole_bound(
+    lib: types.ModuleType, content_type: str, body: bytes
+) -> None:
+    rec = Recorder(
+        lambda r: lib.Response(200, headers={"content-type": content_type}, content=body)
+    )
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=1) as r:
+        client.post(ANTHROPIC_URL, json=message_body())
+    call = r.report.calls[0]
+    assert call.estimated
+    assert r.spent == call.reserved == plan_cost(message_body())
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_corrupt_gzip_on_a_rewritten_stream_raises_a_decoding_error(
+    lib: types.ModuleType,
+) -> None:
+    def respond(request: Any) -> Any:
+        return lib.Response(
+            200,
+            headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+            stream=Chunked([b"\x1f\x8b\x08\x00not-really-gzip"]),
+        )
+
+    request = {"model": "gpt-4o-mini", "messages": [], "stream": True}
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with pytest.raises(lib.DecodingError):
+            with client.stream("POST", CHAT_URL, json=request) as response:
+                response.read()
+    assert r.reserved == 0
+    assert r.report.calls[0].estimated
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_provider_stated_cost_wins(lib: types.ModuleType) -> None:
+    body = json.loads(wire("providers/openrouter_chat.response.json"))
+    rec = Recorder(lambda r: lib.Response(200, json=body))
+    request = {"model": "anthropic/claude-sonnet-4.5", "messages": [], "max_tokens": 10}
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=1) as r:
+        client.post("https://openrouter.ai/api/v1/chat/completions", json=request)
+    assert r.spent == Decimal("0.000612")
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_registered_price_is_kept_whatever_model_the_response_names(
+    lib: types.ModuleType,
+) -> None:
+    burnmap.prices.register("prod-4o", input=100, output=100)
+    reply = json.loads(wire("openai/chat.response.json"))  # names gpt-5.4-mini
+    rec = Recorder(lambda r: lib.Response(200, json=reply))
+    url = "https://acme.openai.azure.com/openai/deployments/prod-4o/chat/completions"
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        client.post(url, json={"messages": [], "max_tokens": 300})
+    usage = r.report.calls[0].usage
+    assert r.spent == Decimal(usage.total_input_tokens + usage.output_tokens) * 100 / 10**6
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_openai_web_searches_and_priority_tier_are_priced(lib: types.ModuleType) -> None:
+    reply = json.loads(wire("openai/responses.response.json"))
+    reply["output"] = [{"type": "web_search_call", "id": "ws_1", "status": "completed"}] * 2 + (
+        reply["output"]
+    )
+    reply["service_tier"] = "priority"
+    reply["model"] = "gpt-5"
+    rec = Recorder(lambda r: lib.Response(200, json=reply))
+    request = {
+        "model": "gpt-5",
+        "input": "hi",
+        "max_output_tokens": 200,
+        "service_tier": "priority",
+        "tools": [{"type": "web_search"}],
+    }
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        client.post("https://api.openai.com/v1/responses", json=request)
+    call = r.report.calls[0]
+    assert call.usage.web_searches == 2
+    standard = burnmap.prices.lookup("gpt-5", "openai").cost(call.usage)
+    assert r.spent > standard  # priority rates
+    assert r.spent <= call.reserved

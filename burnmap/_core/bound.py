@@ -7,16 +7,19 @@ Claude's tokenizer is not public: a safety factor of 1.1 covers it. Media are pr
 documented caps instead of their byte length (an image is resized by the provider to at
 most about 1.15-2.5 megapixels; 6,400 tokens covers every current model's maximum). The
 input bound never exceeds the model's context window, since a longer request is rejected
-(free). Server-side tools (web search/fetch, code execution, file search) read content the
-request does not contain, so with them the input bound is the whole context window.
+(free). Server-side tools (web search/fetch, code execution, file search), documents
+referenced by URL or file id, and Responses' ``previous_response_id`` / ``conversation``
+bring in content the request does not contain: the input bound is then the whole context
+window. An image referenced by URL counts at its cap, like an inline one.
 
 **Output.** ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` when given
 (times ``n`` / ``best_of`` choices), else the model's documented maximum output, else its
-context window.
+context window, else 131,072 tokens (a registered model with neither).
 
-**Price.** The bound is priced at the highest applicable rates: cache-write rates when
-the request asks for caching (``cache_control``), the long-context tier when the input
-bound crosses it.
+**Price.** The bound is priced at the highest applicable rates: cache-write rates where a
+write can happen (Anthropic: the request has ``cache_control``; OpenAI-shaped APIs cache on
+their own, so their write rate counts when a model has one), the long-context tier when the
+input bound crosses it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from burnmap.errors import RefusalError
 
 __all__ = [
     "CallPlan",
+    "DEFAULT_CONTEXT_WINDOW",
     "IMAGE_TOKENS",
     "PDF_PAGE_TOKENS",
     "RequestNotUnderstoodError",
@@ -49,6 +53,8 @@ AUDIO_BYTES_PER_TOKEN = 64
 TOOLS_OVERHEAD_TOKENS = 1_000
 BASE_OVERHEAD_TOKENS = 64
 SERVER_TOOL_SEARCHES = 20
+# For a model whose price was registered without a context window or maximum output.
+DEFAULT_CONTEXT_WINDOW = 131_072
 _SERVER_TOOL_PREFIXES = (
     "web_search",
     "web_fetch",
@@ -83,26 +89,76 @@ class CallPlan:
     """``stream_options.include_usage`` was added for the caller; strip it from the stream."""
 
 
-def _walk_media(obj: Any) -> tuple[int, int]:
-    """(payload bytes to discount, tokens to add) for base64 media anywhere in ``obj``."""
+_IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
+_FILE_BLOCKS = frozenset({"document", "file", "input_file"})
+# Responses-API fields that pull earlier context into the request by reference.
+_CONTEXT_REFERENCES = ("previous_response_id", "conversation", "prompt")
+_WALK_MARKERS = (
+    b";base64,",
+    b'"base64"',
+    b'"file_data"',
+    b'"url"',
+    b"file_id",
+    b'"image_url"',
+    b"file_url",
+)
+
+
+def _walk_content(obj: Any) -> tuple[int, int, bool]:
+    """Media in a request: (base64 bytes to discount, tokens to add, unbounded?).
+
+    Inline base64 media are discounted and counted at their caps. Media referenced by URL
+    or file id are not in the body at all: an image still counts at its cap; a document
+    or file of unknown length makes the input unbounded (the context window applies).
+    """
     discount = 0
     tokens = 0
+    unbounded = False
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if isinstance(value, str) and len(value) > 256:
-                    kind = _media_kind(key, value, item)
-                    if kind is not None:
-                        discount += len(value)
-                        tokens += _media_tokens(kind, value)
-                        continue
-                if isinstance(value, dict | list):
-                    stack.append(value)
-        elif isinstance(item, list):
+        if isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, dict | list))
-    return discount, tokens
+            continue
+        if not isinstance(item, dict):
+            continue
+        inline = False
+        for key, value in item.items():
+            if isinstance(value, str) and len(value) > 256:
+                kind = _media_kind(key, value, item)
+                if kind is not None:
+                    discount += len(value)
+                    tokens += _media_tokens(kind, value)
+                    inline = True
+                    continue
+            if isinstance(value, dict | list):
+                stack.append(value)
+        block = item.get("type")
+        if inline or not isinstance(block, str):
+            continue
+        if block in _IMAGE_BLOCKS and _is_reference(item):
+            tokens += IMAGE_TOKENS
+        elif block in _FILE_BLOCKS and _is_reference(item):
+            unbounded = True
+    return discount, tokens, unbounded
+
+
+def _is_reference(block: dict[str, Any]) -> bool:
+    """A content block that points at media instead of carrying it (no base64 inside)."""
+    for key in ("file_id", "file_url"):
+        if block.get(key):
+            return True
+    for key in ("source", "image_url", "file"):
+        value = block.get(key)
+        if isinstance(value, str):
+            return not value.startswith("data:")
+        if isinstance(value, dict):
+            if value.get("type") in ("url", "file") or value.get("file_id"):
+                return True
+            url = value.get("url")
+            if isinstance(url, str) and not url.startswith("data:"):
+                return True
+    return False
 
 
 def _media_kind(key: str, value: str, parent: dict[str, Any]) -> str | None:
@@ -153,18 +209,23 @@ def _media_tokens(kind: str, value: str) -> int:
     return len(raw)
 
 
-def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int:
-    """An upper bound on the input tokens of a request body.
+def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int | None:
+    """An upper bound on the input tokens of a request body; ``None`` when the request
+    pulls in content of unknown length by reference (a file id, a previous response).
 
     >>> bound_input_tokens(b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
+    if any(obj.get(key) for key in _CONTEXT_REFERENCES):
+        return None
     size = len(body)
     discount = 0
     media_tokens = 0
-    if size > 4096 and (b";base64," in body or b'"base64"' in body or b'"file_data"' in body):
-        discount, media_tokens = _walk_media(obj)
+    if any(marker in body for marker in _WALK_MARKERS):
+        discount, media_tokens, unbounded = _walk_content(obj)
+        if unbounded:
+            return None
     text = max(size - discount, 0)
     if shape == "anthropic":
         text = math.ceil(text * ANTHROPIC_TOKENIZER_FACTOR)
@@ -213,7 +274,7 @@ def _output_bound(endpoint: Endpoint, obj: dict[str, Any], sheet: PriceSheet) ->
         asked = _positive_int(obj.get("max_completion_tokens")) or _positive_int(
             obj.get("max_tokens")
         )
-    limit = asked or sheet.max_output or sheet.context_window or 131_072
+    limit = asked or sheet.max_output or sheet.context_window or DEFAULT_CONTEXT_WINDOW
     choices = 1
     if endpoint.shape == "openai":
         choices = max(_positive_int(obj.get("n")) or 1, _positive_int(obj.get("best_of")) or 1)
@@ -251,14 +312,23 @@ def plan_call(
             "cost cannot be bounded; it was not sent. Pass model=... in the call."
         )
     model, sheet = _sheet(book, candidates, endpoint)
+    priority = endpoint.shape == "openai" and obj.get("service_tier") == "priority"
+    if priority and sheet.source != "override":
+        # Priority processing costs more: bound at its rates (flex costs less).
+        sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
     if endpoint.shape == "anthropic" and "context-1m" in anthropic_beta:
         sheet = book.with_limits(sheet, context_window=1_000_000)
 
     server_tools, searches = _server_tools(obj)
-    input_tokens = bound_input_tokens(body, obj, shape=endpoint.shape)
+    bounded = bound_input_tokens(body, obj, shape=endpoint.shape)
     window = sheet.context_window
-    if window and endpoint.kind in ("messages", "chat", "responses"):
-        input_tokens = window if server_tools else min(input_tokens, window)
+    if bounded is None or (server_tools and endpoint.kind != "embeddings"):
+        # Content of unknown length: only the context window bounds it.
+        input_tokens = window or DEFAULT_CONTEXT_WINDOW
+    elif window and endpoint.kind in ("messages", "chat", "responses"):
+        input_tokens = min(bounded, window)
+    else:
+        input_tokens = bounded
     output_tokens = _output_bound(endpoint, obj, sheet)
 
     # Anthropic writes the cache only where asked (cache_control); OpenAI-shaped APIs cache

@@ -90,7 +90,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         return None
     path = path.rstrip("/")
     provider = provider_for_host(host)
-    if path.endswith("/messages"):
+    if path.endswith("/messages") and "/threads/" not in path:
+        # (OpenAI Assistants' /threads/{id}/messages only stores a message: free.)
         return Endpoint("anthropic", "messages", provider)
     if path.endswith("/chat/completions"):
         return Endpoint("openai", "chat", provider, _deployment(path))

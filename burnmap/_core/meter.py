@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from burnmap._core.sse import SSEDecoder
@@ -89,8 +89,10 @@ class JSONMeter(_Meter):
             return Metered(None, None, False, 0)
         if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
             obj = obj["response"]
-        usage_obj = obj.get("usage")
-        usage = _usage(self.shape, usage_obj)
+        if self.shape == "openai" and obj.get("object") == "response":
+            usage = _response_usage(obj)
+        else:
+            usage = _usage(self.shape, obj.get("usage"))
         model = obj.get("model")
         tier = obj.get("service_tier")
         return Metered(
@@ -106,6 +108,20 @@ def _usage(shape: str, obj: object) -> Usage | None:
     if not isinstance(obj, dict):
         return None
     return anthropic_usage(obj) if shape == "anthropic" else openai_usage(obj)
+
+
+def _response_usage(response: dict[str, Any]) -> Usage | None:
+    """A Responses-API object's usage, with its web searches (billed per call) counted
+    from the output items, since the usage object does not report them."""
+    usage = _usage("openai", response.get("usage"))
+    output = response.get("output")
+    if usage is not None and isinstance(output, list):
+        searches = sum(
+            1 for item in output if isinstance(item, dict) and item.get("type") == "web_search_call"
+        )
+        if searches:
+            usage = replace(usage, web_searches=searches)
+    return usage
 
 
 def _loads(data: bytes) -> dict[str, Any] | None:
@@ -213,7 +229,7 @@ class SSEMeter(_Meter):
             obj = _loads(data)
             response = obj.get("response") if obj else None
             if isinstance(response, dict):
-                self._usage = _usage("openai", response.get("usage")) or self._usage
+                self._usage = _response_usage(response) or self._usage
                 self._note_model(response)
             self._complete = self._usage is not None
         elif name == b"response.created" and self._model is None:
