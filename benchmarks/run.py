@@ -198,7 +198,8 @@ def stream_requests() -> tuple[bytes, bytes]:
 
 def json_handler(body: bytes) -> Handler:
     def handle(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers=JSON_HEADERS, content=body)
+        # An unread body, as a network transport returns it (content= would pre-read it).
+        return httpx2.Response(200, headers=JSON_HEADERS, stream=httpx2.ByteStream(body))
 
     return handle
 

@@ -46,7 +46,7 @@ def current_run() -> Run | None:
     return _current.get()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
 class CallRecord:
     """One settled call, as the report shows it."""
 
@@ -339,6 +339,8 @@ class Run:
         now = time.monotonic()
         with _LOCK:
             for r in runs:
+                if not r._guard.active:
+                    continue
                 verdict = r._guard.check(now)
                 if verdict is not None:
                     reason = f"loop detected ({verdict.trigger}): {verdict.message}"
@@ -377,7 +379,8 @@ class Run:
                 )
             ledger.hold(accounts, amount)
             for r in runs:
-                r._guard.record(now, input_tokens)
+                if r._guard.active:
+                    r._guard.record(now, input_tokens)
         return Reservation(runs, accounts, amount)
 
 

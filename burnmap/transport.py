@@ -244,12 +244,10 @@ class _Engine:
         run = current_run()
         assert run is not None
         try:
-            plan = plan_call(
-                endpoint,
-                body,
-                self._book,
-                anthropic_beta=request.headers.get("anthropic-beta", ""),
+            beta = (
+                request.headers.get("anthropic-beta", "") if endpoint.shape == "anthropic" else ""
             )
+            plan = plan_call(endpoint, body, self._book, anthropic_beta=beta)
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
         reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
@@ -279,28 +277,39 @@ class _Engine:
             # Error responses are not billed: drop the hold now, pass the body untouched.
             reservation.release()
             return response
+        content_type = b""
+        content_encoding = b""
+        for key, value in response.headers.raw:  # one pass; Headers.get scans per call
+            name = key.lower()
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-encoding":
+                content_encoding = value
         metering = _Metering(
             self._book,
             plan,
             reservation,
-            response.headers.get("content-encoding"),
-            response.headers.get("content-type", "").lower(),
+            content_encoding.decode("latin-1") or None,
+            content_type.decode("latin-1").lower(),
         )
         lib = _library(response)
         if sync:
             cls: type[Any] = _Httpx2Sync if lib is httpx2 else _HttpxSync
         else:
             cls = _Httpx2Async if lib is httpx2 else _HttpxAsync
-        headers = response.headers
         if metering.rewrites:
-            headers = [
-                (k, v)
-                for k, v in response.headers.raw
-                if k.lower() not in (b"content-encoding", b"content-length")
-            ]
+            # The caller now gets decoded, filtered bytes.
+            response.headers.pop("content-encoding", None)
+            response.headers.pop("content-length", None)
+        if not response.is_stream_consumed:
+            # The usual case (a network response, not read yet): swap its stream.
+            response.stream = cls(response.stream, metering)
+            return response
+        # An in-memory response (mock transports) was read when it was built: serve its
+        # raw bytes again through the meter in a fresh response.
         return type(response)(
             status_code=response.status_code,
-            headers=headers,
+            headers=response.headers,
             stream=cls(response.stream, metering),
             extensions=response.extensions,
         )

@@ -86,6 +86,28 @@ def test_any_chunking_meters_the_same(case: tuple[str, str, str, Usage], cuts: l
     assert meter_stream(shape, kind, split(wire(name), cuts)).usage == expected
 
 
+@given(
+    st.sampled_from(SSE_CASES),
+    st.sampled_from([b"\r\n", b"\r"]),
+    st.lists(st.integers(min_value=0), max_size=10),
+)
+def test_other_line_endings_meter_the_same(
+    case: tuple[str, str, str, Usage], eol: bytes, cuts: list[int]
+) -> None:
+    name, shape, kind, expected = case
+    data = wire(name).replace(b"\n", eol)
+    assert meter_stream(shape, kind, split(data, cuts)).usage == expected
+
+
+def test_compact_framing_without_spaces_meters_the_same() -> None:
+    data = (
+        wire("anthropic/messages_stream.sse")
+        .replace(b"event: ", b"event:")
+        .replace(b"data: ", b"data:")
+    )
+    assert meter_stream("anthropic", "messages", [data]).usage == SSE_CASES[0][3]
+
+
 def test_stream_without_usage_is_incomplete_with_an_output_estimate() -> None:
     result = meter_stream("openai", "chat", [wire("openai/chat_stream_no_usage.sse")])
     assert result.usage is None

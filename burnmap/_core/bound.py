@@ -28,6 +28,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -46,7 +47,7 @@ __all__ = [
     "plan_call",
 ]
 
-ANTHROPIC_TOKENIZER_FACTOR = Decimal("1.1")
+ANTHROPIC_TOKENIZER_FACTOR_TENTHS = 11  # x1.1
 IMAGE_TOKENS = 6_400
 PDF_PAGE_TOKENS = 8_000
 AUDIO_BYTES_PER_TOKEN = 64
@@ -71,7 +72,7 @@ class RequestNotUnderstoodError(RefusalError):
     """The request body could not be read, so its cost could not be bounded."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
 class CallPlan:
     """What the transport needs to reserve, forward and meter one call."""
 
@@ -93,15 +94,7 @@ _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
 _FILE_BLOCKS = frozenset({"document", "file", "input_file"})
 # Responses-API fields that pull earlier context into the request by reference.
 _CONTEXT_REFERENCES = ("previous_response_id", "conversation", "prompt")
-_WALK_MARKERS = (
-    b";base64,",
-    b'"base64"',
-    b'"file_data"',
-    b'"url"',
-    b"file_id",
-    b'"image_url"',
-    b"file_url",
-)
+_WALK_MARKERS = re.compile(rb';base64,|"base64"|"file_data"|"url"|file_id|"image_url"|file_url')
 
 
 def _walk_content(obj: Any) -> tuple[int, int, bool]:
@@ -222,13 +215,13 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
     size = len(body)
     discount = 0
     media_tokens = 0
-    if any(marker in body for marker in _WALK_MARKERS):
+    if _WALK_MARKERS.search(body):
         discount, media_tokens, unbounded = _walk_content(obj)
         if unbounded:
             return None
     text = max(size - discount, 0)
     if shape == "anthropic":
-        text = math.ceil(text * ANTHROPIC_TOKENIZER_FACTOR)
+        text = -(-text * ANTHROPIC_TOKENIZER_FACTOR_TENTHS // 10)
     tools = obj.get("tools")
     overhead = BASE_OVERHEAD_TOKENS + (TOOLS_OVERHEAD_TOKENS if tools else 0)
     return text + media_tokens + overhead

@@ -29,7 +29,7 @@ __all__ = ["Charge", "charge"]
 _PRICED_TIERS = frozenset({"flex", "priority"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
 class Charge:
     model: str
     usage: Usage

@@ -122,10 +122,13 @@ class BodyDecoder:
     __slots__ = ("_steps",)
 
     def __init__(self, content_encoding: str | None) -> None:
-        names = [part.strip().lower() for part in (content_encoding or "").split(",")]
+        if not content_encoding:
+            self._steps: list[_Step] = []
+            return
+        names = [part.strip().lower() for part in content_encoding.split(",")]
         # Codings are listed in the order they were applied: undo them last to first.
         steps = [_step(name) for name in reversed(names)]
-        self._steps: list[_Step] = [step for step in steps if step is not None]
+        self._steps = [step for step in steps if step is not None]
 
     @property
     def identity(self) -> bool:

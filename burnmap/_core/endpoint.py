@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
 class Endpoint:
     shape: str
     """Wire format: ``"anthropic"`` or ``"openai"``."""

@@ -40,6 +40,10 @@ class LoopGuard:
     _times: deque[float] = field(default_factory=deque)
     _inputs: deque[int] = field(default_factory=deque)
 
+    @property
+    def active(self) -> bool:
+        return self.call_rate_limit is not None or self.context_growth_limit is not None
+
     def check(self, now: float) -> LoopVerdict | None:
         if self.call_rate_limit is not None:
             while self._times and now - self._times[0] >= self.window:

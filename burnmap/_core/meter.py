@@ -37,7 +37,7 @@ _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _DELTA_OVERHEAD = {"anthropic": 80, "openai": 160}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
 class Metered:
     """What a meter learned from one response."""
 
@@ -64,23 +64,49 @@ class _Meter:
 class JSONMeter(_Meter):
     """Usage from a non-streamed JSON body (Messages, Chat, Responses, Embeddings)."""
 
+    def _quick(self) -> Metered | None:
+        body = self._body
+        if b'"web_search_call"' in body:
+            return None  # Responses web searches are counted from the output items
+        found = _quick_usage(body)
+        if found is None:
+            return None
+        usage = _usage(self.shape, found[0])
+        if usage is None:
+            return None
+        tier = None
+        if self.shape == "openai":
+            match = _SERVICE_TIER.search(body)
+            tier = match.group(1).decode() if match else None
+        return Metered(usage, found[1], True, 0, tier)
+
     def __init__(self, shape: str) -> None:
         self.shape = shape
-        self._body = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
         self._overflow = False
 
     def feed(self, data: bytes) -> None:
         if self._overflow:
             return
-        if len(self._body) + len(data) > MAX_JSON_BODY:
+        self._size += len(data)
+        if self._size > MAX_JSON_BODY:
             self._overflow = True
-            self._body = bytearray()
+            self._parts = []
             return
-        self._body += data
+        self._parts.append(data)
+
+    @property
+    def _body(self) -> bytes:
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def result(self) -> Metered:
         if self._overflow:
             return Metered(None, None, False, 0)
+        quick = self._quick()
+        if quick is not None:
+            return quick
         try:
             obj = json.loads(self._body)
         except ValueError:
@@ -102,6 +128,32 @@ class JSONMeter(_Meter):
             0,
             tier if isinstance(tier, str) else None,
         )
+
+
+_DECODER = json.JSONDecoder()
+_TOP_MODEL = re.compile(rb'^\s*\{[^{}]*?"model"\s*:\s*"([^"\\]{1,200})"')
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
+_ANY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+_SERVICE_TIER = re.compile(rb'"service_tier"\s*:\s*"([a-z_]{1,40})"')
+
+
+def _quick_usage(body: bytes) -> tuple[dict[str, Any], str | None] | None:
+    """The top-level ``usage`` object and ``model`` of a response body, without parsing
+    the whole body (the SDK parses it too). Anthropic and OpenAI put ``usage`` last, so
+    the last ``"usage":`` key is the top-level one; anything unusual returns ``None`` and
+    the caller parses the whole body."""
+    key = _USAGE_KEY.match(body, body.rfind(b'"usage"'))
+    if key is None:
+        return None
+    try:
+        tail = body[key.end() :].decode()
+        value, end = _DECODER.raw_decode(tail)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or tail[end:].strip() != "}":
+        return None
+    match = _TOP_MODEL.match(body)
+    return value, match.group(1).decode() if match else None
 
 
 def _usage(shape: str, obj: object) -> Usage | None:
@@ -145,6 +197,8 @@ class SSEMeter(_Meter):
         self.shape = shape
         self.kind = kind
         self._sse = SSEDecoder()
+        self._fast: bool | None = None  # decided on the first complete events
+        self._partial = b""
         self._usage_fields: dict[str, Any] = {}
         self._usage: Usage | None = None
         self._model: str | None = None
@@ -154,8 +208,88 @@ class SSEMeter(_Meter):
         self._overhead = _DELTA_OVERHEAD.get(shape, 160)
 
     def feed(self, data: bytes) -> None:
-        for event in self._sse.feed(data):
-            self._on_event(event.event, event.data)
+        if self._fast is not False and b"\r" in data:
+            self._go_slow()
+        if self._fast is False:
+            for event in self._sse.feed(data):
+                self._on_event(event.event, event.data)
+            return
+        # Fast path: most events (text deltas) only need counting, which C-level byte
+        # searches do over whole runs of complete events; the few events that carry usage
+        # are cut out and parsed. Holds at most one partial event.
+        buffer = self._partial + data if self._partial else data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._partial = buffer
+            return
+        self._partial = buffer[end + 2 :]
+        region = buffer[: end + 2]
+        if self._fast is None:
+            named = self.shape == "anthropic" or self.kind == "responses"
+            self._fast = (b"event: " if named else b"data: ") in region
+            if not self._fast:
+                for event in self._sse.feed(region):
+                    self._on_event(event.event, event.data)
+                return
+        self._scan(region)
+
+    def _go_slow(self) -> None:
+        """Carriage returns or unusual framing: parse every line from here on."""
+        self._fast = False
+        if self._partial:
+            for event in self._sse.feed(self._partial):
+                self._on_event(event.event, event.data)
+            self._partial = b""
+
+    def _events_at(self, region: bytes, starts: list[int]) -> None:
+        for start in starts:
+            stop = region.find(b"\n\n", start)
+            for event in SSEDecoder().feed(region[start : stop + 2]):
+                self._on_event(event.event, event.data)
+
+    def _scan(self, region: bytes) -> None:
+        markers: tuple[bytes, ...]
+        starts: list[int] = []
+        if self.shape == "anthropic":
+            deltas = region.count(b"event: content_block_delta\n")
+            markers = (b"event: message_", b"event: error")
+        elif self.kind == "responses":
+            deltas = region.count(b".delta\n")
+            markers = (b"event: response.c", b"event: response.i", b"event: response.f")
+        else:
+            deltas = region.count(b"data: ")
+            for match in _USAGE_OBJECT.finditer(region):
+                line = region.rfind(b"\n", 0, match.start()) + 1
+                if not starts or starts[-1] != line:
+                    starts.append(line)
+            done = region.find(b"data: [DONE]")
+            if self._model is None:
+                found = _ANY_MODEL.search(region)
+                if found:
+                    self._model = found.group(1).decode()
+            if starts:
+                deltas -= len(starts)
+                self._events_at(region, starts)
+            if done >= 0:
+                deltas -= 1
+                self._complete = self._usage is not None
+            self._add_deltas(deltas, len(region))
+            return
+        for marker in markers:
+            at = region.find(marker)
+            while at >= 0:
+                if at == 0 or region[at - 1] == 10:
+                    starts.append(at)
+                at = region.find(marker, at + 1)
+        starts.sort()
+        self._add_deltas(deltas, len(region))
+        self._events_at(region, starts)
+
+    def _add_deltas(self, deltas: int, size: int) -> None:
+        if deltas > 0:
+            # One token per delta event plus about 4 bytes of text per further token.
+            framing = deltas * (self._overhead + 30)
+            self._seen += deltas + max(0, size - framing) // 4
 
     def _on_event(self, name: bytes, data: bytes) -> None:
         if self.shape == "anthropic":
@@ -239,6 +373,9 @@ class SSEMeter(_Meter):
                 self._note_model(response)
 
     def result(self) -> Metered:
+        if self._partial:
+            # A last event without its blank line, or a stream cut inside an event.
+            self._go_slow()
         for event in self._sse.close():
             self._on_event(event.event, event.data)
         return Metered(self._usage, self._model, self._complete, self._seen, self._tier)
@@ -272,8 +409,15 @@ class UsageChunkFilter:
             self._partial = buffer
             return b""
         self._partial = buffer[end + 1 :]
+        region = buffer[: end + 1]
+        if not self._drop_blank:
+            # The usual chunk: one C-level replace; lines are split only around the final
+            # usage chunk or an unusual layout.
+            quick = region.replace(b',"usage":null', b"")
+            if b'"usage"' not in quick:
+                return quick
         out: list[bytes] = []
-        for line in buffer[: end + 1].splitlines(keepends=True):
+        for line in region.splitlines(keepends=True):
             body = line.rstrip(b"\r\n")
             if not body and self._drop_blank:
                 self._drop_blank = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 MILLION = Decimal(1_000_000)
+RECENT_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,7 @@ class PriceBook:
     _overrides: dict[str, PriceSheet] = field(default_factory=dict)
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
+    _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def register(
@@ -287,6 +290,11 @@ class PriceBook:
         sheet = self._override(model)
         if sheet is not None:
             return sheet
+        now = time.monotonic()
+        if at is None and not context:
+            cached = self._recent.get((provider, model))
+            if cached is not None and cached[1] > now:
+                return cached[0]
         info = self._model_info(model, provider)
         prices = info.get_prices(at or datetime.now(tz=UTC), context)
         if context:
@@ -294,12 +302,17 @@ class PriceBook:
             return self._sheet(info, prices, provider, model)
         # The snapshot keeps its price objects alive, so their id() is a stable key.
         key = (id(prices), info.id, provider or "")
-        cached = self._sheets.get(key)
-        if cached is None:
-            cached = self._sheet(info, prices, provider, model)
+        sheet = self._sheets.get(key)
+        if sheet is None:
+            sheet = self._sheet(info, prices, provider, model)
             with self._lock:
-                self._sheets[key] = cached
-        return cached
+                self._sheets[key] = sheet
+        if at is None:
+            # Prices change by date or time of day (DeepSeek's off-peak hours): a sheet is
+            # reused for a minute at most.
+            with self._lock:
+                self._recent[(provider, model)] = (sheet, now + RECENT_SECONDS)
+        return sheet
 
     def resolve(self, model: str, provider: str | None = None) -> PriceSheet | None:
         """Like :meth:`lookup`, but ``None`` for an unknown model."""
