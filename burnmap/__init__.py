@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from burnmap import prices
 from burnmap._core.usage import Usage
+from burnmap.budgets import BudgetStatus, configure, limit, limits, remove_limit, spent
 from burnmap.errors import (
     BudgetExceededError,
     BurnmapError,
     LedgerError,
+    LedgerUnavailableError,
     LoopDetectedError,
     RefusalError,
     UnknownModelError,
@@ -26,9 +28,11 @@ __version__ = "0.3.0.dev0"
 __all__ = [
     "AsyncTransport",
     "BudgetExceededError",
+    "BudgetStatus",
     "BurnmapError",
     "CallRecord",
     "LedgerError",
+    "LedgerUnavailableError",
     "LoopDetectedError",
     "RefusalError",
     "Run",
@@ -39,7 +43,12 @@ __all__ = [
     "__version__",
     "async_client",
     "client",
+    "configure",
     "current_run",
+    "limit",
+    "limits",
     "prices",
+    "remove_limit",
     "run",
+    "spent",
 ]

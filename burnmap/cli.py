@@ -1,4 +1,4 @@
-"""The ``burnmap`` command: ``demo`` and ``prices``."""
+"""The ``burnmap`` command: ``demo``, ``prices``, ``limits`` and ``spent``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,70 @@ def prices(models: tuple[str, ...], provider: str | None) -> None:
         console.print(table)
     if failed:
         sys.exit(1)
+
+
+_LEDGER_OPTION = click.option(
+    "--ledger",
+    envvar="BURNMAP_LEDGER",
+    default="memory://",
+    show_default=True,
+    help="Ledger URL (sqlite:///spend.db, redis://host:6379/0); or BURNMAP_LEDGER.",
+)
+
+
+def _wide_console() -> Console:
+    # Piped output is read by scripts and logs: never truncate it to 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _status_table(rows: list[Any], title: str) -> Table:
+    table = Table(
+        "scope", "limit", "per", "window", "spent", "reserved", "left", "resets (UTC)", title=title
+    )
+    for row in rows:
+        table.add_row(
+            row.scope,
+            _money(row.limit, 2) if row.limit is not None else "none",
+            row.per or "lifetime",
+            row.window,
+            _money(row.spent),
+            _money(row.reserved),
+            _money(row.remaining) if row.remaining is not None else "-",
+            f"{row.resets_at:%Y-%m-%d %H:%M}" if row.resets_at else "-",
+        )
+    return table
+
+
+@main.command("limits")
+@_LEDGER_OPTION
+def limits_command(ledger: str) -> None:
+    """List the standing budgets in LEDGER with their spend in the current window."""
+    import burnmap
+
+    try:
+        burnmap.configure(ledger=ledger)
+        rows = burnmap.limits()
+    except burnmap.LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not rows:
+        click.echo(f"no standing budgets in {ledger} (set one with burnmap.limit(...))")
+        return
+    _wide_console().print(_status_table(rows, f"standing budgets in {ledger}"))
+
+
+@main.command("spent")
+@click.argument("scopes", nargs=-1, required=True)
+@_LEDGER_OPTION
+def spent_command(scopes: tuple[str, ...], ledger: str) -> None:
+    """Show limit, spent, reserved and window for each of SCOPES (user:ID, job:NAME, global)."""
+    import burnmap
+
+    try:
+        burnmap.configure(ledger=ledger)
+        rows = [burnmap.spent(scope) for scope in scopes]
+    except burnmap.LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    _wide_console().print(_status_table(rows, f"spend in {ledger}"))
 
 
 @main.command()

@@ -21,6 +21,7 @@ __all__ = [
     "BudgetExceededError",
     "BurnmapError",
     "LedgerError",
+    "LedgerUnavailableError",
     "LoopDetectedError",
     "RefusalError",
     "UnknownModelError",
@@ -130,7 +131,23 @@ class UnknownModelError(RefusalError):
 
 
 class LedgerError(BurnmapError):
-    """The spend ledger failed; the call was not sent (burnmap fails closed)."""
+    """A problem with the spend ledger (its URL, its configuration, its store)."""
+
+
+class LedgerUnavailableError(LedgerError, RefusalError):
+    """The ledger could not be reached, so the call was not sent (burnmap fails closed)."""
+
+    def __init__(self, url: str, cause: BaseException | str) -> None:
+        self.url = url
+        self.cause = str(cause)
+        super().__init__(
+            f"burnmap: the spend ledger {url} is unavailable ({cause}), so the call was not "
+            "sent. Check the store is running and reachable, or opt in to calling without "
+            'it: burnmap.configure(on_unavailable="open").'
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LedgerUnavailableError, (self.url, self.cause), {})
 
 
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:

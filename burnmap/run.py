@@ -26,7 +26,8 @@ from burnmap._core import ledger
 from burnmap._core.loops import LoopGuard
 from burnmap._core.money import ZERO, usd
 from burnmap._core.usage import Usage
-from burnmap.errors import BudgetExceededError, LoopDetectedError, sdk_compatible
+from burnmap.budgets import LedgerHold, reserve_standing, standing_active
+from burnmap.errors import BudgetExceededError, LoopDetectedError, RefusalError, sdk_compatible
 
 __all__ = [
     "CallRecord",
@@ -381,12 +382,57 @@ class Run:
             for r in runs:
                 if r._guard.active:
                     r._guard.record(now, input_tokens)
-        return Reservation(runs, accounts, amount)
+        reservation = Reservation(runs, accounts, amount)
+        if standing_active():
+            user_id = next((r.user_id for r in runs if r.user_id), None)
+            scopes = standing_scopes(self.job_name, user_id)
+            try:
+                reservation.ledger_hold = reserve_standing(
+                    scopes,
+                    amount,
+                    job_name=self.job_name,
+                    model=model,
+                    call_count=len(self._calls),
+                )
+            except RefusalError as exc:
+                reservation.release(failed=False)
+                with _LOCK:
+                    for each in runs:
+                        each._refused += 1
+                        each._stop_reason = each._stop_reason or _reason(exc)
+                raise
+        return reservation
+
+
+def standing_scopes(job_name: str | None, user_id: str | None) -> list[str]:
+    """The ledger scopes a call counts against."""
+    scopes = ["global"]
+    if job_name:
+        scopes.append(f"job:{job_name}")
+    if user_id:
+        scopes.append(f"user:{user_id}")
+    return scopes
+
+
+def _reason(exc: RefusalError) -> str:
+    scope = getattr(exc, "scope", None)
+    if scope:
+        return f"budget {scope} would be exceeded"
+    return str(exc).split(":", 1)[-1].strip().split(".", 1)[0]
+
+
+def reserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
+    """A call made outside any run, while standing budgets are on: ``global`` applies."""
+    reservation = Reservation([], [], amount)
+    reservation.ledger_hold = reserve_standing(
+        standing_scopes(None, None), amount, job_name=None, model=model, call_count=0
+    )
+    return reservation
 
 
 @dataclass(eq=False)
 class Reservation:
-    """A hold on a chain of runs. Settled or released exactly once."""
+    """A hold on a chain of runs (and the ledger). Settled or released exactly once."""
 
     runs: list[Run]
     accounts: list[ledger.Account]
@@ -394,6 +440,20 @@ class Reservation:
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
     done: bool = False
+    ledger_hold: LedgerHold | None = None
+    _renew_at: float = 0.0
+
+    def renew_if_due(self) -> None:
+        """Keep a long stream's ledger hold from expiring (at a third of its TTL)."""
+        hold = self.ledger_hold
+        if hold is None:
+            return
+        now = time.monotonic()
+        if not self._renew_at:
+            self._renew_at = self.started + hold.ttl / 3
+        elif now >= self._renew_at:
+            self._renew_at = now + hold.ttl / 3
+            hold.renew()
 
     def settle(
         self,
@@ -425,6 +485,8 @@ class Reservation:
             ledger.settle(self.accounts, self.amount, cost)
             for r in self.runs:
                 r._calls.append(record)
+        if self.ledger_hold is not None:
+            self.ledger_hold.settle(cost)
 
     def release(self, *, failed: bool = True) -> None:
         """Drop the hold: the attempt cost nothing (HTTP error, connection failure)."""
@@ -436,6 +498,8 @@ class Reservation:
             if failed:
                 for r in self.runs:
                     r._failed += 1
+        if self.ledger_hold is not None:
+            self.ledger_hold.settle(ZERO)
 
 
 def run(

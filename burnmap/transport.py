@@ -25,9 +25,10 @@ from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.meter import JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
+from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
-from burnmap.run import Reservation, current_run
+from burnmap.run import Reservation, current_run, reserve_outside_runs
 
 __all__ = [
     "AsyncTransport",
@@ -91,6 +92,8 @@ class _Metering:
     def feed(self, chunk: bytes) -> bytes:
         """Meter a raw chunk; returns what to pass on. Raises ``DecodeError`` only when
         the caller depends on burnmap's decoding (a rewritten stream)."""
+        if self._reservation.ledger_hold is not None:
+            self._reservation.renew_if_due()
         if self._decoder is None:
             return chunk
         try:
@@ -232,7 +235,7 @@ class _Engine:
 
     def identify(self, request: Any) -> Endpoint | None:
         """The endpoint of a request to budget, ``None`` when it passes untouched."""
-        if current_run() is None:
+        if current_run() is None and not standing_active():
             return None
         url = request.url
         return identify(request.method, url.host, url.path)
@@ -242,7 +245,6 @@ class _Engine:
     ) -> tuple[CallPlan, Reservation, Any]:
         """Plan and reserve a call (raises a refusal); returns the request to send."""
         run = current_run()
-        assert run is not None
         try:
             beta = (
                 request.headers.get("anthropic-beta", "") if endpoint.shape == "anthropic" else ""
@@ -250,7 +252,10 @@ class _Engine:
             plan = plan_call(endpoint, body, self._book, anthropic_beta=beta)
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
-        reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
+        if run is None:
+            reservation = reserve_outside_runs(plan.cost, model=plan.model)
+        else:
+            reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
         log.debug(
             "burnmap: reserved $%s for %s %s (≤%d in, ≤%d out) in run %r",
             plan.cost,
@@ -258,7 +263,7 @@ class _Engine:
             plan.model,
             plan.input_tokens,
             plan.output_tokens,
-            run.job_name,
+            run.job_name if run else None,
         )
         if plan.body is not None:
             headers = request.headers.copy()

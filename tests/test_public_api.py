@@ -19,7 +19,7 @@ from burnmap.errors import sdk_compatible
 def test_all_is_sorted_and_complete() -> None:
     assert burnmap.__all__ == sorted(burnmap.__all__)
     public = {n for n in dir(burnmap) if not n.startswith("_") and n not in {"annotations"}}
-    modules = {"errors", "prices", "run", "transport", "cli", "standin"}
+    modules = {"errors", "prices", "run", "transport", "cli", "standin", "budgets", "ledgers"}
     assert public - modules - set(burnmap.__all__) == set()
     for name in burnmap.__all__:
         assert hasattr(burnmap, name), name

@@ -1,0 +1,252 @@
+"""Standing budgets: limits that hold across runs, processes and machines.
+
+::
+
+    burnmap.configure(ledger="sqlite:///var/lib/app/spend.db")   # or BURNMAP_LEDGER=...
+    burnmap.limit("user:usr_123", 5.00, per="day", tz="Europe/Paris")
+    burnmap.limit("global", 500.00, per="month")
+    with burnmap.run("summarise", budget=0.10, user_id="usr_123"):
+        client.messages.create(...)   # reserves on the run, user:usr_123, job:summarise, global
+
+Each call reserves, in one atomic ledger step, on ``global``, ``job:<innermost run>`` and
+``user:<user_id>`` (the nearest run's). Scopes with a limit are checked; spend is recorded on
+all of them, so ``burnmap.spent("job:nightly")`` answers even without a limit. Nothing is
+written to a ledger until a limit is set or a ledger configured: plain runs stay in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from burnmap._core.money import from_micros, to_micros, usd
+from burnmap._core.windows import check_period
+from burnmap.errors import BudgetExceededError, LedgerUnavailableError, sdk_compatible
+from burnmap.ledgers import Ledger, LimitDef, Refusal, ScopeStatus, open_ledger
+
+__all__ = [
+    "BudgetStatus",
+    "LedgerHold",
+    "configure",
+    "ledger",
+    "limit",
+    "limits",
+    "remove_limit",
+    "reserve_standing",
+    "spent",
+    "standing_active",
+]
+
+log = logging.getLogger("burnmap.budgets")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A scope's standing budget in its current window."""
+
+    scope: str
+    limit: Decimal | None
+    per: str | None
+    tz: str
+    window: str
+    spent: Decimal
+    reserved: Decimal
+    resets_at: datetime | None
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else self.limit - self.spent - self.reserved
+
+
+class _Config:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ledger: Ledger | None = None
+        self.explicit = False
+        self.on_unavailable: Literal["closed", "open"] = "closed"
+        self.hold_ttl = 600.0
+        self.charge_expired = True
+        self.warned_open = False
+
+
+_config = _Config()
+
+
+def configure(
+    *,
+    ledger: str | Ledger | None = None,
+    on_unavailable: Literal["closed", "open"] = "closed",
+    hold_ttl: float = 600.0,
+    expired_holds: Literal["charge", "release"] = "charge",
+) -> Ledger:
+    """Choose where standing budgets live, and how failures are handled.
+
+    ``ledger``: a URL (``memory://``, ``sqlite:///spend.db``, ``redis://host:6379/0``) or a
+    ledger object; default ``BURNMAP_LEDGER`` or ``memory://``. ``on_unavailable``:
+    ``"closed"`` (no call without the ledger) or ``"open"`` (calls go ahead unbudgeted by
+    the ledger; run budgets still apply). ``hold_ttl``: seconds a reservation outlives a
+    process that died holding it. ``expired_holds``: ``"charge"`` an expired hold in full
+    (the provider may have billed it) or ``"release"`` it.
+    """
+    if on_unavailable not in ("closed", "open"):
+        raise ValueError('on_unavailable must be "closed" or "open"')
+    if expired_holds not in ("charge", "release"):
+        raise ValueError('expired_holds must be "charge" or "release"')
+    if hold_ttl <= 0:
+        raise ValueError("hold_ttl must be a positive number of seconds")
+    charge = expired_holds == "charge"
+    url = ledger if ledger is not None else os.environ.get("BURNMAP_LEDGER", "memory://")
+    opened = open_ledger(url, charge_expired=charge) if isinstance(url, str) else url
+    with _config.lock:
+        previous = _config.ledger
+        _config.ledger = opened
+        _config.explicit = ledger is not None or "BURNMAP_LEDGER" in os.environ
+        _config.on_unavailable = on_unavailable
+        _config.hold_ttl = hold_ttl
+        _config.charge_expired = charge
+        _config.warned_open = False
+    if previous is not None and previous is not opened:
+        previous.close()
+    return opened
+
+
+def ledger() -> Ledger:
+    """The ledger in use (opened from ``BURNMAP_LEDGER`` or ``memory://`` on first use)."""
+    current = _config.ledger
+    if current is None:
+        env = os.environ.get("BURNMAP_LEDGER")
+        current = configure(ledger=env) if env else configure()
+    return current
+
+
+def standing_active() -> bool:
+    """Whether calls reserve on the ledger: a ledger was configured or a limit set."""
+    if _config.explicit:
+        return True
+    if _config.ledger is None and os.environ.get("BURNMAP_LEDGER"):
+        ledger()
+        return True
+    return False
+
+
+def limit(
+    scope: str,
+    budget: float | int | str | Decimal,
+    *,
+    per: Literal["day", "month"] | None = None,
+    tz: str = "UTC",
+) -> BudgetStatus:
+    """Set (or change) a standing budget; it applies from the next reservation on.
+
+    Scopes are ``"global"``, ``"user:<id>"``, ``"job:<name>"``, or any string your runs
+    name. ``per="day"`` / ``"month"`` budgets start afresh each calendar day / month in
+    ``tz``; ``per=None`` is a lifetime budget.
+    """
+    if not isinstance(scope, str) or not scope:
+        raise ValueError("a budget scope is a non-empty string, e.g. 'user:usr_123' or 'global'")
+    check_period(per, tz)
+    amount = to_micros(usd(budget))
+    target = ledger()
+    target.set_limit(LimitDef(scope, amount, per, tz))
+    with _config.lock:
+        _config.explicit = True
+    return spent(scope)
+
+
+def remove_limit(scope: str) -> bool:
+    """Drop a standing budget (its recorded spend stays)."""
+    return ledger().remove_limit(scope)
+
+
+def _status(row: ScopeStatus) -> BudgetStatus:
+    return BudgetStatus(
+        scope=row.scope,
+        limit=None if row.limit is None else from_micros(row.limit),
+        per=row.per,
+        tz=row.tz,
+        window=row.window,
+        spent=from_micros(row.spent),
+        reserved=from_micros(row.reserved),
+        resets_at=None if row.resets_at is None else datetime.fromtimestamp(row.resets_at, UTC),
+    )
+
+
+def limits() -> list[BudgetStatus]:
+    """Every standing budget with its spend in the current window."""
+    return [_status(row) for row in ledger().status(None)]
+
+
+def spent(scope: str) -> BudgetStatus:
+    """A scope's limit (if any), spend and holds in its current window."""
+    return _status(ledger().status([scope])[0])
+
+
+@dataclass(slots=True)
+class LedgerHold:
+    """A reservation held on the ledger, settled with the call."""
+
+    ledger: Ledger
+    hold_id: str
+    ttl: float
+
+    def settle(self, cost: Decimal) -> None:
+        try:
+            self.ledger.settle(self.hold_id, to_micros(cost))
+        except LedgerUnavailableError as exc:
+            # The hold expires after its TTL and is charged in full: nothing is lost.
+            log.error("burnmap: could not settle %s (%s); it will expire", self.hold_id, exc)
+
+    def renew(self) -> None:
+        try:
+            self.ledger.renew(self.hold_id, ttl=self.ttl)
+        except LedgerUnavailableError as exc:
+            log.warning("burnmap: could not renew %s (%s)", self.hold_id, exc)
+
+
+def _resets(refusal: Refusal) -> str | None:
+    if refusal.resets_at is None:
+        return None
+    return f"at {datetime.fromtimestamp(refusal.resets_at, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def reserve_standing(
+    scopes: list[str],
+    amount: Decimal,
+    *,
+    job_name: str | None,
+    model: str | None,
+    call_count: int,
+) -> LedgerHold | None:
+    """Reserve ``amount`` on the ledger for every scope; raise a refusal if one says no."""
+    target = ledger()
+    hold_id = uuid.uuid4().hex
+    try:
+        refusal = target.reserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
+    except LedgerUnavailableError as exc:
+        if _config.on_unavailable == "open":
+            if not _config.warned_open:
+                _config.warned_open = True
+                log.warning("burnmap: ledger unavailable, calls proceed (on_unavailable=open)")
+            return None
+        raise sdk_compatible(exc) from None
+    if refusal is not None:
+        raise sdk_compatible(
+            BudgetExceededError(
+                job_name=job_name,
+                budget=from_micros(refusal.limit),
+                spent_so_far=from_micros(refusal.spent),
+                call_count=call_count,
+                scope=refusal.scope,
+                reserved=from_micros(refusal.reserved),
+                needed=amount,
+                model=model,
+                resets=_resets(refusal),
+            )
+        )
+    return LedgerHold(target, hold_id, _config.hold_ttl)

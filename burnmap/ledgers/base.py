@@ -1,0 +1,146 @@
+"""The ledger contract every store keeps (memory, SQLite, Redis).
+
+Standing budgets (``burnmap.limit("user:usr_123", 5.00, per="day")``) live in a ledger,
+shared by every process that opens the same URL. Money is integer micro-dollars. Every
+operation is atomic and idempotent on a client-generated hold id:
+
+- ``reserve`` reaps expired holds, then checks every limited scope of the call against
+  ``spent + reserved + amount <= limit`` in its current window, and either holds the amount
+  on every scope (limited or not: spend is recorded everywhere) or holds nothing and
+  reports the first scope that refused. Re-sending the same id returns the first answer.
+- ``settle`` replaces a hold by the actual cost, in the windows the hold was made in. A
+  settle after the hold expired corrects what expiry charged. Re-sending is a no-op.
+- ``renew`` pushes a hold's expiry back (long streams).
+
+A hold whose process died expires after its TTL; by default it is charged in full (the
+provider may have billed the call), or released with ``expired_holds="release"``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from burnmap._core.windows import Window, window
+
+__all__ = [
+    "DEFAULT_HOLD_TTL",
+    "KEEP_DONE_SECONDS",
+    "Ledger",
+    "LimitDef",
+    "Refusal",
+    "ScopeStatus",
+    "entries_for",
+]
+
+DEFAULT_HOLD_TTL = 600.0
+"""Seconds a hold lives without a settle or renewal (the SDKs' default timeout)."""
+KEEP_DONE_SECONDS = 86_400.0
+"""How long settled and expired holds are remembered, for idempotent re-sends."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDef:
+    scope: str
+    limit: int
+    """Micro-dollars."""
+    per: str | None
+    tz: str
+
+    def to_json(self) -> str:
+        return json.dumps({"limit": self.limit, "per": self.per, "tz": self.tz})
+
+    @classmethod
+    def from_json(cls, scope: str, text: str | bytes) -> LimitDef:
+        data = json.loads(text)
+        return cls(scope, int(data["limit"]), data.get("per"), data.get("tz") or "UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a reservation was refused: the first scope that could not hold it."""
+
+    scope: str
+    limit: int
+    spent: int
+    reserved: int
+    window: str
+    resets_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStatus:
+    scope: str
+    limit: int | None
+    per: str | None
+    tz: str
+    window: str
+    spent: int
+    reserved: int
+    resets_at: float | None
+
+
+def entries_for(
+    scopes: Sequence[str], limits: dict[str, LimitDef], now: float
+) -> list[tuple[str, Window, LimitDef | None]]:
+    """Each scope of a call with its current window (lifetime where it has no limit)."""
+    out: list[tuple[str, Window, LimitDef | None]] = []
+    for scope in dict.fromkeys(scopes):
+        definition = limits.get(scope)
+        if definition is None:
+            out.append((scope, window(None, "UTC", now), None))
+        else:
+            out.append((scope, window(definition.per, definition.tz, now), definition))
+    return out
+
+
+class Ledger(ABC):
+    """A store of standing budgets, spend and holds."""
+
+    url: str = ""
+
+    @abstractmethod
+    def set_limit(self, definition: LimitDef) -> None: ...
+
+    @abstractmethod
+    def remove_limit(self, scope: str) -> bool: ...
+
+    @abstractmethod
+    def get_limits(self) -> dict[str, LimitDef]: ...
+
+    @abstractmethod
+    def reserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        """Hold ``amount`` on every scope, or return the refusal (holding nothing)."""
+
+    @abstractmethod
+    def settle(self, hold_id: str, actual: int) -> None: ...
+
+    @abstractmethod
+    def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None: ...
+
+    @abstractmethod
+    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+        """Limit, spend and holds of ``scopes`` (all scopes with a limit when ``None``)."""
+
+    def reap(self) -> int:
+        """Expire overdue holds now (``reserve`` also does); returns how many."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - a no-op by default, as in hishel's storages
+        """Release connections."""
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,176 @@
+"""``memory://``: the default ledger, for one process."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from burnmap._core.windows import window
+from burnmap.ledgers.base import (
+    DEFAULT_HOLD_TTL,
+    KEEP_DONE_SECONDS,
+    Ledger,
+    LimitDef,
+    Refusal,
+    ScopeStatus,
+    entries_for,
+)
+
+__all__ = ["MemoryLedger"]
+
+
+@dataclass(slots=True)
+class _Hold:
+    amount: int
+    expires: float
+    entries: list[tuple[str, str]]
+    state: str  # held | settled | expired | refused
+    charged: int = 0
+    refusal: Refusal | None = None
+    done_at: float = 0.0
+
+
+@dataclass
+class MemoryLedger(Ledger):
+    """Dicts under a lock. ``clock`` is injectable for tests."""
+
+    url: str = "memory://"
+    charge_expired: bool = True
+    clock: Callable[[], float] = time.time
+    _limits: dict[str, LimitDef] = field(default_factory=dict)
+    _totals: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    _holds: dict[str, _Hold] = field(default_factory=dict)
+    _expiry: list[tuple[float, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_limit(self, definition: LimitDef) -> None:
+        with self._lock:
+            self._limits[definition.scope] = definition
+
+    def remove_limit(self, scope: str) -> bool:
+        with self._lock:
+            return self._limits.pop(scope, None) is not None
+
+    def get_limits(self) -> dict[str, LimitDef]:
+        with self._lock:
+            return dict(self._limits)
+
+    def _reap(self, now: float) -> int:
+        reaped = 0
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires, hold_id = heapq.heappop(heap)
+            hold = self._holds.get(hold_id)
+            if hold is None or hold.state != "held" or hold.expires != expires:
+                continue  # settled, or renewed (a later heap entry stands for it)
+            charged = hold.amount if self.charge_expired else 0
+            for key in hold.entries:
+                totals = self._totals[key]
+                totals[1] -= hold.amount
+                totals[0] += charged
+            hold.state = "expired"
+            hold.charged = charged
+            hold.done_at = now
+            reaped += 1
+        if len(self._holds) > 1024 and reaped == 0:
+            stale = now - KEEP_DONE_SECONDS
+            for hold_id in [
+                i for i, h in self._holds.items() if h.state != "held" and h.done_at < stale
+            ]:
+                del self._holds[hold_id]
+        return reaped
+
+    def reap(self) -> int:
+        with self._lock:
+            return self._reap(self.clock())
+
+    def reserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        with self._lock:
+            now = self.clock()
+            self._reap(now)
+            known = self._holds.get(hold_id)
+            if known is not None:
+                return known.refusal
+            entries = entries_for(scopes, self._limits, now)
+            for scope, win, definition in entries:
+                if definition is None:
+                    continue
+                spent, reserved = self._totals.get((scope, win.key), (0, 0))
+                if spent + reserved + amount > definition.limit:
+                    refusal = Refusal(scope, definition.limit, spent, reserved, win.key, win.end)
+                    self._holds[hold_id] = _Hold(
+                        0, 0.0, [], "refused", refusal=refusal, done_at=now
+                    )
+                    return refusal
+            keys = [(scope, win.key) for scope, win, _ in entries]
+            for key in keys:
+                totals = self._totals.get(key)
+                if totals is None:
+                    self._totals[key] = [0, amount]
+                else:
+                    totals[1] += amount
+            expires = now + ttl
+            self._holds[hold_id] = _Hold(amount, expires, keys, "held")
+            heapq.heappush(self._expiry, (expires, hold_id))
+            return None
+
+    def settle(self, hold_id: str, actual: int) -> None:
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None or hold.state in ("settled", "refused"):
+                return
+            if hold.state == "held":
+                for key in hold.entries:
+                    totals = self._totals[key]
+                    totals[1] -= hold.amount
+                    totals[0] += actual
+            else:  # expired: correct what expiry charged
+                for key in hold.entries:
+                    self._totals[key][0] += actual - hold.charged
+            hold.state = "settled"
+            hold.charged = actual
+            hold.done_at = self.clock()
+
+    def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None or hold.state != "held":
+                return
+            hold.expires = self.clock() + ttl
+            heapq.heappush(self._expiry, (hold.expires, hold_id))
+
+    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+        with self._lock:
+            now = self.clock()
+            self._reap(now)
+            names = list(self._limits) if scopes is None else list(scopes)
+            out: list[ScopeStatus] = []
+            for scope in names:
+                definition = self._limits.get(scope)
+                per = definition.per if definition else None
+                tz = definition.tz if definition else "UTC"
+                win = window(per, tz, now)
+                spent, reserved = self._totals.get((scope, win.key), (0, 0))
+                out.append(
+                    ScopeStatus(
+                        scope,
+                        definition.limit if definition else None,
+                        per,
+                        tz,
+                        win.key,
+                        spent,
+                        reserved,
+                        win.end,
+                    )
+                )
+            return out

@@ -1,0 +1,222 @@
+"""``redis://host:port/db``: the distributed ledger, shared by many machines.
+
+Every operation is one Lua script (shipped in ``lua/``), checking everything before
+writing anything, on integer micro-dollars (``HINCRBY``, never floats), with all keys under
+one hash tag so a Redis Cluster keeps them in one slot. Time is the store's (``TIME``):
+windows are computed by the client (time zones and DST need a zone database) and checked
+by the script against the store's clock; on a mismatch the script answers with its time
+and the current limits, and the client recomputes once. Scripts are idempotent on the
+hold id, since redis-py re-sends a command after a timeout.
+
+Needs ``pip install "burnmap[redis]"`` (redis-py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from burnmap._core.windows import Window, window
+from burnmap.errors import LedgerError, LedgerUnavailableError
+from burnmap.ledgers.base import (
+    DEFAULT_HOLD_TTL,
+    KEEP_DONE_SECONDS,
+    Ledger,
+    LimitDef,
+    Refusal,
+    ScopeStatus,
+)
+
+__all__ = ["RedisLedger"]
+
+
+def _script(name: str) -> str:
+    return resources.files("burnmap.ledgers").joinpath("lua", name).read_text()
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as exc:
+        raise LedgerError('the redis ledger needs redis-py: pip install "burnmap[redis]"') from exc
+    return redis
+
+
+class RedisLedger(Ledger):
+    def __init__(
+        self,
+        url: str,
+        *,
+        charge_expired: bool = True,
+        prefix: str | None = None,
+        client: Any = None,
+    ) -> None:
+        redis = _import_redis()
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.prefix = prefix or query.get("prefix", ["{burnmap}"])[0]
+        if "{" not in self.prefix:
+            self.prefix = "{" + self.prefix + "}"
+        self.url = url.split("?", 1)[0]
+        self.charge_expired = charge_expired
+        self._client = client or redis.Redis.from_url(
+            self.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+        self._reserve = self._client.register_script(_script("reserve.lua"))
+        self._settle = self._client.register_script(_script("settle.lua"))
+        self._renew = self._client.register_script(_script("renew.lua"))
+        self._limit_cache: dict[str, str] = {}
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as exc:
+            raise LedgerUnavailableError(self.url, exc) from exc
+
+    def _now(self) -> float:
+        seconds, micros = self._call(self._client.time)
+        return float(seconds) + float(micros) / 1_000_000
+
+    # -- limits ------------------------------------------------------------------------
+    def set_limit(self, definition: LimitDef) -> None:
+        self._call(
+            self._client.hset, f"{self.prefix}:limits", definition.scope, definition.to_json()
+        )
+
+    def remove_limit(self, scope: str) -> bool:
+        return bool(self._call(self._client.hdel, f"{self.prefix}:limits", scope))
+
+    def get_limits(self) -> dict[str, LimitDef]:
+        raw = self._call(self._client.hgetall, f"{self.prefix}:limits")
+        return {k.decode(): LimitDef.from_json(k.decode(), v) for k, v in raw.items()}
+
+    def _limit_json(self, scopes: Sequence[str]) -> dict[str, str]:
+        values = self._call(self._client.hmget, f"{self.prefix}:limits", list(scopes))
+        return {
+            s: (v.decode() if v is not None else "") for s, v in zip(scopes, values, strict=True)
+        }
+
+    # -- holds -------------------------------------------------------------------------
+    def _args(
+        self,
+        hold_id: str,
+        scopes: list[str],
+        amount: int,
+        *,
+        ttl: float,
+        limits: dict[str, str],
+        now: float,
+    ) -> list[Any]:
+        args: list[Any] = [
+            hold_id,
+            amount,
+            ttl,
+            int(KEEP_DONE_SECONDS),
+            1 if self.charge_expired else 0,
+            len(scopes),
+        ]
+        for scope in scopes:
+            text = limits.get(scope, "")
+            win = _window(scope, text, now)
+            args += [
+                scope,
+                text,
+                win.key,
+                repr(win.start),
+                "" if win.end is None else repr(win.end),
+            ]
+        return args
+
+    def reserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        names = list(dict.fromkeys(scopes))
+        limits = {s: self._limit_cache.get(s, "") for s in names}
+        now = time.time()
+        for _ in range(3):
+            answer = self._call(
+                self._reserve,
+                keys=[self.prefix],
+                args=self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now),
+            )
+            kind = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+            if kind == "ok":
+                return None
+            if kind == "refused":
+                return _refusal(answer[1])
+            # retry: the store's clock and its current limits
+            now = float(answer[1])
+            current = json.loads(answer[2])
+            limits = current if isinstance(current, dict) else {}
+            self._limit_cache.update(limits)
+        raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+
+    def settle(self, hold_id: str, actual: int) -> None:
+        self._call(self._settle, keys=[self.prefix], args=[hold_id, actual, int(KEEP_DONE_SECONDS)])
+
+    def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        self._call(self._renew, keys=[self.prefix], args=[hold_id, ttl])
+
+    def reap(self) -> int:
+        # Reaping happens inside every reservation; a no-op reservation runs it now.
+        self.reserve(f"reap-{time.time_ns()}", [], 0, ttl=0.0)
+        return 0
+
+    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+        limits = self.get_limits()
+        names = list(limits) if scopes is None else list(scopes)
+        now = self._now()
+        out: list[ScopeStatus] = []
+        for scope in names:
+            definition = limits.get(scope)
+            per = definition.per if definition else None
+            tz = definition.tz if definition else "UTC"
+            win = window(per, tz, now)
+            spent, reserved = self._call(
+                self._client.hmget, f"{self.prefix}:t:{scope}|{win.key}", ["s", "r"]
+            )
+            out.append(
+                ScopeStatus(
+                    scope,
+                    definition.limit if definition else None,
+                    per,
+                    tz,
+                    win.key,
+                    int(spent or 0),
+                    int(reserved or 0),
+                    win.end,
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _window(scope: str, limit_json: str, now: float) -> Window:
+    if not limit_json:
+        return window(None, "UTC", now)
+    definition = LimitDef.from_json(scope, limit_json)
+    return window(definition.per, definition.tz, now)
+
+
+def _refusal(raw: bytes | str) -> Refusal:
+    scope, limit, spent, reserved, key, stop = json.loads(raw)
+    return Refusal(
+        scope,
+        int(limit),
+        int(spent),
+        int(reserved),
+        key,
+        float(stop) if stop not in ("", None) else None,
+    )

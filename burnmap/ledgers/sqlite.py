@@ -1,0 +1,314 @@
+"""``sqlite:///path.db``: the embedded ledger, shared by every process on one host.
+
+WAL journal, ``synchronous=FULL`` (an acknowledged settle survives a power cut), one
+``BEGIN IMMEDIATE`` transaction per operation (check and write under one write lock), and
+a busy timeout so concurrent processes queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from burnmap._core.windows import window
+from burnmap.errors import LedgerUnavailableError
+from burnmap.ledgers.base import (
+    DEFAULT_HOLD_TTL,
+    KEEP_DONE_SECONDS,
+    Ledger,
+    LimitDef,
+    Refusal,
+    ScopeStatus,
+    entries_for,
+)
+
+__all__ = ["SQLiteLedger"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS limits (
+    scope TEXT PRIMARY KEY,
+    limit_micros INTEGER NOT NULL,
+    per TEXT,
+    tz TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS totals (
+    scope TEXT NOT NULL,
+    window TEXT NOT NULL,
+    spent INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, window)
+);
+CREATE TABLE IF NOT EXISTS holds (
+    id TEXT PRIMARY KEY,
+    amount INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    entries TEXT NOT NULL,
+    state TEXT NOT NULL,
+    charged INTEGER NOT NULL DEFAULT 0,
+    refusal TEXT,
+    done_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS holds_open ON holds (state, expires);
+CREATE INDEX IF NOT EXISTS holds_done ON holds (done_at);
+"""
+
+
+class SQLiteLedger(Ledger):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        charge_expired: bool = True,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.charge_expired = charge_expired
+        self.busy_timeout = busy_timeout
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        with self._lock:
+            try:
+                self._connect().executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise LedgerUnavailableError(self.url, exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # A forked child must not share its parent's connection: open its own.
+        try:
+            if self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except (sqlite3.Error, OSError) as exc:
+            raise LedgerUnavailableError(self.url, exc) from exc
+        self._conn = conn
+        self._pid = os.getpid()
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LedgerUnavailableError(self.url, exc) from exc
+
+    # -- limits ------------------------------------------------------------------------
+    def set_limit(self, definition: LimitDef) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO limits (scope, limit_micros, per, tz) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET limit_micros = excluded.limit_micros, "
+                "per = excluded.per, tz = excluded.tz",
+                (definition.scope, definition.limit, definition.per, definition.tz),
+            )
+
+    def remove_limit(self, scope: str) -> bool:
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM limits WHERE scope = ?", (scope,)).rowcount > 0
+
+    def _limits(
+        self, conn: sqlite3.Connection, scopes: Sequence[str] | None
+    ) -> dict[str, LimitDef]:
+        if scopes is None:
+            rows = conn.execute("SELECT scope, limit_micros, per, tz FROM limits").fetchall()
+        else:
+            marks = ",".join("?" * len(scopes))
+            rows = conn.execute(
+                f"SELECT scope, limit_micros, per, tz FROM limits WHERE scope IN ({marks})",
+                tuple(scopes),
+            ).fetchall()
+        return {row[0]: LimitDef(row[0], row[1], row[2], row[3]) for row in rows}
+
+    def get_limits(self) -> dict[str, LimitDef]:
+        with self._transaction() as conn:
+            return self._limits(conn, None)
+
+    # -- holds -------------------------------------------------------------------------
+    def _reap(self, conn: sqlite3.Connection, now: float) -> int:
+        rows = conn.execute(
+            "SELECT id, amount, entries FROM holds WHERE state = 'held' AND expires <= ?",
+            (now,),
+        ).fetchall()
+        for hold_id, amount, entries in rows:
+            charged = amount if self.charge_expired else 0
+            for scope, key in json.loads(entries):
+                conn.execute(
+                    "UPDATE totals SET reserved = reserved - ?, spent = spent + ? "
+                    "WHERE scope = ? AND window = ?",
+                    (amount, charged, scope, key),
+                )
+            conn.execute(
+                "UPDATE holds SET state = 'expired', charged = ?, done_at = ? WHERE id = ?",
+                (charged, now, hold_id),
+            )
+        if random.random() < 1 / 256:
+            conn.execute(
+                "DELETE FROM holds WHERE state != 'held' AND done_at < ?",
+                (now - KEEP_DONE_SECONDS,),
+            )
+        return len(rows)
+
+    def reap(self) -> int:
+        with self._transaction() as conn:
+            return self._reap(conn, self.clock())
+
+    def reserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        with self._transaction() as conn:
+            now = self.clock()
+            self._reap(conn, now)
+            known = conn.execute(
+                "SELECT state, refusal FROM holds WHERE id = ?", (hold_id,)
+            ).fetchone()
+            if known is not None:
+                return _refusal_from_json(known[1]) if known[0] == "refused" else None
+            entries = entries_for(scopes, self._limits(conn, scopes), now)
+            for scope, win, definition in entries:
+                if definition is None:
+                    continue
+                row = conn.execute(
+                    "SELECT spent, reserved FROM totals WHERE scope = ? AND window = ?",
+                    (scope, win.key),
+                ).fetchone()
+                spent, reserved = row if row is not None else (0, 0)
+                if spent + reserved + amount > definition.limit:
+                    refusal = Refusal(scope, definition.limit, spent, reserved, win.key, win.end)
+                    conn.execute(
+                        "INSERT INTO holds (id, amount, expires, entries, state, refusal, "
+                        "done_at) VALUES (?, 0, 0, '[]', 'refused', ?, ?)",
+                        (hold_id, _refusal_to_json(refusal), now),
+                    )
+                    return refusal
+            keys = [(scope, win.key) for scope, win, _ in entries]
+            conn.executemany(
+                "INSERT INTO totals (scope, window, reserved) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope, window) DO UPDATE SET reserved = reserved + excluded.reserved",
+                [(scope, key, amount) for scope, key in keys],
+            )
+            conn.execute(
+                "INSERT INTO holds (id, amount, expires, entries, state) "
+                "VALUES (?, ?, ?, ?, 'held')",
+                (hold_id, amount, now + ttl, json.dumps(keys)),
+            )
+            return None
+
+    def settle(self, hold_id: str, actual: int) -> None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT state, amount, charged, entries FROM holds WHERE id = ?", (hold_id,)
+            ).fetchone()
+            if row is None or row[0] in ("settled", "refused"):
+                return
+            state, amount, charged, entries = row
+            for scope, key in json.loads(entries):
+                if state == "held":
+                    conn.execute(
+                        "UPDATE totals SET reserved = reserved - ?, spent = spent + ? "
+                        "WHERE scope = ? AND window = ?",
+                        (amount, actual, scope, key),
+                    )
+                else:  # expired: correct what expiry charged
+                    conn.execute(
+                        "UPDATE totals SET spent = spent + ? WHERE scope = ? AND window = ?",
+                        (actual - charged, scope, key),
+                    )
+            conn.execute(
+                "UPDATE holds SET state = 'settled', charged = ?, done_at = ? WHERE id = ?",
+                (actual, self.clock(), hold_id),
+            )
+
+    def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE holds SET expires = ? WHERE id = ? AND state = 'held'",
+                (self.clock() + ttl, hold_id),
+            )
+
+    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+        with self._transaction() as conn:
+            now = self.clock()
+            self._reap(conn, now)
+            limits = self._limits(conn, scopes)
+            names = list(limits) if scopes is None else list(scopes)
+            out: list[ScopeStatus] = []
+            for scope in names:
+                definition = limits.get(scope)
+                per = definition.per if definition else None
+                tz = definition.tz if definition else "UTC"
+                win = window(per, tz, now)
+                row = conn.execute(
+                    "SELECT spent, reserved FROM totals WHERE scope = ? AND window = ?",
+                    (scope, win.key),
+                ).fetchone()
+                spent, reserved = row if row is not None else (0, 0)
+                out.append(
+                    ScopeStatus(
+                        scope,
+                        definition.limit if definition else None,
+                        per,
+                        tz,
+                        win.key,
+                        spent,
+                        reserved,
+                        win.end,
+                    )
+                )
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def _refusal_to_json(refusal: Refusal) -> str:
+    return json.dumps(
+        [
+            refusal.scope,
+            refusal.limit,
+            refusal.spent,
+            refusal.reserved,
+            refusal.window,
+            refusal.resets_at,
+        ]
+    )
+
+
+def _refusal_from_json(text: str) -> Refusal:
+    scope, limit, spent, reserved, key, resets = json.loads(text)
+    return Refusal(scope, limit, spent, reserved, key, resets)

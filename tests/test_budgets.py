@@ -1,0 +1,202 @@
+"""Standing budgets end to end: the real SDK, the transport, and a shared ledger."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from click.testing import CliRunner
+
+import burnmap
+from burnmap import budgets
+from burnmap.cli import main
+from burnmap.standin import Script, StandIn
+
+pytestmark = pytest.mark.sdk
+
+CLAUDE = "claude-sonnet-4-6"
+HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
+STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_budgets() -> Iterator[None]:
+    budgets._config = budgets._Config()
+    yield
+    if budgets._config.ledger is not None:
+        budgets._config.ledger.close()
+    budgets._config = budgets._Config()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[StandIn]:
+    with StandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def claude(server: StandIn) -> Iterator[anthropic.Anthropic]:
+    server.script = Script()
+    server.calls.clear()
+    server.requests.clear()
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url=server.anthropic_base_url,
+        http_client=burnmap.client(STACK),  # type: ignore[call-overload]
+    )
+    yield client
+    client.close()
+
+
+def billed(server: StandIn) -> Decimal:
+    return sum(
+        (
+            burnmap.prices.cost(
+                c.model, burnmap.Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens)
+            )
+            for c in server.calls
+        ),
+        Decimal(0),
+    )
+
+
+def test_user_budget_refuses_across_runs_and_names_its_scope(
+    claude: anthropic.Anthropic, server: StandIn, tmp_path: Path
+) -> None:
+    server.script = Script(output_tokens=800)
+    burnmap.configure(ledger=f"sqlite:///{tmp_path / 'spend.db'}")
+    burnmap.limit("user:usr_123", "0.05", per="day", tz="Europe/Paris")
+    refusal: burnmap.BudgetExceededError | None = None
+    for attempt in range(200):
+        with burnmap.run(f"summarise-{attempt}", budget=1, user_id="usr_123"):
+            try:
+                claude.messages.create(model=CLAUDE, max_tokens=1024, messages=HELLO)
+            except burnmap.BudgetExceededError as exc:
+                refusal = exc
+                break
+    assert refusal is not None
+    assert refusal.scope == "user:usr_123"
+    assert refusal.budget == Decimal("0.05")
+    assert "resets at" in str(refusal)
+    status = burnmap.spent("user:usr_123")
+    assert status.spent == billed(server) <= Decimal("0.05")
+    assert status.reserved == 0
+    assert status.window.startswith("day:") and status.window.endswith("@Europe/Paris")
+    # Every call also counted on global and its job.
+    assert burnmap.spent("global").spent == status.spent
+    assert burnmap.spent("job:summarise-0").spent > 0
+
+
+def test_global_limit_applies_outside_runs(claude: anthropic.Anthropic, server: StandIn) -> None:
+    server.script = Script(output_tokens=800)
+    burnmap.limit("global", "0.02")
+
+    def loop() -> None:
+        for _ in range(100):
+            claude.messages.create(model=CLAUDE, max_tokens=1024, messages=HELLO)
+
+    with pytest.raises(burnmap.BudgetExceededError) as info:
+        loop()
+    assert info.value.scope == "global"
+    assert burnmap.spent("global").spent == billed(server) <= Decimal("0.02")
+
+
+def test_unreachable_ledger_fails_closed_and_can_opt_open(
+    claude: anthropic.Anthropic, server: StandIn
+) -> None:
+    burnmap.configure(ledger="redis://127.0.0.1:1/0")
+    with burnmap.run("job", budget=1), pytest.raises(burnmap.LedgerUnavailableError) as info:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert not isinstance(info.value, anthropic.APIConnectionError)
+    assert server.requests == []
+    burnmap.configure(ledger="redis://127.0.0.1:1/0", on_unavailable="open")
+    with burnmap.run("job", budget=1) as r:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert r.call_count == 1  # the run budget still applied
+
+
+def test_plain_runs_touch_no_ledger(claude: anthropic.Anthropic) -> None:
+    with burnmap.run("job", budget=1):
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert budgets._config.ledger is None
+
+
+def test_limit_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="per="):
+        burnmap.limit("user:x", 1, per="week")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="time zone"):
+        burnmap.limit("user:x", 1, per="day", tz="Mars/Olympus")
+    with pytest.raises(ValueError, match="scope"):
+        burnmap.limit("", 1)
+
+
+AGENT = textwrap.dedent(
+    """
+    import sys, anthropic, burnmap
+    burnmap.configure(ledger=sys.argv[1])
+    client = anthropic.Anthropic(api_key="t", base_url=sys.argv[2],
+                                 http_client=burnmap.client(sys.argv[3]))
+    calls = 0
+    try:
+        while True:
+            with burnmap.run("worker", user_id="shared"):
+                client.messages.create(model="claude-sonnet-4-6", max_tokens=1024,
+                                       messages=[{"role": "user", "content": "hi"}])
+                calls += 1
+    except burnmap.BudgetExceededError as exc:
+        print(calls, exc.scope)
+    """
+)
+
+
+def test_processes_share_one_sqlite_budget(server: StandIn, tmp_path: Path) -> None:
+    server.script = Script(output_tokens=500)
+    server.calls.clear()
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    burnmap.configure(ledger=url)
+    burnmap.limit("user:shared", "0.10")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", AGENT, url, server.anthropic_base_url, STACK],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(out[1] == "user:shared" for out in outputs), outputs
+    total_calls = sum(int(out[0]) for out in outputs)
+    assert total_calls == len(server.calls)
+    assert burnmap.spent("user:shared").spent == billed(server) <= Decimal("0.10")
+
+
+def test_cli_limits_and_spent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    burnmap.configure(ledger=url)
+    burnmap.limit("user:u1", 5, per="day")
+    burnmap.limit("global", 500, per="month")
+    runner = CliRunner()
+    result = runner.invoke(main, ["limits", "--ledger", url])
+    assert result.exit_code == 0, result.output
+    assert "user:u1" in result.output and "$5.00" in result.output
+    result = runner.invoke(main, ["spent", "user:u1", "job:none"], env={"BURNMAP_LEDGER": url})
+    assert result.exit_code == 0, result.output
+    assert "job:none" in result.output
+    result = runner.invoke(main, ["limits", "--ledger", "ftp://nope"])
+    assert result.exit_code != 0
+    assert "memory://" in result.output
+
+
+def test_status_in_dollars(tmp_path: Path) -> None:
+    status = burnmap.limit("user:z", "2.5", per="month")
+    assert status.limit == Decimal("2.5")
+    assert status.remaining == Decimal("2.5")
+    assert json.dumps(str(status.spent)) == '"0"'

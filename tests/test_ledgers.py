@@ -1,0 +1,268 @@
+"""One contract, every ledger: memory, SQLite and a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from burnmap.errors import LedgerError, LedgerUnavailableError
+from burnmap.ledgers import Ledger, LimitDef, open_ledger
+from burnmap.ledgers.memory import MemoryLedger
+
+BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def make_ledger(kind: str, tmp_path: Path, request: pytest.FixtureRequest, **kw: bool) -> Ledger:
+    if kind == "memory":
+        return open_ledger("memory://", **kw)
+    if kind == "sqlite":
+        return open_ledger(f"sqlite:///{tmp_path / 'spend.db'}", **kw)
+    url = request.getfixturevalue("redis_url")
+    prefix = uuid.uuid4().hex[:8]
+    return open_ledger(f"{url}?prefix={prefix}", **kw)
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    store = make_ledger(request.param, tmp_path, request)
+    yield store
+    store.close()
+
+
+def hold() -> str:
+    return uuid.uuid4().hex
+
+
+def totals(store: Ledger, scope: str) -> tuple[int, int]:
+    row = store.status([scope])[0]
+    return row.spent, row.reserved
+
+
+def test_reserve_settle_and_refuse(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("user:a", 1_000, None, "UTC"))
+    first = hold()
+    assert ledger.reserve(first, ["global", "user:a"], 700) is None
+    assert totals(ledger, "user:a") == (0, 700)
+    refusal = ledger.reserve(hold(), ["global", "user:a"], 301)
+    assert refusal is not None
+    assert (refusal.scope, refusal.limit, refusal.spent, refusal.reserved) == (
+        "user:a",
+        1000,
+        0,
+        700,
+    )
+    # All or nothing: the refused call held nothing on "global" either.
+    assert totals(ledger, "global") == (0, 700)
+    ledger.settle(first, 250)
+    assert totals(ledger, "user:a") == (250, 0)
+    assert ledger.reserve(hold(), ["user:a"], 750) is None
+
+
+def test_first_refusing_scope_is_named(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("global", 10_000, "month", "UTC"))
+    ledger.set_limit(LimitDef("user:b", 100, "day", "Europe/Paris"))
+    refusal = ledger.reserve(hold(), ["global", "job:x", "user:b"], 500)
+    assert refusal is not None
+    assert refusal.scope == "user:b"
+    assert refusal.window.startswith("day:") and refusal.window.endswith("@Europe/Paris")
+    assert refusal.resets_at is not None and refusal.resets_at > time.time()
+
+
+def test_operations_are_idempotent(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("s", 1_000, None, "UTC"))
+    same = hold()
+    assert ledger.reserve(same, ["s"], 600) is None
+    assert ledger.reserve(same, ["s"], 600) is None  # a re-send holds nothing more
+    assert totals(ledger, "s") == (0, 600)
+    ledger.settle(same, 100)
+    ledger.settle(same, 100)
+    assert totals(ledger, "s") == (100, 0)
+    refused = hold()
+    first = ledger.reserve(refused, ["s"], 5_000)
+    assert first is not None
+    assert ledger.reserve(refused, ["s"], 5_000) == first
+
+
+def test_changing_a_limit_applies_to_the_next_reservation(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("s", 100, None, "UTC"))
+    assert ledger.reserve(hold(), ["s"], 150) is not None
+    ledger.set_limit(LimitDef("s", 200, None, "UTC"))
+    assert ledger.reserve(hold(), ["s"], 150) is None
+    assert ledger.get_limits()["s"].limit == 200
+    assert ledger.remove_limit("s")
+    assert ledger.reserve(hold(), ["s"], 10**9) is None
+
+
+def test_scopes_without_limits_record_spend(ledger: Ledger) -> None:
+    h = hold()
+    assert ledger.reserve(h, ["job:nightly"], 42) is None
+    ledger.settle(h, 40)
+    row = ledger.status(["job:nightly"])[0]
+    assert (row.limit, row.spent, row.window) == (None, 40, "all")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("charge", [True, False])
+def test_expired_holds_are_charged_or_released_and_late_settles_correct(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, charge: bool
+) -> None:
+    store = make_ledger(kind, tmp_path, request, charge_expired=charge)
+    try:
+        store.set_limit(LimitDef("s", 1_000, None, "UTC"))
+        dead = hold()
+        assert store.reserve(dead, ["s"], 800, ttl=0.2) is None
+        time.sleep(0.3)
+        assert store.reserve(hold(), ["other"], 1) is None  # any reservation reaps
+        assert totals(store, "s") == ((800 if charge else 0), 0)
+        store.settle(dead, 300)  # its process was alive after all: correct the record
+        assert totals(store, "s") == (300, 0)
+    finally:
+        store.close()
+
+
+def test_renewed_holds_do_not_expire(ledger: Ledger) -> None:
+    long = hold()
+    assert ledger.reserve(long, ["s"], 10, ttl=0.4) is None
+    for _ in range(4):
+        time.sleep(0.15)
+        ledger.renew(long, ttl=0.4)
+    ledger.reserve(hold(), ["x"], 1)
+    assert totals(ledger, "s") == (0, 10)
+
+
+def test_threads_never_overspend(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("shared", 10_000, None, "UTC"))
+    accepted: list[int] = []
+
+    def work() -> None:
+        for i in range(40):
+            h = hold()
+            if ledger.reserve(h, ["global", "shared"], 97 + i % 7) is None:
+                ledger.settle(h, 97 + i % 7)
+                accepted.append(97 + i % 7)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spent, reserved = totals(ledger, "shared")
+    assert spent == sum(accepted) <= 10_000
+    assert reserved == 0
+    assert spent > 10_000 - 110  # refusals only once it was (nearly) full
+
+
+def test_day_windows_follow_the_zone_and_a_reservation_settles_where_made(
+    tmp_path: Path,
+) -> None:
+    now = [1_774_742_400.0]  # 2026-03-29 00:00 UTC: the DST night in Paris
+    for store in (
+        MemoryLedger(clock=lambda: now[0]),
+        open_ledger(f"sqlite:///{tmp_path / 'w.db'}"),
+    ):
+        if not isinstance(store, MemoryLedger):
+            store.clock = lambda: now[0]  # type: ignore[attr-defined]
+        store.set_limit(LimitDef("user:p", 100, "day", "Europe/Paris"))
+        h = hold()
+        assert store.reserve(h, ["user:p"], 100) is None
+        assert store.reserve(hold(), ["user:p"], 1) is not None
+        now[0] += 23 * 3600  # Paris midnight after a 23-hour day
+        assert store.reserve(hold(), ["user:p"], 100) is None  # a new window
+        store.settle(h, 60)  # settles into yesterday's window
+        row = store.status(["user:p"])[0]
+        assert row.window == "day:2026-03-30@Europe/Paris"
+        assert (row.spent, row.reserved) == (0, 100)
+        now[0] = 1_774_742_400.0
+        store.close()
+
+
+def test_unreachable_stores_fail_with_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(LedgerUnavailableError, match="unavailable"):
+        open_ledger(f"sqlite:///{blocker}/spend.db")
+    store = open_ledger("redis://127.0.0.1:1/0")
+    with pytest.raises(LedgerUnavailableError, match="configure"):
+        store.reserve(hold(), ["s"], 1)
+
+
+def test_bad_urls_say_what_to_use() -> None:
+    with pytest.raises(LedgerError, match=r"memory://, sqlite:///path\.db or redis://"):
+        open_ledger("postgres://db/spend")
+
+
+class LedgerModel(RuleBasedStateMachine):
+    """Random reserve/settle/renew/limit changes, checked against a plain model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: Ledger = MemoryLedger()
+        self.limits: dict[str, int] = {}
+        self.open: dict[str, tuple[list[str], int]] = {}
+        self.spent: dict[str, int] = {}
+
+    @initialize(kind=st.sampled_from(["memory", "sqlite"]))
+    def setup(self, kind: str) -> None:
+        if kind == "sqlite":
+            import tempfile
+
+            self.tmp = tempfile.TemporaryDirectory()
+            self.store = open_ledger(f"sqlite:///{self.tmp.name}/m.db")
+
+    @rule(scope=st.sampled_from(["a", "b", "global"]), amount=st.integers(0, 2_000))
+    def set_limit(self, scope: str, amount: int) -> None:
+        self.store.set_limit(LimitDef(scope, amount, None, "UTC"))
+        self.limits[scope] = amount
+
+    @rule(
+        scopes=st.lists(st.sampled_from(["a", "b", "global"]), min_size=1, max_size=3, unique=True),
+        amount=st.integers(0, 900),
+    )
+    def reserve(self, scopes: list[str], amount: int) -> None:
+        h = hold()
+        fits = all(
+            self.spent.get(s, 0) + self.reserved(s) + amount <= self.limits[s]
+            for s in scopes
+            if s in self.limits
+        )
+        refusal = self.store.reserve(h, scopes, amount)
+        assert (refusal is None) == fits
+        if fits:
+            self.open[h] = (scopes, amount)
+
+    def reserved(self, scope: str) -> int:
+        return sum(a for scopes, a in self.open.values() if scope in scopes)
+
+    @rule(data=st.data())
+    def settle(self, data: st.DataObject) -> None:
+        if not self.open:
+            return
+        h = list(self.open)[data.draw(st.integers(0, len(self.open) - 1))]
+        scopes, amount = self.open.pop(h)
+        actual = data.draw(st.integers(0, amount))
+        self.store.settle(h, actual)
+        for s in scopes:
+            self.spent[s] = self.spent.get(s, 0) + actual
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        for row in self.store.status(["a", "b", "global"]):
+            assert row.spent == self.spent.get(row.scope, 0)
+            assert row.reserved == self.reserved(row.scope)
+
+    def teardown(self) -> None:
+        self.store.close()
+        if hasattr(self, "tmp"):
+            self.tmp.cleanup()
+
+
+TestLedgerModel = LedgerModel.TestCase
+TestLedgerModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
