@@ -33,6 +33,7 @@ from burnmap.ledgers import Ledger, LimitDef, Refusal, ScopeStatus, open_ledger
 __all__ = [
     "BudgetStatus",
     "LedgerHold",
+    "areserve_standing",
     "configure",
     "ledger",
     "limit",
@@ -202,6 +203,12 @@ class LedgerHold:
             # The hold expires after its TTL and is charged in full: nothing is lost.
             log.error("burnmap: could not settle %s (%s); it will expire", self.hold_id, exc)
 
+    async def asettle(self, cost: Decimal) -> None:
+        try:
+            await self.ledger.asettle(self.hold_id, to_micros(cost))
+        except LedgerUnavailableError as exc:
+            log.error("burnmap: could not settle %s (%s); it will expire", self.hold_id, exc)
+
     def renew(self) -> None:
         try:
             self.ledger.renew(self.hold_id, ttl=self.ttl)
@@ -215,6 +222,41 @@ def _resets(refusal: Refusal) -> str | None:
     return f"at {datetime.fromtimestamp(refusal.resets_at, UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def _held(
+    target: Ledger,
+    hold_id: str,
+    amount: Decimal,
+    outcome: Refusal | LedgerUnavailableError | None,
+    *,
+    job_name: str | None,
+    model: str | None,
+    call_count: int,
+) -> LedgerHold | None:
+    """The hold, or the refusal to raise, from a ledger's answer."""
+    if isinstance(outcome, LedgerUnavailableError):
+        if _config.on_unavailable == "open":
+            if not _config.warned_open:
+                _config.warned_open = True
+                log.warning("burnmap: ledger unavailable, calls proceed (on_unavailable=open)")
+            return None
+        raise sdk_compatible(outcome)
+    if outcome is not None:
+        raise sdk_compatible(
+            BudgetExceededError(
+                job_name=job_name,
+                budget=from_micros(outcome.limit),
+                spent_so_far=from_micros(outcome.spent),
+                call_count=call_count,
+                scope=outcome.scope,
+                reserved=from_micros(outcome.reserved),
+                needed=amount,
+                model=model,
+                resets=_resets(outcome),
+            )
+        )
+    return LedgerHold(target, hold_id, _config.hold_ttl)
+
+
 def reserve_standing(
     scopes: list[str],
     amount: Decimal,
@@ -226,27 +268,32 @@ def reserve_standing(
     """Reserve ``amount`` on the ledger for every scope; raise a refusal if one says no."""
     target = ledger()
     hold_id = uuid.uuid4().hex
+    outcome: Refusal | LedgerUnavailableError | None
     try:
-        refusal = target.reserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
+        outcome = target.reserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
     except LedgerUnavailableError as exc:
-        if _config.on_unavailable == "open":
-            if not _config.warned_open:
-                _config.warned_open = True
-                log.warning("burnmap: ledger unavailable, calls proceed (on_unavailable=open)")
-            return None
-        raise sdk_compatible(exc) from None
-    if refusal is not None:
-        raise sdk_compatible(
-            BudgetExceededError(
-                job_name=job_name,
-                budget=from_micros(refusal.limit),
-                spent_so_far=from_micros(refusal.spent),
-                call_count=call_count,
-                scope=refusal.scope,
-                reserved=from_micros(refusal.reserved),
-                needed=amount,
-                model=model,
-                resets=_resets(refusal),
-            )
-        )
-    return LedgerHold(target, hold_id, _config.hold_ttl)
+        outcome = exc
+    return _held(
+        target, hold_id, amount, outcome, job_name=job_name, model=model, call_count=call_count
+    )
+
+
+async def areserve_standing(
+    scopes: list[str],
+    amount: Decimal,
+    *,
+    job_name: str | None,
+    model: str | None,
+    call_count: int,
+) -> LedgerHold | None:
+    """The async twin of :func:`reserve_standing`."""
+    target = ledger()
+    hold_id = uuid.uuid4().hex
+    outcome: Refusal | LedgerUnavailableError | None
+    try:
+        outcome = await target.areserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
+    except LedgerUnavailableError as exc:
+        outcome = exc
+    return _held(
+        target, hold_id, amount, outcome, job_name=job_name, model=model, call_count=call_count
+    )

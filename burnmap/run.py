@@ -26,7 +26,12 @@ from burnmap._core import ledger
 from burnmap._core.loops import LoopGuard
 from burnmap._core.money import ZERO, usd
 from burnmap._core.usage import Usage
-from burnmap.budgets import LedgerHold, reserve_standing, standing_active
+from burnmap.budgets import (
+    LedgerHold,
+    areserve_standing,
+    reserve_standing,
+    standing_active,
+)
 from burnmap.errors import BudgetExceededError, LoopDetectedError, RefusalError, sdk_compatible
 
 __all__ = [
@@ -334,7 +339,47 @@ class Run:
 
     # -- reservations --------------------------------------------------------------------
     def reserve(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
-        """Hold ``amount`` on this run and every enclosing run, or raise a refusal."""
+        """Hold ``amount`` on this run, every enclosing run and the standing budgets in
+        scope, or raise a refusal (holding nothing)."""
+        reservation = self._reserve_runs(amount, model=model, input_tokens=input_tokens)
+        if standing_active():
+            try:
+                reservation.ledger_hold = reserve_standing(**self._standing(amount, model))
+            except RefusalError as exc:
+                self._refused_by_ledger(reservation, exc)
+                raise
+        return reservation
+
+    async def areserve(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
+        """The async twin of :meth:`reserve` (the ledger is awaited, not blocked on)."""
+        reservation = self._reserve_runs(amount, model=model, input_tokens=input_tokens)
+        if standing_active():
+            try:
+                reservation.ledger_hold = await areserve_standing(**self._standing(amount, model))
+            except RefusalError as exc:
+                self._refused_by_ledger(reservation, exc)
+                raise
+        return reservation
+
+    def _standing(self, amount: Decimal, model: str) -> dict[str, Any]:
+        runs = self.chain()
+        user_id = next((r.user_id for r in runs if r.user_id), None)
+        return {
+            "scopes": standing_scopes(self.job_name, user_id),
+            "amount": amount,
+            "job_name": self.job_name,
+            "model": model,
+            "call_count": len(self._calls),
+        }
+
+    def _refused_by_ledger(self, reservation: Reservation, exc: RefusalError) -> None:
+        reservation.release(failed=False)
+        with _LOCK:
+            for each in reservation.runs:
+                each._refused += 1
+                each._stop_reason = each._stop_reason or _reason(exc)
+
+    def _reserve_runs(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
         runs = self.chain()
         accounts = [r._account for r in runs]
         now = time.monotonic()
@@ -382,26 +427,7 @@ class Run:
             for r in runs:
                 if r._guard.active:
                     r._guard.record(now, input_tokens)
-        reservation = Reservation(runs, accounts, amount)
-        if standing_active():
-            user_id = next((r.user_id for r in runs if r.user_id), None)
-            scopes = standing_scopes(self.job_name, user_id)
-            try:
-                reservation.ledger_hold = reserve_standing(
-                    scopes,
-                    amount,
-                    job_name=self.job_name,
-                    model=model,
-                    call_count=len(self._calls),
-                )
-            except RefusalError as exc:
-                reservation.release(failed=False)
-                with _LOCK:
-                    for each in runs:
-                        each._refused += 1
-                        each._stop_reason = each._stop_reason or _reason(exc)
-                raise
-        return reservation
+        return Reservation(runs, accounts, amount)
 
 
 def standing_scopes(job_name: str | None, user_id: str | None) -> list[str]:
@@ -425,6 +451,15 @@ def reserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
     """A call made outside any run, while standing budgets are on: ``global`` applies."""
     reservation = Reservation([], [], amount)
     reservation.ledger_hold = reserve_standing(
+        standing_scopes(None, None), amount, job_name=None, model=model, call_count=0
+    )
+    return reservation
+
+
+async def areserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
+    """The async twin of :func:`reserve_outside_runs`."""
+    reservation = Reservation([], [], amount)
+    reservation.ledger_hold = await areserve_standing(
         standing_scopes(None, None), amount, job_name=None, model=model, call_count=0
     )
     return reservation
@@ -458,6 +493,7 @@ class Reservation:
     def settle(
         self,
         *,
+        ledger_too: bool = True,
         model: str,
         provider: str,
         endpoint: str,
@@ -485,10 +521,17 @@ class Reservation:
             ledger.settle(self.accounts, self.amount, cost)
             for r in self.runs:
                 r._calls.append(record)
-        if self.ledger_hold is not None:
+        if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(cost)
 
-    def release(self, *, failed: bool = True) -> None:
+    async def asettle(self, **call: Any) -> None:
+        """The async twin of :meth:`settle` (same keyword arguments)."""
+        already = self.done
+        self.settle(ledger_too=False, **call)
+        if not already and self.ledger_hold is not None:
+            await self.ledger_hold.asettle(call["cost"])
+
+    def release(self, *, failed: bool = True, ledger_too: bool = True) -> None:
         """Drop the hold: the attempt cost nothing (HTTP error, connection failure)."""
         with _LOCK:
             if self.done:
@@ -498,8 +541,15 @@ class Reservation:
             if failed:
                 for r in self.runs:
                     r._failed += 1
-        if self.ledger_hold is not None:
+        if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(ZERO)
+
+    async def arelease(self, *, failed: bool = True) -> None:
+        """The async twin of :meth:`release`."""
+        already = self.done
+        self.release(failed=failed, ledger_too=False)
+        if not already and self.ledger_hold is not None:
+            await self.ledger_hold.asettle(ZERO)
 
 
 def run(

@@ -28,7 +28,12 @@ from burnmap._core.pricing import PriceBook
 from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
-from burnmap.run import Reservation, current_run, reserve_outside_runs
+from burnmap.run import (
+    Reservation,
+    areserve_outside_runs,
+    current_run,
+    reserve_outside_runs,
+)
 
 __all__ = [
     "AsyncTransport",
@@ -126,9 +131,10 @@ class _Metering:
             return (self._filter.feed(data) if data else b"") + self._filter.flush()
         return b""
 
-    def finish(self) -> None:
+    def _settlement(self) -> dict[str, Any] | None:
+        """What to settle, once: ``None`` when already done."""
         if self._done:
-            return
+            return None
         self._done = True
         plan = self._plan
         metered = self._meter.result() if self._decoder is not None else None
@@ -140,15 +146,25 @@ class _Metering:
                 result.cost,
                 plan.cost,
             )
-        self._reservation.settle(
-            model=result.model,
-            provider=plan.sheet.provider or plan.endpoint.shape,
-            endpoint=plan.endpoint.kind,
-            usage=result.usage,
-            cost=result.cost,
-            estimated=result.estimated,
-            streamed=plan.stream,
-        )
+        return {
+            "model": result.model,
+            "provider": plan.sheet.provider or plan.endpoint.shape,
+            "endpoint": plan.endpoint.kind,
+            "usage": result.usage,
+            "cost": result.cost,
+            "estimated": result.estimated,
+            "streamed": plan.stream,
+        }
+
+    def finish(self) -> None:
+        settlement = self._settlement()
+        if settlement is not None:
+            self._reservation.settle(**settlement)
+
+    async def afinish(self) -> None:
+        settlement = self._settlement()
+        if settlement is not None:
+            await self._reservation.asettle(**settlement)
 
 
 class _SyncMeteredStream:
@@ -202,13 +218,13 @@ class _AsyncMeteredStream:
         except DecodeError as exc:
             raise self.decoding_error(str(exc)) from exc
         finally:
-            metering.finish()
+            await metering.afinish()
 
     async def aclose(self) -> None:
         try:
             await self._inner.aclose()
         finally:
-            self._metering.finish()
+            await self._metering.afinish()
 
 
 class _HttpxSync(_SyncMeteredStream, httpx.SyncByteStream):
@@ -240,48 +256,41 @@ class _Engine:
         url = request.url
         return identify(request.method, url.host, url.path)
 
-    def prepare(
-        self, request: Any, endpoint: Endpoint, body: bytes
-    ) -> tuple[CallPlan, Reservation, Any]:
-        """Plan and reserve a call (raises a refusal); returns the request to send."""
-        run = current_run()
+    def plan(self, request: Any, endpoint: Endpoint, body: bytes) -> CallPlan:
+        """Bound a call's cost (raises a refusal the SDKs pass through unchanged)."""
         try:
             beta = (
                 request.headers.get("anthropic-beta", "") if endpoint.shape == "anthropic" else ""
             )
-            plan = plan_call(endpoint, body, self._book, anthropic_beta=beta)
+            return plan_call(endpoint, body, self._book, anthropic_beta=beta)
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
-        if run is None:
-            reservation = reserve_outside_runs(plan.cost, model=plan.model)
-        else:
-            reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
+
+    @staticmethod
+    def outgoing(request: Any, plan: CallPlan) -> Any:
+        """The request to send: rebuilt when burnmap changed its body."""
         log.debug(
-            "burnmap: reserved $%s for %s %s (≤%d in, ≤%d out) in run %r",
+            "burnmap: reserved $%s for %s %s (<=%d in, <=%d out)",
             plan.cost,
-            endpoint.kind,
+            plan.endpoint.kind,
             plan.model,
             plan.input_tokens,
             plan.output_tokens,
-            run.job_name if run else None,
         )
-        if plan.body is not None:
-            headers = request.headers.copy()
-            headers["content-length"] = str(len(plan.body))
-            request = type(request)(
-                request.method,
-                request.url,
-                headers=headers,
-                content=plan.body,
-                extensions=request.extensions,
-            )
-        return plan, reservation, request
+        if plan.body is None:
+            return request
+        headers = request.headers.copy()
+        headers["content-length"] = str(len(plan.body))
+        return type(request)(
+            request.method,
+            request.url,
+            headers=headers,
+            content=plan.body,
+            extensions=request.extensions,
+        )
 
     def wrap(self, plan: CallPlan, reservation: Reservation, response: Any, *, sync: bool) -> Any:
-        if response.status_code >= 400:
-            # Error responses are not billed: drop the hold now, pass the body untouched.
-            reservation.release()
-            return response
+        """Meter a successful response as it is read (error responses never get here)."""
         content_type = b""
         content_encoding = b""
         for key, value in response.headers.raw:  # one pass; Headers.get scans per call
@@ -341,12 +350,21 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return inner.handle_request(request)
-        plan, reservation, request = self._engine.prepare(request, endpoint, request.read())
+        plan = self._engine.plan(request, endpoint, request.read())
+        run = current_run()
+        if run is None:
+            reservation = reserve_outside_runs(plan.cost, model=plan.model)
+        else:
+            reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
         try:
-            response = inner.handle_request(request)
+            response = inner.handle_request(self._engine.outgoing(request, plan))
         except BaseException:
             reservation.release()
             raise
+        if response.status_code >= 400:
+            # Error responses are not billed: drop the hold now, pass the body untouched.
+            reservation.release()
+            return response
         return self._engine.wrap(plan, reservation, response, sync=True)
 
     def close(self) -> None:
@@ -371,13 +389,22 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return await inner.handle_async_request(request)
-        body = await request.aread()
-        plan, reservation, request = self._engine.prepare(request, endpoint, body)
+        plan = self._engine.plan(request, endpoint, await request.aread())
+        run = current_run()
+        if run is None:
+            reservation = await areserve_outside_runs(plan.cost, model=plan.model)
+        else:
+            reservation = await run.areserve(
+                plan.cost, model=plan.model, input_tokens=plan.input_tokens
+            )
         try:
-            response = await inner.handle_async_request(request)
+            response = await inner.handle_async_request(self._engine.outgoing(request, plan))
         except BaseException:
-            reservation.release()
+            await reservation.arelease()
             raise
+        if response.status_code >= 400:
+            await reservation.arelease()
+            return response
         return self._engine.wrap(plan, reservation, response, sync=False)
 
     async def aclose(self) -> None:

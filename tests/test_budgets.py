@@ -200,3 +200,34 @@ def test_status_in_dollars(tmp_path: Path) -> None:
     assert status.limit == Decimal("2.5")
     assert status.remaining == Decimal("2.5")
     assert json.dumps(str(status.spent)) == '"0"'
+
+
+@pytest.mark.redis
+async def test_async_clients_share_a_redis_user_budget(server: StandIn, redis_url: str) -> None:
+    import asyncio
+    import uuid
+
+    server.script = Script(output_tokens=600)
+    server.calls.clear()
+    burnmap.configure(ledger=f"{redis_url}?prefix={uuid.uuid4().hex[:8]}")
+    burnmap.limit("user:async", "0.08", per="day")
+    client = anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url=server.anthropic_base_url,
+        http_client=burnmap.async_client(STACK),  # type: ignore[call-overload]
+    )
+
+    async def call(i: int) -> object:
+        async with burnmap.run(f"task-{i}", user_id="async"):
+            return await client.messages.create(model=CLAUDE, max_tokens=1024, messages=HELLO)
+
+    results = await asyncio.gather(*(call(i) for i in range(30)), return_exceptions=True)
+    await client.close()
+    await burnmap.budgets.ledger().aclose()
+    refused = [r for r in results if isinstance(r, burnmap.BudgetExceededError)]
+    assert refused
+    assert all(r.scope == "user:async" for r in refused)
+    assert len(results) - len(refused) == len(server.calls)
+    status = burnmap.spent("user:async")
+    assert status.spent == billed(server) <= Decimal("0.08")
+    assert status.reserved == 0

@@ -266,3 +266,36 @@ class LedgerModel(RuleBasedStateMachine):
 
 TestLedgerModel = LedgerModel.TestCase
 TestLedgerModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+async def test_async_twins_keep_the_same_contract(ledger: Ledger) -> None:
+    ledger.set_limit(LimitDef("a", 1_000, None, "UTC"))
+    first = hold()
+    assert await ledger.areserve(first, ["a", "global"], 600) is None
+    refusal = await ledger.areserve(hold(), ["a"], 500)
+    assert refusal is not None
+    assert refusal.scope == "a"
+    await ledger.arenew(first, ttl=60)
+    await ledger.asettle(first, 200)
+    await ledger.asettle(first, 200)
+    assert totals(ledger, "a") == (200, 0)
+    await ledger.aclose()
+
+
+async def test_async_reservations_race_without_overspending(ledger: Ledger) -> None:
+    import asyncio
+
+    ledger.set_limit(LimitDef("race", 5_000, None, "UTC"))
+
+    async def one(i: int) -> int:
+        h = hold()
+        if await ledger.areserve(h, ["race"], 300) is None:
+            await asyncio.sleep(0.001 * (i % 5))
+            await ledger.asettle(h, 300)
+            return 300
+        return 0
+
+    spent = sum(await asyncio.gather(*(one(i) for i in range(60))))
+    await ledger.aclose()
+    assert spent == totals(ledger, "race")[0] <= 5_000
+    assert spent == 4_800

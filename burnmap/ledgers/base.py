@@ -18,6 +18,7 @@ provider may have billed the call), or released with ``expired_holds="release"``
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -132,12 +133,33 @@ class Ledger(ABC):
     def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
         """Limit, spend and holds of ``scopes`` (all scopes with a limit when ``None``)."""
 
+    # Async twins: a thread by default, so a blocking store never stalls the event loop;
+    # stores with a native async client (Redis) or no I/O (memory) override them.
+    async def areserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        return await asyncio.to_thread(self.reserve, hold_id, scopes, amount, ttl=ttl)
+
+    async def asettle(self, hold_id: str, actual: int) -> None:
+        await asyncio.to_thread(self.settle, hold_id, actual)
+
+    async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        await asyncio.to_thread(self.renew, hold_id, ttl=ttl)
+
     def reap(self) -> int:
         """Expire overdue holds now (``reserve`` also does); returns how many."""
         return 0
 
     def close(self) -> None:  # noqa: B027 - a no-op by default, as in hishel's storages
         """Release connections."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release the async connections of the running event loop."""
 
     def __enter__(self) -> Ledger:
         return self

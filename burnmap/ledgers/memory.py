@@ -149,6 +149,22 @@ class MemoryLedger(Ledger):
             hold.expires = self.clock() + ttl
             heapq.heappush(self._expiry, (hold.expires, hold_id))
 
+    async def areserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        return self.reserve(hold_id, scopes, amount, ttl=ttl)
+
+    async def asettle(self, hold_id: str, actual: int) -> None:
+        self.settle(hold_id, actual)
+
+    async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        self.renew(hold_id, ttl=ttl)
+
     def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
         with self._lock:
             now = self.clock()

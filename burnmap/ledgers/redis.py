@@ -13,8 +13,10 @@ Needs ``pip install "burnmap[redis]"`` (redis-py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -71,6 +73,34 @@ class RedisLedger(Ledger):
         self._settle = self._client.register_script(_script("settle.lua"))
         self._renew = self._client.register_script(_script("renew.lua"))
         self._limit_cache: dict[str, str] = {}
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _async_parts(self) -> tuple[Any, Any, Any, Any]:
+        """redis.asyncio client and scripts for the running event loop (they are bound to it)."""
+        loop = asyncio.get_running_loop()
+        parts = self._async.get(loop)
+        if parts is None:
+            import redis.asyncio as aredis
+
+            client = aredis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+            )
+            parts = (
+                client,
+                client.register_script(_script("reserve.lua")),
+                client.register_script(_script("settle.lua")),
+                client.register_script(_script("renew.lua")),
+            )
+            self._async[loop] = parts
+        return parts
+
+    async def _acall(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except self._errors as exc:
+            raise LedgerUnavailableError(self.url, exc) from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -149,17 +179,57 @@ class RedisLedger(Ledger):
                 keys=[self.prefix],
                 args=self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now),
             )
-            kind = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
-            if kind == "ok":
-                return None
-            if kind == "refused":
-                return _refusal(answer[1])
-            # retry: the store's clock and its current limits
-            now = float(answer[1])
-            current = json.loads(answer[2])
-            limits = current if isinstance(current, dict) else {}
-            self._limit_cache.update(limits)
+            outcome = self._outcome(answer)
+            if outcome is None or isinstance(outcome, Refusal):
+                return outcome
+            now, limits = outcome  # the store's clock and its current limits
         raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+
+    async def areserve(
+        self,
+        hold_id: str,
+        scopes: Sequence[str],
+        amount: int,
+        *,
+        ttl: float = DEFAULT_HOLD_TTL,
+    ) -> Refusal | None:
+        _, reserve, _, _ = self._async_parts()
+        names = list(dict.fromkeys(scopes))
+        limits = {s: self._limit_cache.get(s, "") for s in names}
+        now = time.time()
+        for _ in range(3):
+            answer = await self._acall(
+                reserve,
+                keys=[self.prefix],
+                args=self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now),
+            )
+            outcome = self._outcome(answer)
+            if outcome is None or isinstance(outcome, Refusal):
+                return outcome
+            now, limits = outcome
+        raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+
+    async def asettle(self, hold_id: str, actual: int) -> None:
+        _, _, settle, _ = self._async_parts()
+        await self._acall(
+            settle, keys=[self.prefix], args=[hold_id, actual, int(KEEP_DONE_SECONDS)]
+        )
+
+    async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        _, _, _, renew = self._async_parts()
+        await self._acall(renew, keys=[self.prefix], args=[hold_id, ttl])
+
+    def _outcome(self, answer: Any) -> Refusal | tuple[float, dict[str, str]] | None:
+        """None (held), a refusal, or (store time, current limits) to retry with."""
+        kind = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+        if kind == "ok":
+            return None
+        if kind == "refused":
+            return _refusal(answer[1])
+        current = json.loads(answer[2])
+        limits = current if isinstance(current, dict) else {}
+        self._limit_cache.update(limits)
+        return float(answer[1]), limits
 
     def settle(self, hold_id: str, actual: int) -> None:
         self._call(self._settle, keys=[self.prefix], args=[hold_id, actual, int(KEEP_DONE_SECONDS)])
@@ -201,6 +271,13 @@ class RedisLedger(Ledger):
 
     def close(self) -> None:
         self._client.close()
+        self._async.clear()
+
+    async def aclose(self) -> None:
+        """Close the async connections of the running event loop (before it closes)."""
+        parts = self._async.pop(asyncio.get_running_loop(), None)
+        if parts is not None:
+            await parts[0].aclose()
 
 
 def _window(scope: str, limit_json: str, now: float) -> Window:
