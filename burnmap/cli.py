@@ -1,9 +1,10 @@
-"""The ``burnmap`` command: ``demo``, ``prices``, ``limits`` and ``spent``."""
+"""The ``burnmap`` command: ``wrap``, ``demo``, ``prices``, ``limits`` and ``spent``."""
 
 from __future__ import annotations
 
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -131,6 +132,89 @@ def spent_command(scopes: tuple[str, ...], ledger: str) -> None:
     except burnmap.LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     _wide_console().print(_status_table(rows, f"spend in {ledger}"))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--budget", default=None, help="Stop the program before it spends more (USD).")
+@click.option("--job", default=None, help="Job name for the report (default: the command).")
+@click.option(
+    "--grace",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between SIGTERM and SIGKILL when stopping the program.",
+)
+@click.option(
+    "--report-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the final report as JSON to this file.",
+)
+@click.option(
+    "--proxy",
+    is_flag=True,
+    help="Route the program's API calls through a loopback metering forwarder "
+    "(exact pre-call enforcement for any language).",
+)
+@click.option("--call-rate-limit", type=int, default=None, help="As in burnmap.run().")
+@click.option("--context-growth-limit", type=float, default=None, help="As in burnmap.run().")
+@click.option(
+    "--meter/--no-meter",
+    default=None,
+    help="Live spend meter on stderr (default: when stderr is a terminal).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
+    budget: str | None,
+    job: str | None,
+    grace: float,
+    report_json: Path | None,
+    proxy: bool,
+    call_rate_limit: int | None,
+    context_growth_limit: float | None,
+    meter: bool | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND, follow its LLM spend, and stop it at its budget.
+
+    \b
+    burnmap wrap --budget 5.00 --job auth-refactor -- python my_agent.py
+    burnmap wrap --budget 2 --proxy -- claude -p "refactor auth"
+
+    Exit status: the program's own (128+N if a signal ended it); 80 when burnmap
+    stopped it at its budget, 81 for a runaway loop, 127 if COMMAND was not found.
+    """
+    from burnmap.wrap.supervisor import EXIT_NOT_FOUND, Supervisor, WrapOptions
+
+    limit = None
+    if budget is not None:
+        try:
+            limit = usd(budget)
+        except (ArithmeticError, ValueError, TypeError):
+            raise click.BadParameter(
+                f"{budget!r} is not an amount of dollars (e.g. --budget 5.00)",
+                param_hint="--budget",
+            ) from None
+    if grace < 0:
+        raise click.BadParameter("must be >= 0 seconds", param_hint="--grace")
+    options = WrapOptions(
+        command=list(command),
+        budget=limit,
+        job=job or Path(command[0]).name,
+        grace=grace,
+        report_json=report_json,
+        proxy=proxy,
+        call_rate_limit=call_rate_limit,
+        context_growth_limit=context_growth_limit,
+        meter=meter,
+    )
+    supervisor = Supervisor(options)
+    try:
+        code = supervisor.execute()
+    except FileNotFoundError:
+        click.echo(f"burnmap wrap: command not found: {command[0]}", err=True)
+        code = EXIT_NOT_FOUND
+    sys.exit(code)
 
 
 @main.command()

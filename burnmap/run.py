@@ -11,9 +11,11 @@ microseconds per call and never across I/O.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -329,6 +331,20 @@ class Run:
             user_id=self.user_id,
         )
 
+    def record(self, record: CallRecord) -> None:
+        """Count a call made elsewhere (a wrapped program's) in this run and its parents."""
+        with _LOCK:
+            for r in self.chain():
+                r._account.spent += record.cost
+                if record.cost:
+                    r._account.calls += 1
+                r._calls.append(record)
+
+    def stop(self, reason: str) -> None:
+        """Mark the run as stopped early (``burnmap wrap`` stopping its program)."""
+        with _LOCK:
+            self._stop_reason = self._stop_reason or reason
+
     def chain(self) -> list[Run]:
         runs: list[Run] = []
         node: Run | None = self
@@ -431,13 +447,72 @@ class Run:
 
 
 def standing_scopes(job_name: str | None, user_id: str | None) -> list[str]:
-    """The ledger scopes a call counts against."""
+    """The ledger scopes a call counts against (plus ``BURNMAP_SCOPES``, comma-separated,
+    which ``burnmap wrap`` sets so that a child's calls count against its budget)."""
     scopes = ["global"]
     if job_name:
         scopes.append(f"job:{job_name}")
     if user_id:
         scopes.append(f"user:{user_id}")
+    extra = os.environ.get("BURNMAP_SCOPES")
+    if extra:
+        scopes.extend(s.strip() for s in extra.split(",") if s.strip())
     return scopes
+
+
+Observer = Callable[[str, dict[str, Any]], None]
+_observers: list[Observer] = []
+
+
+def observe(callback: Observer) -> None:
+    """Call ``callback(kind, fields)`` for every settled call (``"call"``) and refusal
+    (``"refused"``) in this process. ``burnmap wrap`` uses it to follow a child's spend;
+    callbacks must be quick and must not raise."""
+    _observers.append(callback)
+
+
+def _notify(kind: str, fields: dict[str, Any]) -> None:
+    for callback in list(_observers):
+        try:
+            callback(kind, fields)
+        except Exception:  # an observer must never break a call
+            logging.getLogger("burnmap.run").exception("burnmap: observer failed")
+
+
+def _record_fields(record: CallRecord) -> dict[str, Any]:
+    usage = record.usage
+    return {
+        "model": record.model,
+        "provider": record.provider,
+        "endpoint": record.endpoint,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "web_searches": usage.web_searches,
+        "cost": str(record.cost),
+        "reserved": str(record.reserved),
+        "estimated": record.estimated,
+        "streamed": record.streamed,
+        "started_at": record.started_at,
+        "duration_seconds": record.duration_seconds,
+    }
+
+
+def notify_refusal(exc: RefusalError) -> None:
+    """Tell observers a call was refused (the transport calls this)."""
+    if _observers:
+        _notify(
+            "refused",
+            {
+                "error": type(exc).__name__,
+                "scope": getattr(exc, "scope", None),
+                "trigger": getattr(exc, "trigger", None),
+                "message": str(exc),
+            },
+        )
 
 
 def _reason(exc: RefusalError) -> str:
@@ -523,6 +598,8 @@ class Reservation:
                 r._calls.append(record)
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(cost)
+        if _observers:
+            _notify("call", _record_fields(record))
 
     async def asettle(self, **call: Any) -> None:
         """The async twin of :meth:`settle` (same keyword arguments)."""

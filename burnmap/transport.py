@@ -32,6 +32,7 @@ from burnmap.run import (
     Reservation,
     areserve_outside_runs,
     current_run,
+    notify_refusal,
     reserve_outside_runs,
 )
 
@@ -350,12 +351,18 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return inner.handle_request(request)
-        plan = self._engine.plan(request, endpoint, request.read())
-        run = current_run()
-        if run is None:
-            reservation = reserve_outside_runs(plan.cost, model=plan.model)
-        else:
-            reservation = run.reserve(plan.cost, model=plan.model, input_tokens=plan.input_tokens)
+        try:
+            plan = self._engine.plan(request, endpoint, request.read())
+            run = current_run()
+            if run is None:
+                reservation = reserve_outside_runs(plan.cost, model=plan.model)
+            else:
+                reservation = run.reserve(
+                    plan.cost, model=plan.model, input_tokens=plan.input_tokens
+                )
+        except RefusalError as exc:
+            notify_refusal(exc)
+            raise
         try:
             response = inner.handle_request(self._engine.outgoing(request, plan))
         except BaseException:
@@ -389,14 +396,18 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return await inner.handle_async_request(request)
-        plan = self._engine.plan(request, endpoint, await request.aread())
-        run = current_run()
-        if run is None:
-            reservation = await areserve_outside_runs(plan.cost, model=plan.model)
-        else:
-            reservation = await run.areserve(
-                plan.cost, model=plan.model, input_tokens=plan.input_tokens
-            )
+        try:
+            plan = self._engine.plan(request, endpoint, await request.aread())
+            run = current_run()
+            if run is None:
+                reservation = await areserve_outside_runs(plan.cost, model=plan.model)
+            else:
+                reservation = await run.areserve(
+                    plan.cost, model=plan.model, input_tokens=plan.input_tokens
+                )
+        except RefusalError as exc:
+            notify_refusal(exc)
+            raise
         try:
             response = await inner.handle_async_request(self._engine.outgoing(request, plan))
         except BaseException:
