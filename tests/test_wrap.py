@@ -1,0 +1,255 @@
+"""burnmap wrap over real subprocesses: Python agents with no burnmap code, against a
+loopback stand-in server, stopped before the call that would pass their budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import burnmap
+from burnmap.standin import Script, StandIn
+
+pytestmark = pytest.mark.wrap
+
+AGENTS = Path(__file__).parent / "agents"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[StandIn]:
+    with StandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def standin(server: StandIn) -> StandIn:
+    server.script = Script(output_tokens=400)
+    server.calls.clear()
+    server.requests.clear()
+    return server
+
+
+def wrap(
+    standin: StandIn, *args: str, report: Path | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "burnmap.cli", "wrap"]
+    if report is not None:
+        command += ["--report-json", str(report)]
+    env = {**os.environ, "STANDIN_URL": standin.url}
+    return subprocess.run(
+        [*command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def billed(standin: StandIn) -> Decimal:
+    return sum(
+        (
+            burnmap.prices.cost(
+                c.model,
+                burnmap.Usage(
+                    input_tokens=c.input_tokens,
+                    output_tokens=c.output_tokens,
+                    cache_read_tokens=c.cache_read_tokens,
+                    cache_write_tokens=c.cache_write_tokens,
+                ),
+            )
+            for c in standin.calls
+        ),
+        Decimal(0),
+    )
+
+
+def test_python_agent_is_refused_before_the_call_that_would_overspend(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = wrap(
+        standin,
+        "--budget",
+        "0.05",
+        "--job",
+        "auth-refactor",
+        "--",
+        sys.executable,
+        str(AGENTS / "loop_sync.py"),
+        report=report,
+    )
+    assert result.returncode == 80, result.stderr
+    data = json.loads(report.read_text())
+    assert data["job_name"] == "auth-refactor"
+    assert data["stopped_early"]
+    assert data["exit_status"] == 80
+    total = Decimal(data["total_cost"])
+    # Overshoot: 0 calls. Reported total: what the stand-in billed, to the micro-dollar.
+    assert total <= Decimal("0.05")
+    assert total == billed(standin)
+    assert data["call_count"] == len(standin.calls) == len(standin.requests)
+    assert "burnmap run 'auth-refactor'" in result.stderr  # the summary goes to stderr
+    assert result.stdout == ""
+
+
+def test_async_streams_are_exact(standin: StandIn, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    result = wrap(
+        standin,
+        "--budget",
+        "0.10",
+        "--",
+        sys.executable,
+        str(AGENTS / "loop_async_stream.py"),
+        report=report,
+    )
+    assert result.returncode == 80, result.stderr
+    data = json.loads(report.read_text())
+    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.10")
+    assert data["call_count"] == len(standin.calls)
+    assert not any(row["estimated"] for row in data["cost_by_call"])
+    # OpenAI streams had usage added for metering and were counted exactly.
+    assert {row["endpoint"] for row in data["cost_by_call"]} == {"messages", "chat"}
+
+
+def test_spawn_children_and_grandchildren_share_the_budget(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = wrap(
+        standin, "--budget", "0.06", "--", sys.executable, str(AGENTS / "family.py"), report=report
+    )
+    data = json.loads(report.read_text())
+    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.06")
+    assert data["call_count"] == len(standin.calls) >= 4  # 3 from the spawn child
+    assert result.returncode == 80, result.stderr
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_grace(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    result = wrap(
+        standin,
+        "--budget",
+        "0.03",
+        "--grace",
+        "0.5",
+        "--",
+        sys.executable,
+        str(AGENTS / "stubborn.py"),
+    )
+    assert result.returncode == 80, result.stderr
+    assert time.monotonic() - started < 30
+    assert billed(standin) <= Decimal("0.03")
+
+
+def test_exit_status_is_the_programs_own(standin: StandIn) -> None:
+    ok = wrap(standin, "--budget", "1", "--", sys.executable, "-c", "import sys; sys.exit(3)")
+    assert ok.returncode == 3
+    killed = wrap(
+        standin,
+        "--",
+        sys.executable,
+        "-c",
+        "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+    )
+    assert killed.returncode == 128 + 15
+    missing = wrap(standin, "--budget", "1", "--", "no-such-agent-binary")
+    assert missing.returncode == 127
+    assert "command not found: no-such-agent-binary" in missing.stderr
+    bad = wrap(standin, "--budget", "five", "--", "true")
+    assert bad.returncode == 2
+    assert "is not an amount of dollars" in bad.stderr
+
+
+def test_existing_sitecustomize_still_runs(standin: StandIn, tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import os\nos.environ['THEIRS'] = 'ran'\n")
+    env_path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "burnmap.cli",
+            "wrap",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ.get('THEIRS'))",
+        ],
+        env={**os.environ, "PYTHONPATH": env_path, "STANDIN_URL": standin.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "ran", result.stderr
+
+
+def test_injection_never_breaks_a_program_without_httpx(standin: StandIn) -> None:
+    result = wrap(standin, "--budget", "1", "--", sys.executable, "-c", "print('plain')")
+    assert result.returncode == 0
+    assert result.stdout == "plain\n"
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 30) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen
+
+
+def test_interactive_use_gives_the_program_the_terminal(standin: StandIn) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: burnmap wrap on a terminal
+        os.environ["STANDIN_URL"] = standin.url
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "burnmap.cli",
+                "wrap",
+                "--no-meter",
+                "--",
+                sys.executable,
+                str(AGENTS / "tty_child.py"),
+            ],
+        )
+    try:
+        seen = read_until(fd, b"foreground")
+        seen += read_until(fd, b"\n", timeout=5)
+        assert b"foreground True" in seen, seen
+        os.write(fd, b"\x03")  # Ctrl-C, as typed
+        seen = read_until(fd, b"got SIGINT")
+        assert b"got SIGINT" in seen, seen
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def report_keys(data: dict[str, Any]) -> set[str]:
+    return set(data)
+
+
+def test_report_json_has_the_run_report_shape(standin: StandIn, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    wrap(standin, "--budget", "1", "--", sys.executable, "-c", "pass", report=report)
+    data = json.loads(report.read_text())
+    with burnmap.run("shape") as r:
+        pass
+    assert report_keys(r.report.to_dict()) <= report_keys(data)
+    assert data["total_cost"] == "0"
