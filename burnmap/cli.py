@@ -282,7 +282,9 @@ def demo(budget: str, model: str) -> None:
                                 {
                                     "type": "tool_result",
                                     "tool_use_id": tool.id,
-                                    "content": "src/auth.py src/session.py src/tokens.py\n" * 40,
+                                    # A different result each turn: busy, not stuck.
+                                    "content": f"step {run.call_count}: "
+                                    + "src/auth.py src/session.py src/tokens.py\n" * 40,
                                 }
                             ],
                         }

@@ -25,7 +25,13 @@ from types import TracebackType
 from typing import Any
 
 from burnmap._core import ledger
-from burnmap._core.loops import LoopGuard
+from burnmap._core.loops import (
+    DEFAULT_CALL_RATE_LIMIT,
+    DEFAULT_CONTEXT_GROWTH_LIMIT,
+    DEFAULT_REPEAT_LIMIT,
+    LoopGuard,
+    LoopVerdict,
+)
 from burnmap._core.money import ZERO, usd
 from burnmap._core.usage import Usage
 from burnmap.budgets import (
@@ -69,6 +75,8 @@ class CallRecord:
     streamed: bool
     started_at: float
     duration_seconds: float
+    fingerprint: str | None = None
+    """Digest of the request's last turns, for repeat detection."""
 
 
 @dataclass(frozen=True)
@@ -215,8 +223,10 @@ class Run:
     job_name: str
     budget: Decimal | None
     user_id: str | None = None
-    call_rate_limit: int | None = None
-    context_growth_limit: float | None = None
+    call_rate_limit: int | None = DEFAULT_CALL_RATE_LIMIT
+    context_growth_limit: float | None = DEFAULT_CONTEXT_GROWTH_LIMIT
+    repeat_limit: int | None = DEFAULT_REPEAT_LIMIT
+    spend_rate_limit: Decimal | None = None
     parent: Run | None = field(default=None, repr=False)
     _account: ledger.Account = field(init=False, repr=False)
     _guard: LoopGuard = field(init=False, repr=False)
@@ -233,6 +243,8 @@ class Run:
         self._guard = LoopGuard(
             call_rate_limit=self.call_rate_limit,
             context_growth_limit=self.context_growth_limit,
+            repeat_limit=self.repeat_limit,
+            spend_rate_limit=self.spend_rate_limit,
         )
 
     # -- scope -------------------------------------------------------------------------
@@ -331,14 +343,22 @@ class Run:
             user_id=self.user_id,
         )
 
-    def record(self, record: CallRecord) -> None:
-        """Count a call made elsewhere (a wrapped program's) in this run and its parents."""
+    def record(self, record: CallRecord) -> LoopVerdict | None:
+        """Count a call made elsewhere (a wrapped program's) in this run and its parents;
+        returns the loop verdict it triggers, if any (the call has happened already)."""
+        now = time.monotonic()
+        verdict = None
         with _LOCK:
             for r in self.chain():
+                if r._guard.active:
+                    verdict = verdict or r._guard.check(now, record.fingerprint)
+                    r._guard.started(now, record.fingerprint)
+                    r._guard.settled(now, record.usage.total_input_tokens, record.cost)
                 r._account.spent += record.cost
                 if record.cost:
                     r._account.calls += 1
                 r._calls.append(record)
+        return verdict
 
     def stop(self, reason: str) -> None:
         """Mark the run as stopped early (``burnmap wrap`` stopping its program)."""
@@ -354,10 +374,17 @@ class Run:
         return runs
 
     # -- reservations --------------------------------------------------------------------
-    def reserve(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
+    def reserve(
+        self,
+        amount: Decimal,
+        *,
+        model: str,
+        input_tokens: int = 0,
+        fingerprint: str | None = None,
+    ) -> Reservation:
         """Hold ``amount`` on this run, every enclosing run and the standing budgets in
         scope, or raise a refusal (holding nothing)."""
-        reservation = self._reserve_runs(amount, model=model, input_tokens=input_tokens)
+        reservation = self._reserve_runs(amount, model=model, fingerprint=fingerprint)
         if standing_active():
             try:
                 reservation.ledger_hold = reserve_standing(**self._standing(amount, model))
@@ -366,9 +393,16 @@ class Run:
                 raise
         return reservation
 
-    async def areserve(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
+    async def areserve(
+        self,
+        amount: Decimal,
+        *,
+        model: str,
+        input_tokens: int = 0,
+        fingerprint: str | None = None,
+    ) -> Reservation:
         """The async twin of :meth:`reserve` (the ledger is awaited, not blocked on)."""
-        reservation = self._reserve_runs(amount, model=model, input_tokens=input_tokens)
+        reservation = self._reserve_runs(amount, model=model, fingerprint=fingerprint)
         if standing_active():
             try:
                 reservation.ledger_hold = await areserve_standing(**self._standing(amount, model))
@@ -395,7 +429,7 @@ class Run:
                 each._refused += 1
                 each._stop_reason = each._stop_reason or _reason(exc)
 
-    def _reserve_runs(self, amount: Decimal, *, model: str, input_tokens: int) -> Reservation:
+    def _reserve_runs(self, amount: Decimal, *, model: str, fingerprint: str | None) -> Reservation:
         runs = self.chain()
         accounts = [r._account for r in runs]
         now = time.monotonic()
@@ -403,7 +437,7 @@ class Run:
             for r in runs:
                 if not r._guard.active:
                     continue
-                verdict = r._guard.check(now)
+                verdict = r._guard.check(now, fingerprint)
                 if verdict is not None:
                     reason = f"loop detected ({verdict.trigger}): {verdict.message}"
                     for each in runs:
@@ -442,7 +476,7 @@ class Run:
             ledger.hold(accounts, amount)
             for r in runs:
                 if r._guard.active:
-                    r._guard.record(now, input_tokens)
+                    r._guard.started(now, fingerprint)
         return Reservation(runs, accounts, amount)
 
 
@@ -498,6 +532,7 @@ def _record_fields(record: CallRecord) -> dict[str, Any]:
         "streamed": record.streamed,
         "started_at": record.started_at,
         "duration_seconds": record.duration_seconds,
+        "fingerprint": record.fingerprint,
     }
 
 
@@ -576,6 +611,7 @@ class Reservation:
         cost: Decimal,
         estimated: bool,
         streamed: bool,
+        fingerprint: str | None = None,
     ) -> None:
         record = CallRecord(
             model=model,
@@ -588,14 +624,18 @@ class Reservation:
             streamed=streamed,
             started_at=self.started_at,
             duration_seconds=time.monotonic() - self.started,
+            fingerprint=fingerprint,
         )
         with _LOCK:
             if self.done:
                 return
             self.done = True
             ledger.settle(self.accounts, self.amount, cost)
+            now = time.monotonic()
             for r in self.runs:
                 r._calls.append(record)
+                if r._guard.active:
+                    r._guard.settled(now, usage.total_input_tokens, cost)
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(cost)
         if _observers:
@@ -634,14 +674,20 @@ def run(
     budget: float | int | str | Decimal | None = None,
     *,
     user_id: str | None = None,
-    call_rate_limit: int | None = None,
-    context_growth_limit: float | None = None,
+    call_rate_limit: int | None = DEFAULT_CALL_RATE_LIMIT,
+    context_growth_limit: float | None = DEFAULT_CONTEXT_GROWTH_LIMIT,
+    repeat_limit: int | None = DEFAULT_REPEAT_LIMIT,
+    spend_rate_limit: float | int | str | Decimal | None = None,
 ) -> Run:
     """A budget scope for the calls made inside it (``with`` or ``async with``).
 
-    ``budget`` is in USD; ``None`` only records spend. ``call_rate_limit`` is the most
-    calls allowed in any 60 s window, ``context_growth_limit`` the factor by which input
-    tokens may grow over 4 consecutive growing calls; both are off (``None``) by default.
+    ``budget`` is in USD; ``None`` only records spend. Runaway-loop triggers (each
+    ``None`` to disable; see ``burnmap._core.loops`` and docs/loops.md):
+    ``call_rate_limit`` calls per minute (and a tenth of it in any 3 s),
+    ``context_growth_limit`` the per-call input growth factor that, sustained over 3
+    calls past 8k tokens, means a runaway context, ``repeat_limit`` how many times the
+    same request tail (same tool call, same result) may be sent, and ``spend_rate_limit``
+    dollars per minute (off by default).
     """
     if not isinstance(job_name, str) or not job_name:
         raise ValueError("burnmap.run() needs a job name, e.g. burnmap.run('nightly-triage')")
@@ -651,4 +697,6 @@ def run(
         user_id=user_id,
         call_rate_limit=call_rate_limit,
         context_growth_limit=context_growth_limit,
+        repeat_limit=repeat_limit,
+        spend_rate_limit=None if spend_rate_limit is None else usd(spend_rate_limit),
     )

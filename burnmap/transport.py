@@ -155,6 +155,7 @@ class _Metering:
             "cost": result.cost,
             "estimated": result.estimated,
             "streamed": plan.stream,
+            "fingerprint": plan.fingerprint,
         }
 
     def finish(self) -> None:
@@ -357,9 +358,7 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             if run is None:
                 reservation = reserve_outside_runs(plan.cost, model=plan.model)
             else:
-                reservation = run.reserve(
-                    plan.cost, model=plan.model, input_tokens=plan.input_tokens
-                )
+                reservation = run.reserve(plan.cost, model=plan.model, fingerprint=plan.fingerprint)
         except RefusalError as exc:
             notify_refusal(exc)
             raise
@@ -403,7 +402,7 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
                 reservation = await areserve_outside_runs(plan.cost, model=plan.model)
             else:
                 reservation = await run.areserve(
-                    plan.cost, model=plan.model, input_tokens=plan.input_tokens
+                    plan.cost, model=plan.model, fingerprint=plan.fingerprint
                 )
         except RefusalError as exc:
             notify_refusal(exc)

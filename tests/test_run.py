@@ -135,7 +135,7 @@ def test_empty_job_name_is_rejected() -> None:
 
 
 def test_call_rate_limit_refuses_before_the_call() -> None:
-    with burnmap.run("loop", budget=10, call_rate_limit=3) as r:
+    with burnmap.run("loop", budget=10, call_rate_limit=3, repeat_limit=None) as r:
         for _ in range(3):
             settle(r, "0.01")
         with pytest.raises(burnmap.LoopDetectedError) as info:
@@ -147,8 +147,8 @@ def test_call_rate_limit_refuses_before_the_call() -> None:
 
 
 def test_context_growth_limit() -> None:
-    with burnmap.run("grow", context_growth_limit=8) as r:
-        for tokens in (100, 300, 900, 2700):
+    with burnmap.run("grow", context_growth_limit=1.5) as r:
+        for tokens in (9_000, 18_000, 36_000, 72_000):
             settle(r, "0.01", tokens=tokens)
         with pytest.raises(burnmap.LoopDetectedError) as info:
             r.reserve(Decimal("0.01"), model="m", input_tokens=1)

@@ -188,10 +188,10 @@ def test_agent_loop_stops_before_the_budget(claude: anthropic.Anthropic, standin
     budget = Decimal("0.05")
 
     def agent() -> None:
-        for _ in range(1000):
+        for turn in range(1000):
             reply = claude.messages.create(model=CLAUDE, max_tokens=1024, messages=history)
             history.append({"role": "assistant", "content": reply.content})
-            history.append({"role": "user", "content": "again " * 100})
+            history.append({"role": "user", "content": f"turn {turn}: " + "again " * 100})
 
     with burnmap.run("runaway", budget=budget) as r, pytest.raises(burnmap.BudgetExceededError):
         agent()
@@ -290,7 +290,7 @@ async def test_async_clients_under_gather_never_overspend(standin: StandIn) -> N
         http_client=burnmap.async_client(OPENAI_STACK),  # type: ignore[call-overload]
     )
     budget = Decimal("0.05")
-    async with burnmap.run("gather", budget=budget) as r:
+    async with burnmap.run("gather", budget=budget, repeat_limit=None) as r:
         calls: list[Any] = []
         for i in range(20):
             if i % 2:
@@ -317,7 +317,7 @@ async def gpt_stream(client: openai.AsyncOpenAI) -> str:
 def test_threads_share_one_run(claude: anthropic.Anthropic, standin: StandIn) -> None:
     budget = Decimal("0.08")
     refused: list[BaseException] = []
-    with burnmap.run("threads", budget=budget) as r:
+    with burnmap.run("threads", budget=budget, call_rate_limit=None, repeat_limit=None) as r:
 
         def work() -> None:
             with r.attach():

@@ -21,6 +21,8 @@ from burnmap._core.endpoint import identify
 from burnmap._core.sse import SSEDecoder
 from tests.conftest import wire
 
+# Budget races send identical requests as fast as a mock answers: not a runaway loop.
+NO_LOOPS: dict[str, Any] = {"call_rate_limit": None, "repeat_limit": None}
 LIBS = [pytest.param(httpx, id="httpx"), pytest.param(httpx2, id="httpx2")]
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
 CHAT_URL = "https://api.openai.com/v1/chat/completions"
@@ -379,7 +381,7 @@ def test_16_threads_sharing_one_run_never_overspend(lib: types.ModuleType) -> No
     one = plan_cost(message_body())
     budget = one * 37 + one / 2  # room for exactly 37 calls
     refused = []
-    with sync_client(lib, rec) as client, burnmap.run("threads", budget=budget) as r:
+    with sync_client(lib, rec) as client, burnmap.run("threads", budget=budget, **NO_LOOPS) as r:
 
         def worker() -> None:
             with r.attach():
@@ -418,7 +420,10 @@ async def test_20_calls_under_gather_never_overspend(lib: types.ModuleType) -> N
 
     one = plan_cost(message_body())
     budget = one * 7 + one / 3
-    async with async_client(lib, respond) as client, burnmap.run("gather", budget=budget) as r:
+    async with (
+        async_client(lib, respond) as client,
+        burnmap.run("gather", budget=budget, **NO_LOOPS) as r,
+    ):
         results = await asyncio.gather(
             *(client.post(ANTHROPIC_URL, json=message_body()) for _ in range(20)),
             return_exceptions=True,

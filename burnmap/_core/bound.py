@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from burnmap._core.endpoint import Endpoint
+from burnmap._core.loops import request_fingerprint
 from burnmap._core.pricing import PriceBook, PriceSheet
 from burnmap.errors import RefusalError
 
@@ -88,6 +89,8 @@ class CallPlan:
     """A rewritten request body, when burnmap had to change it."""
     inject_usage: bool = False
     """``stream_options.include_usage`` was added for the caller; strip it from the stream."""
+    fingerprint: str | None = None
+    """The request tail's digest, for the repeat trigger."""
 
 
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
@@ -358,6 +361,7 @@ def plan_call(
         cost=cost,
         body=new_body,
         inject_usage=inject,
+        fingerprint=request_fingerprint(obj) if endpoint.kind != "embeddings" else None,
     )
 
 

@@ -1,15 +1,58 @@
-"""Runaway-loop triggers, decided from the calls a run has made (pure; times passed in)."""
+"""Runaway-loop detection, decided from the calls a run has made (pure; times passed in).
+
+Three runaway shapes, each a trigger reported as ``LoopDetectedError.trigger``:
+
+- ``call_rate``: hammering. More than ``call_rate_limit`` calls in a minute, or (for limits
+  of 20 and more) a tenth of that in any 3 seconds: a burst no agent that reads its
+  replies sustains.
+- ``context_growth``: input growing geometrically. Each of the last ``GROWTH_STEPS``
+  settled calls read at least ``context_growth_limit`` times the input of the one before,
+  and the last read at least ``GROWTH_FLOOR`` tokens (early turns of any agent grow fast
+  from tiny contexts; a coding agent's context grows by its tool results, so its growth
+  ratio falls as the context grows).
+- ``repeat``: stuck. The same request tail (model, the last assistant turn and the last
+  user turn: the same tool call answered by the same result) sent ``repeat_limit`` times.
+  A stuck agent's history grows every turn, so whole requests never repeat; their tail
+  does. Volatile ids (tool-use ids, call ids) and cache markers are ignored.
+
+And an optional ``spend_rate``: more than ``spend_rate_limit`` dollars in any minute.
+The defaults never fire on the healthy traces in ``tests/fixtures/traces`` (see
+``docs/loops.md`` for the table).
+"""
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+import json
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 __all__ = [
+    "DEFAULT_CALL_RATE_LIMIT",
+    "DEFAULT_CONTEXT_GROWTH_LIMIT",
+    "DEFAULT_REPEAT_LIMIT",
+    "GROWTH_FLOOR",
+    "GROWTH_STEPS",
     "LoopGuard",
     "LoopVerdict",
+    "request_fingerprint",
 ]
+
+DEFAULT_CALL_RATE_LIMIT = 600
+"""Calls per minute."""
+DEFAULT_CONTEXT_GROWTH_LIMIT = 1.5
+"""Input growth factor per call, sustained over ``GROWTH_STEPS`` calls."""
+DEFAULT_REPEAT_LIMIT = 5
+"""Identical request tails allowed in a run; the next one is refused."""
+GROWTH_STEPS = 3
+GROWTH_FLOOR = 8_000
+RATE_WINDOW = 60.0
+BURST_WINDOW = 3.0
+
+_VOLATILE = frozenset({"id", "tool_use_id", "tool_call_id", "call_id", "cache_control"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,57 +61,135 @@ class LoopVerdict:
     message: str
 
 
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def request_fingerprint(obj: dict[str, Any]) -> str | None:
+    """A digest of a request's model and last two turns, volatile ids left out.
+
+    >>> a = {"model": "m", "messages": [{"role": "user", "content": "go"},
+    ...      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+    ...       "name": "bash", "input": {"command": "ls"}}]},
+    ...      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+    ...       "content": "a.py"}]}]}
+    >>> b = json.loads(json.dumps(a).replace("toolu_1", "toolu_2"))
+    >>> b["messages"].insert(0, {"role": "user", "content": "earlier turns differ"})
+    >>> request_fingerprint(a) == request_fingerprint(b)
+    True
+    """
+    turns = obj.get("messages")
+    if turns is None:
+        turns = obj.get("input")
+    if isinstance(turns, str):
+        tail: Any = turns
+    elif isinstance(turns, list) and turns:
+        tail = _strip(turns[-2:])
+    else:
+        return None
+    text = json.dumps([obj.get("model"), tail], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 @dataclass(slots=True)
 class LoopGuard:
-    """``call_rate_limit``: most calls allowed in any ``window`` seconds.
-    ``context_growth_limit``: the factor by which input may grow over ``growth_calls``
-    consecutive calls, each growing, before the run is taken as a runaway.
+    """The three triggers (and spend rate) for one run. ``None`` disables a trigger.
 
-    >>> g = LoopGuard(call_rate_limit=2, window=60.0)
-    >>> g.check(0.0) is None; g.record(0.0, 10)
+    >>> g = LoopGuard(call_rate_limit=2, context_growth_limit=None, repeat_limit=None)
+    >>> g.check(0.0) is None
     True
-    >>> g.check(1.0) is None; g.record(1.0, 10)
-    True
-    >>> g.check(2.0).trigger
+    >>> g.started(0.0); g.started(30.0)
+    >>> g.check(45.0).trigger
     'call_rate'
     """
 
-    call_rate_limit: int | None = None
-    context_growth_limit: float | None = None
-    window: float = 60.0
-    growth_calls: int = 4
+    call_rate_limit: int | None = DEFAULT_CALL_RATE_LIMIT
+    context_growth_limit: float | None = DEFAULT_CONTEXT_GROWTH_LIMIT
+    repeat_limit: int | None = DEFAULT_REPEAT_LIMIT
+    spend_rate_limit: Decimal | None = None
     _times: deque[float] = field(default_factory=deque)
     _inputs: deque[int] = field(default_factory=deque)
+    _repeats: Counter[str] = field(default_factory=Counter)
+    _spend: deque[tuple[float, Decimal]] = field(default_factory=deque)
 
     @property
     def active(self) -> bool:
-        return self.call_rate_limit is not None or self.context_growth_limit is not None
+        return (
+            self.call_rate_limit is not None
+            or self.context_growth_limit is not None
+            or self.repeat_limit is not None
+            or self.spend_rate_limit is not None
+        )
 
-    def check(self, now: float) -> LoopVerdict | None:
-        if self.call_rate_limit is not None:
-            while self._times and now - self._times[0] >= self.window:
-                self._times.popleft()
-            if len(self._times) >= self.call_rate_limit:
+    def check(self, now: float, fingerprint: str | None = None) -> LoopVerdict | None:
+        """Whether the next call (at ``now``, with ``fingerprint``) must be refused."""
+        limit = self.call_rate_limit
+        if limit is not None:
+            times = self._times
+            while times and now - times[0] >= RATE_WINDOW:
+                times.popleft()
+            if len(times) >= limit:
                 return LoopVerdict(
                     "call_rate",
-                    f"{len(self._times)} calls in the last {self.window:g} s reached "
-                    f"call_rate_limit={self.call_rate_limit}",
+                    f"{len(times)} calls in the last minute reached call_rate_limit={limit}",
                 )
-        if self.context_growth_limit is not None and len(self._inputs) >= self.growth_calls:
-            sizes = list(self._inputs)
-            growing = all(b > a for a, b in pairwise(sizes))
-            if growing and sizes[0] > 0 and sizes[-1] / sizes[0] >= self.context_growth_limit:
+            burst = limit // 10
+            recent = sum(1 for t in times if now - t < BURST_WINDOW) if burst >= 2 else 0
+            if burst >= 2 and recent >= burst:
+                return LoopVerdict(
+                    "call_rate",
+                    f"{recent} calls in {BURST_WINDOW:g} s: a burst over a tenth of "
+                    f"call_rate_limit={limit} per minute",
+                )
+        growth = self.context_growth_limit
+        if growth is not None and len(self._inputs) > GROWTH_STEPS:
+            sizes = list(self._inputs)[-(GROWTH_STEPS + 1) :]
+            if sizes[-1] >= GROWTH_FLOOR and all(
+                a > 0 and b >= a * growth for a, b in pairwise(sizes)
+            ):
                 return LoopVerdict(
                     "context_growth",
-                    f"input grew {sizes[-1] / sizes[0]:.1f}x over the last {len(sizes)} calls "
-                    f"(context_growth_limit={self.context_growth_limit:g})",
+                    f"input grew {sizes[-1] / sizes[0]:.1f}x over the last {GROWTH_STEPS} "
+                    f"calls ({' -> '.join(str(s) for s in sizes)} tokens), at least "
+                    f"{growth:g}x each (context_growth_limit)",
+                )
+        if self.repeat_limit is not None and fingerprint is not None:
+            seen = self._repeats[fingerprint]
+            if seen >= self.repeat_limit:
+                return LoopVerdict(
+                    "repeat",
+                    f"the same request (same tool call and result) was sent {seen} times "
+                    f"(repeat_limit={self.repeat_limit}): the agent looks stuck",
+                )
+        if self.spend_rate_limit is not None:
+            spend = self._spend
+            while spend and now - spend[0][0] >= RATE_WINDOW:
+                spend.popleft()
+            total = sum((cost for _, cost in spend), Decimal(0))
+            if total >= self.spend_rate_limit:
+                return LoopVerdict(
+                    "spend_rate",
+                    f"${total:.4f} spent in the last minute reached "
+                    f"spend_rate_limit=${self.spend_rate_limit}",
                 )
         return None
 
-    def record(self, now: float, input_tokens: int) -> None:
+    def started(self, now: float, fingerprint: str | None = None) -> None:
+        """A call was let through at ``now``."""
         if self.call_rate_limit is not None:
             self._times.append(now)
+        if self.repeat_limit is not None and fingerprint is not None:
+            self._repeats[fingerprint] += 1
+
+    def settled(self, now: float, input_tokens: int, cost: Decimal) -> None:
+        """A call finished, having read ``input_tokens`` (all input, cached included)."""
         if self.context_growth_limit is not None:
             self._inputs.append(input_tokens)
-            while len(self._inputs) > self.growth_calls:
+            if len(self._inputs) > GROWTH_STEPS + 1:
                 self._inputs.popleft()
+        if self.spend_rate_limit is not None and cost:
+            self._spend.append((now, cost))

@@ -170,13 +170,16 @@ class Supervisor:
 
     # -- following spend ----------------------------------------------------------------
     def record(self, record: CallRecord, key: str | None = None) -> None:
-        """Count one call (from any source) and stop the program if it is over budget."""
+        """Count one call (from any source); stop the program if it is over budget or
+        looks like a runaway loop."""
         with self._lock:
             if key is not None:
                 if key in self._seen:
                     return
                 self._seen.add(key)
-        self.run.record(record)
+        verdict = self.run.record(record)
+        if verdict is not None:
+            self.stop("loop", f"loop detected ({verdict.trigger}): {verdict.message}")
         self._check_budget(record.cost)
 
     def _check_budget(self, last_cost: Decimal) -> None:
@@ -220,6 +223,7 @@ class Supervisor:
                 streamed=bool(event.get("streamed")),
                 started_at=float(event.get("started_at", time.time())),
                 duration_seconds=float(event.get("duration_seconds", 0.0)),
+                fingerprint=event.get("fingerprint"),
             )
             self.record(record)
         elif kind == "refused":

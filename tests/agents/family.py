@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import anthropic
 
@@ -15,7 +16,7 @@ def work(n: int) -> None:
             client.messages.create(
                 model="claude-sonnet-4-6",
                 max_tokens=1024,
-                messages=[{"role": "user", "content": "hi"}],
+                messages=[{"role": "user", "content": f"task {os.getpid()} {time.monotonic_ns()}"}],
             )
         except Exception as exc:  # the budget refusal: stop working
             print("refused", type(exc).__name__, flush=True)

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 
 import anthropic
 import openai
@@ -17,7 +18,7 @@ async def main() -> None:
             async with claude.messages.stream(
                 model="claude-sonnet-4-6",
                 max_tokens=1024,
-                messages=[{"role": "user", "content": "hi"}],
+                messages=[{"role": "user", "content": f"task {time.monotonic_ns()}"}],
             ) as stream:
                 await stream.get_final_message()
 
@@ -26,7 +27,7 @@ async def main() -> None:
                 model="gpt-4o-mini",
                 max_tokens=1024,
                 stream=True,
-                messages=[{"role": "user", "content": "hi"}],
+                messages=[{"role": "user", "content": f"task {time.monotonic_ns()}"}],
             )
             async for _ in stream:
                 pass

@@ -6,7 +6,9 @@ import anthropic
 
 client = anthropic.Anthropic(api_key="test", base_url=os.environ["STANDIN_URL"])
 history = [{"role": "user", "content": "refactor auth " * 20}]
+turn = 0
 while True:
     reply = client.messages.create(model="claude-sonnet-4-6", max_tokens=1024, messages=history)
     history.append({"role": "assistant", "content": reply.content})
-    history.append({"role": "user", "content": "again"})
+    turn += 1
+    history.append({"role": "user", "content": f"next step {turn}"})

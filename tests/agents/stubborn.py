@@ -11,7 +11,9 @@ client = anthropic.Anthropic(api_key="test", base_url=os.environ["STANDIN_URL"])
 while True:
     try:
         client.messages.create(
-            model="claude-sonnet-4-6", max_tokens=1024, messages=[{"role": "user", "content": "hi"}]
+            model="claude-sonnet-4-6",
+            max_tokens=1024,
+            messages=[{"role": "user", "content": f"task {os.getpid()} {time.monotonic_ns()}"}],
         )
     except Exception:
         time.sleep(0.05)

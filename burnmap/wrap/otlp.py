@@ -1,0 +1,306 @@
+"""A loopback OTLP/HTTP JSON receiver for Claude Code's OpenTelemetry events.
+
+Claude Code reports each API call as a ``claude_code.api_request`` log record (model,
+tokens, ``cost_usd``) when telemetry is on. ``burnmap wrap`` points its logs exporter at an
+:class:`OTLPReceiver` (see :func:`otel_env`) and hands every logs export to a callback.
+Only the JSON encoding is accepted: decoding protobuf would need the OpenTelemetry proto
+package, and Claude Code speaks ``http/json`` when asked to.
+
+>>> with OTLPReceiver(on_logs=print) as receiver:  # doctest: +SKIP
+...     env.update(otel_env(receiver.endpoint, os.environ))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import zlib
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from types import TracebackType
+from typing import Any, cast
+
+__all__ = [
+    "OTLPReceiver",
+    "otel_env",
+]
+
+log = logging.getLogger("burnmap.wrap.otlp")
+
+_LOGS = "/v1/logs"
+_IGNORED = ("/v1/metrics", "/v1/traces")
+# An export batch is small; this only stops a runaway body from filling memory.
+_MAX_BODY = 64 * 1024 * 1024
+_JOIN_SECONDS = 1.0
+# google.rpc.Code values, which OTLP/HTTP error bodies (a Status message) carry.
+_INVALID_ARGUMENT = 3
+_NOT_FOUND = 5
+_INTERNAL = 13
+
+
+def otel_env(endpoint: str, existing: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables that make Claude Code export its events to ``endpoint``.
+
+    ``existing`` is the environment the program would otherwise get. If the user already
+    set ``CLAUDE_CODE_ENABLE_TELEMETRY`` or any ``OTEL_*`` variable, their telemetry setup
+    wins: this returns ``{}`` (nothing is overridden, and the caller must follow the
+    program's spend from other sources). Settings made in Claude Code's ``settings.json``
+    ``env`` block are not visible here and take precedence over these variables.
+
+    >>> env = otel_env("http://127.0.0.1:4318", {})
+    >>> env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"]
+    'http://127.0.0.1:4318/v1/logs'
+    >>> otel_env("http://127.0.0.1:4318", {"OTEL_METRICS_EXPORTER": "otlp"})
+    {}
+    """
+    if any(name.startswith("OTEL_") or name == "CLAUDE_CODE_ENABLE_TELEMETRY" for name in existing):
+        return {}
+    base = endpoint.rstrip("/")
+    return {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/json",
+        # The signal endpoint is used as given; the generic one gets /v1/logs appended.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": base,
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": base + _LOGS,
+        # Claude Code batches events for 5 s by default; the supervisor wants them soon.
+        "OTEL_LOGS_EXPORT_INTERVAL": "1000",
+    }
+
+
+class OTLPReceiver:
+    """A loopback server for OTLP/HTTP JSON exports.
+
+    ``on_logs(payload)`` gets each ``POST /v1/logs`` body as a dict (an
+    ``ExportLogsServiceRequest``: ``{"resourceLogs": [...]}``). Calls are serialized, one at
+    a time, on a server thread. Metrics and traces exports are accepted and dropped.
+    """
+
+    def __init__(
+        self, on_logs: Callable[[dict[str, Any]], None], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.on_logs = on_logs
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._deliver = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: dict[socket.socket, threading.Thread] = {}
+
+    @property
+    def endpoint(self) -> str:
+        """``http://host:port``, the OTLP base endpoint (available once started)."""
+        if self._server is None:
+            raise RuntimeError("OTLPReceiver is not running: call start() or use `with`")
+        host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def start(self) -> OTLPReceiver:
+        """Bind, serve on a daemon thread, and return self."""
+        if self._server is not None:
+            raise RuntimeError("OTLPReceiver is already running")
+        server = _Server((self._host, self._port), _Handler, self)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"burnmap-otlp:{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        log.debug("OTLP receiver listening on %s", self.endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut open connections and wait briefly for their threads."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        with self._lock:
+            connections = dict(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=_JOIN_SECONDS)
+        for handler_thread in connections.values():
+            handler_thread.join(timeout=_JOIN_SECONDS)
+        self._server = self._thread = None
+
+    def __enter__(self) -> OTLPReceiver:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections[conn] = threading.current_thread()
+            else:
+                self._connections.pop(conn, None)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], receiver: OTLPReceiver
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.receiver = receiver
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
+        # for seconds in sandboxes; loopback needs no name.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("OTLP receiver: connection error from %s", client_address, exc_info=True)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "burnmap-otlp/1"
+    sys_version = ""
+
+    @property
+    def receiver(self) -> OTLPReceiver:
+        return cast(_Server, self.server).receiver
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.receiver._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.receiver._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("OTLP receiver %s " + format, self.address_string(), *args)
+
+    def do_POST(self) -> None:
+        path = self.path.partition("?")[0].rstrip("/")
+        try:
+            body = self._read_body()
+        except _BadRequest as exc:
+            self._send(exc.status, {"code": _INVALID_ARGUMENT, "message": str(exc)})
+            self.close_connection = True
+            return
+        if path in _IGNORED:
+            self._send(200, {})
+            return
+        if path != _LOGS:
+            self._send(404, {"code": _NOT_FOUND, "message": f"burnmap: no OTLP signal at {path!r}"})
+            return
+        try:
+            payload = self._decode(body)
+        except _BadRequest as exc:
+            self._send(exc.status, {"code": _INVALID_ARGUMENT, "message": str(exc)})
+            return
+        receiver = self.receiver
+        try:
+            with receiver._deliver:
+                receiver.on_logs(payload)
+        except Exception as exc:
+            log.exception("burnmap: handling an OTLP logs export failed")
+            # 500 is not retried by OTLP exporters (only 429/502/503/504 are).
+            self._send(500, {"code": _INTERNAL, "message": f"burnmap: {type(exc).__name__}"})
+            return
+        self._send(200, {"partialSuccess": {}})
+
+    def do_GET(self) -> None:
+        self._read_body()
+        self._send(405, {"code": _INVALID_ARGUMENT, "message": "burnmap: OTLP/HTTP takes POST"})
+
+    do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                raise _BadRequest(400, "burnmap: invalid content-length") from None
+            if size > _MAX_BODY:
+                raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
+            return self.rfile.read(size)
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            parts: list[bytes] = []
+            total = 0
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                total += size
+                if total > _MAX_BODY:
+                    raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts)
+        return b""
+
+    def _decode(self, body: bytes) -> dict[str, Any]:
+        content_type = self.headers.get("content-type", "").lower()
+        if "protobuf" in content_type:
+            raise _BadRequest(
+                415,
+                "burnmap: this OTLP receiver accepts JSON only; set "
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/json (or OTEL_EXPORTER_OTLP_LOGS_PROTOCOL)",
+            )
+        encoding = self.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            try:
+                body = inflate.decompress(body, _MAX_BODY)
+            except zlib.error as exc:
+                raise _BadRequest(400, f"burnmap: corrupt gzip body ({exc})") from None
+            if inflate.unconsumed_tail:
+                raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
+        elif encoding not in ("", "identity"):
+            raise _BadRequest(
+                415, f"burnmap: unsupported content-encoding {encoding!r} (use gzip or none)"
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise _BadRequest(400, f"burnmap: the body is not JSON ({exc})") from None
+        if not isinstance(payload, dict):
+            raise _BadRequest(400, "burnmap: an OTLP logs export is a JSON object")
+        return payload
+
+    def _send(self, status: int, obj: dict[str, Any]) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
