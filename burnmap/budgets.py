@@ -2,7 +2,7 @@
 
 ::
 
-    burnmap.configure(ledger="sqlite:///var/lib/app/spend.db")   # or BURNMAP_LEDGER=...
+    burnmap.configure(ledger="sqlite:////var/lib/app/spend.db")  # or BURNMAP_LEDGER=...
     burnmap.limit("user:usr_123", 5.00, per="day", tz="Europe/Paris")
     burnmap.limit("global", 500.00, per="month")
     with burnmap.run("summarise", budget=0.10, user_id="usr_123"):
@@ -102,12 +102,15 @@ def configure(
     if hold_ttl <= 0:
         raise ValueError("hold_ttl must be a positive number of seconds")
     charge = expired_holds == "charge"
-    url = ledger if ledger is not None else os.environ.get("BURNMAP_LEDGER", "memory://")
-    opened = open_ledger(url, charge_expired=charge) if isinstance(url, str) else url
+    if ledger is None and _config.ledger is not None and _config.charge_expired == charge:
+        opened = _config.ledger  # changing only the policies keeps the ledger and its limits
+    else:
+        url = ledger if ledger is not None else os.environ.get("BURNMAP_LEDGER", "memory://")
+        opened = open_ledger(url, charge_expired=charge) if isinstance(url, str) else url
     with _config.lock:
         previous = _config.ledger
         _config.ledger = opened
-        _config.explicit = ledger is not None or "BURNMAP_LEDGER" in os.environ
+        _config.explicit = _config.explicit or ledger is not None or "BURNMAP_LEDGER" in os.environ
         _config.on_unavailable = on_unavailable
         _config.hold_ttl = hold_ttl
         _config.charge_expired = charge
@@ -201,17 +204,33 @@ class LedgerHold:
             self.ledger.settle(self.hold_id, to_micros(cost))
         except LedgerUnavailableError as exc:
             # The hold expires after its TTL and is charged in full: nothing is lost.
-            log.error("burnmap: could not settle %s (%s); it will expire", self.hold_id, exc)
+            log.error(
+                "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
+                self.hold_id,
+                exc.url,
+                exc.cause,
+            )
 
     async def asettle(self, cost: Decimal) -> None:
         try:
             await self.ledger.asettle(self.hold_id, to_micros(cost))
         except LedgerUnavailableError as exc:
-            log.error("burnmap: could not settle %s (%s); it will expire", self.hold_id, exc)
+            log.error(
+                "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
+                self.hold_id,
+                exc.url,
+                exc.cause,
+            )
 
     def renew(self) -> None:
         try:
             self.ledger.renew(self.hold_id, ttl=self.ttl)
+        except LedgerUnavailableError as exc:
+            log.warning("burnmap: could not renew %s (%s)", self.hold_id, exc)
+
+    async def arenew(self) -> None:
+        try:
+            await self.ledger.arenew(self.hold_id, ttl=self.ttl)
         except LedgerUnavailableError as exc:
             log.warning("burnmap: could not renew %s (%s)", self.hold_id, exc)
 

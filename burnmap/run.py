@@ -40,7 +40,13 @@ from burnmap.budgets import (
     reserve_standing,
     standing_active,
 )
-from burnmap.errors import BudgetExceededError, LoopDetectedError, RefusalError, sdk_compatible
+from burnmap.errors import (
+    BudgetExceededError,
+    LedgerUnavailableError,
+    LoopDetectedError,
+    RefusalError,
+    sdk_compatible,
+)
 
 __all__ = [
     "CallRecord",
@@ -415,7 +421,7 @@ class Run:
         runs = self.chain()
         user_id = next((r.user_id for r in runs if r.user_id), None)
         return {
-            "scopes": standing_scopes(self.job_name, user_id),
+            "scopes": standing_scopes([r.job_name for r in runs], user_id),
             "amount": amount,
             "job_name": self.job_name,
             "model": model,
@@ -480,12 +486,13 @@ class Run:
         return Reservation(runs, accounts, amount)
 
 
-def standing_scopes(job_name: str | None, user_id: str | None) -> list[str]:
-    """The ledger scopes a call counts against (plus ``BURNMAP_SCOPES``, comma-separated,
-    which ``burnmap wrap`` sets so that a child's calls count against its budget)."""
+def standing_scopes(job_name: str | list[str] | None, user_id: str | None) -> list[str]:
+    """The ledger scopes a call counts against: ``global``, ``job:<name>`` of every run in
+    scope (nested runs count against their parents' jobs too), ``user:<id>``, plus
+    ``BURNMAP_SCOPES`` (comma-separated; ``burnmap wrap`` sets it for its child)."""
     scopes = ["global"]
-    if job_name:
-        scopes.append(f"job:{job_name}")
+    names = [job_name] if isinstance(job_name, str) else (job_name or [])
+    scopes.extend(f"job:{name}" for name in dict.fromkeys(names) if name)
     if user_id:
         scopes.append(f"user:{user_id}")
     extra = os.environ.get("BURNMAP_SCOPES")
@@ -554,7 +561,9 @@ def _reason(exc: RefusalError) -> str:
     scope = getattr(exc, "scope", None)
     if scope:
         return f"budget {scope} would be exceeded"
-    return str(exc).split(":", 1)[-1].strip().split(".", 1)[0]
+    if isinstance(exc, LedgerUnavailableError):
+        return f"ledger {exc.url} unavailable"
+    return type(exc).__name__
 
 
 def reserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
@@ -588,17 +597,19 @@ class Reservation:
     ledger_hold: LedgerHold | None = None
     _renew_at: float = 0.0
 
-    def renew_if_due(self) -> None:
-        """Keep a long stream's ledger hold from expiring (at a third of its TTL)."""
+    def renewal_due(self) -> bool:
+        """Whether a long stream's ledger hold needs renewing now (every third of its TTL);
+        the caller then renews it, blocking or awaited."""
         hold = self.ledger_hold
         if hold is None:
-            return
+            return False
         now = time.monotonic()
         if not self._renew_at:
             self._renew_at = self.started + hold.ttl / 3
-        elif now >= self._renew_at:
-            self._renew_at = now + hold.ttl / 3
-            hold.renew()
+        if now < self._renew_at:
+            return False
+        self._renew_at = now + hold.ttl / 3
+        return True
 
     def settle(
         self,

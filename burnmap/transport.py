@@ -25,6 +25,7 @@ from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.meter import JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
+from burnmap._core.usage import Usage
 from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
@@ -91,6 +92,10 @@ class _Metering:
             )
 
     @property
+    def reservation(self) -> Reservation:
+        return self._reservation
+
+    @property
     def rewrites(self) -> bool:
         """True when the caller gets decoded, filtered bytes instead of the raw ones."""
         return self._filter is not None
@@ -98,8 +103,6 @@ class _Metering:
     def feed(self, chunk: bytes) -> bytes:
         """Meter a raw chunk; returns what to pass on. Raises ``DecodeError`` only when
         the caller depends on burnmap's decoding (a rewritten stream)."""
-        if self._reservation.ledger_hold is not None:
-            self._reservation.renew_if_due()
         if self._decoder is None:
             return chunk
         try:
@@ -180,8 +183,11 @@ class _SyncMeteredStream:
 
     def __iter__(self) -> Iterator[bytes]:
         metering = self._metering
+        reservation = metering.reservation
         try:
             for chunk in self._inner:
+                if reservation.ledger_hold is not None and reservation.renewal_due():
+                    reservation.ledger_hold.renew()
                 out = metering.feed(chunk)
                 if out:
                     yield out
@@ -209,8 +215,11 @@ class _AsyncMeteredStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         metering = self._metering
+        reservation = metering.reservation
         try:
             async for chunk in self._inner:
+                if reservation.ledger_hold is not None and reservation.renewal_due():
+                    await reservation.ledger_hold.arenew()
                 out = metering.feed(chunk)
                 if out:
                     yield out
@@ -331,6 +340,28 @@ class _Engine:
         )
 
 
+# The request went out and no answer came back: the provider may have run (and billed)
+# the call, so it is charged at its bound. Failures before sending cost nothing.
+_SENT_FAILURES = (httpx.ReadTimeout, httpx2.ReadTimeout, httpx.ReadError, httpx2.ReadError)
+
+
+def _maybe_billed(exc: BaseException) -> bool:
+    return isinstance(exc, _SENT_FAILURES)
+
+
+def _bound_settlement(plan: CallPlan) -> dict[str, Any]:
+    return {
+        "model": plan.model,
+        "provider": plan.sheet.provider or plan.endpoint.shape,
+        "endpoint": plan.endpoint.kind,
+        "usage": Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens),
+        "cost": plan.cost,
+        "estimated": True,
+        "streamed": plan.stream,
+        "fingerprint": plan.fingerprint,
+    }
+
+
 class Transport(httpx2.BaseTransport, httpx.BaseTransport):
     """A budget-enforcing transport around ``inner`` (an httpx or httpx2 transport).
 
@@ -364,8 +395,11 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             raise
         try:
             response = inner.handle_request(self._engine.outgoing(request, plan))
-        except BaseException:
-            reservation.release()
+        except BaseException as exc:
+            if _maybe_billed(exc):
+                reservation.settle(**_bound_settlement(plan))
+            else:
+                reservation.release()
             raise
         if response.status_code >= 400:
             # Error responses are not billed: drop the hold now, pass the body untouched.
@@ -409,8 +443,11 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
             raise
         try:
             response = await inner.handle_async_request(self._engine.outgoing(request, plan))
-        except BaseException:
-            await reservation.arelease()
+        except BaseException as exc:
+            if _maybe_billed(exc):
+                await reservation.asettle(**_bound_settlement(plan))
+            else:
+                await reservation.arelease()
             raise
         if response.status_code >= 400:
             await reservation.arelease()

@@ -148,6 +148,19 @@ def test_connection_errors_release_the_hold(lib: types.ModuleType) -> None:
 
 
 @pytest.mark.parametrize("lib", LIBS)
+def test_a_call_sent_but_unanswered_is_charged_its_bound(lib: types.ModuleType) -> None:
+    def timeout(request: Any) -> Any:
+        raise lib.ReadTimeout("no answer")
+
+    with sync_client(lib, timeout) as client, burnmap.run("job", budget=1) as r:
+        with pytest.raises(lib.ReadTimeout):
+            client.post(ANTHROPIC_URL, json=message_body())
+    assert r.reserved == 0
+    assert r.report.calls[0].estimated
+    assert r.spent == plan_cost(message_body())
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_free_endpoints_are_never_charged_or_refused(lib: types.ModuleType) -> None:
     rec = Recorder(lambda r: lib.Response(200, json={"input_tokens": 5}))
     with sync_client(lib, rec) as client, burnmap.run("job", budget=0) as r:

@@ -22,6 +22,8 @@ import burnmap
 from burnmap.standin import BilledCall, Script, StandIn
 from burnmap.wrap.proxy import MeteringProxy, _accept_encoding
 
+pytestmark = pytest.mark.sdk  # the proxy must serve both SDK generations alike
+
 CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-4o-mini"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
@@ -196,6 +198,42 @@ def test_streams_are_not_buffered(make_proxy: MakeProxy, standin: StandIn) -> No
     assert arrivals[0] < total / 4, arrivals
     assert arrivals[13] - arrivals[0] > 0.5, arrivals
     assert proxy.run.spent == billed(standin.calls)
+
+
+def test_an_agent_leaving_mid_stream_is_charged_what_passed(
+    make_proxy: MakeProxy, standin: StandIn
+) -> None:
+    standin.script = Script(stream_chunk_delay=0.02, events=40)
+    proxy = make_proxy()
+    with claude_for(proxy) as claude:
+        with claude.messages.create(
+            model=CLAUDE, max_tokens=256, messages=HELLO, stream=True
+        ) as stream:
+            for event in stream:
+                if event.type == "content_block_delta":
+                    break  # like an agent killed mid-answer: the connection drops
+    assert eventually(lambda: proxy.run.call_count == 1)
+    call = proxy.run.report.calls[0]
+    assert call.estimated
+    assert proxy.run.reserved == 0
+    # The proxy closed its upstream stream too: the stand-in saw the cut.
+    assert eventually(lambda: standin.calls)
+    assert not standin.calls[0].completed
+    assert call.usage.input_tokens == standin.calls[0].input_tokens
+
+
+def test_an_upstream_cut_mid_stream_reaches_the_agent(
+    proxy: MeteringProxy, standin: StandIn
+) -> None:
+    standin.script = Script(reply_text="word " * 100, truncate_stream_after_events=6)
+    with claude_for(proxy, retries=0) as claude, pytest.raises(Exception):  # noqa: B017
+        with claude.messages.stream(model=CLAUDE, max_tokens=1024, messages=HELLO) as stream:
+            stream.get_final_message()
+    assert eventually(lambda: proxy.run.call_count == 1)
+    call = proxy.run.report.calls[0]
+    assert call.estimated
+    assert call.usage.output_tokens >= standin.calls[0].output_tokens
+    assert proxy.run.reserved == 0
 
 
 # -- refusing --------------------------------------------------------------------------------

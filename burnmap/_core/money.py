@@ -14,6 +14,7 @@ __all__ = [
 
 ZERO = Decimal(0)
 MICRO = Decimal("0.000001")
+_MILLION = Decimal(1_000_000)
 
 
 def usd(value: float | int | str | Decimal) -> Decimal:
@@ -50,4 +51,5 @@ def from_micros(micros: int) -> Decimal:
     >>> from_micros(1_500_000)
     Decimal('1.5')
     """
-    return (Decimal(micros) * MICRO).normalize() if micros else ZERO
+    # Division keeps plain notation (500, not 5E+2) and drops trailing zeros.
+    return Decimal(micros) / _MILLION if micros else ZERO

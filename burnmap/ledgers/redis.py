@@ -6,7 +6,8 @@ one hash tag so a Redis Cluster keeps them in one slot. Time is the store's (``T
 windows are computed by the client (time zones and DST need a zone database) and checked
 by the script against the store's clock; on a mismatch the script answers with its time
 and the current limits, and the client recomputes once. Scripts are idempotent on the
-hold id, since redis-py re-sends a command after a timeout.
+hold id: after a timeout or a dropped connection the ledger re-sends the same script once,
+and a command the store had applied is not applied twice.
 
 Needs ``pip install "burnmap[redis]"`` (redis-py).
 """
@@ -20,7 +21,7 @@ import weakref
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from burnmap._core.windows import Window, window
 from burnmap.errors import LedgerError, LedgerUnavailableError
@@ -61,13 +62,19 @@ class RedisLedger(Ledger):
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         parts = urlsplit(url)
         query = parse_qs(parts.query)
-        self.prefix = prefix or query.get("prefix", ["{burnmap}"])[0]
+        self.prefix = prefix or query.pop("prefix", ["{burnmap}"])[0]
         if "{" not in self.prefix:
             self.prefix = "{" + self.prefix + "}"
-        self.url = url.split("?", 1)[0]
+        # redis-py reads the other query parameters (db=, ssl_cert_reqs=...): keep them.
+        self._connect_url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        self.url = _redacted(self._connect_url)
         self.charge_expired = charge_expired
+        self._own_client = client is None
         self._client = client or redis.Redis.from_url(
-            self.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+            self._connect_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
         self._reserve = self._client.register_script(_script("reserve.lua"))
         self._settle = self._client.register_script(_script("settle.lua"))
@@ -85,7 +92,10 @@ class RedisLedger(Ledger):
             import redis.asyncio as aredis
 
             client = aredis.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+                self._connect_url,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                health_check_interval=30,
             )
             parts = (
                 client,
@@ -97,16 +107,29 @@ class RedisLedger(Ledger):
         return parts
 
     async def _acall(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, **kwargs)
-        except self._errors as exc:
-            raise LedgerUnavailableError(self.url, exc) from exc
+        for attempt in (1, 2):
+            try:
+                return await fn(*args, **kwargs)
+            except self._errors as exc:
+                if attempt == 2 or not self._transient(exc):
+                    raise LedgerUnavailableError(self.url, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except self._errors as exc:
-            raise LedgerUnavailableError(self.url, exc) from exc
+        # One re-send on a connection error or timeout: every script is idempotent on its
+        # hold id, so a command the store did apply is not applied twice.
+        for attempt in (1, 2):
+            try:
+                return fn(*args, **kwargs)
+            except self._errors as exc:
+                if attempt == 2 or not self._transient(exc):
+                    raise LedgerUnavailableError(self.url, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient(self, exc: BaseException) -> bool:
+        import redis
+
+        return isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
 
     def _now(self) -> float:
         seconds, micros = self._call(self._client.time)
@@ -193,6 +216,8 @@ class RedisLedger(Ledger):
         *,
         ttl: float = DEFAULT_HOLD_TTL,
     ) -> Refusal | None:
+        if not self._own_client:  # a caller's (e.g. Cluster) client has no async twin here
+            return await super().areserve(hold_id, scopes, amount, ttl=ttl)
         _, reserve, _, _ = self._async_parts()
         names = list(dict.fromkeys(scopes))
         limits = {s: self._limit_cache.get(s, "") for s in names}
@@ -210,12 +235,16 @@ class RedisLedger(Ledger):
         raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
 
     async def asettle(self, hold_id: str, actual: int) -> None:
+        if not self._own_client:
+            return await super().asettle(hold_id, actual)
         _, _, settle, _ = self._async_parts()
         await self._acall(
             settle, keys=[self.prefix], args=[hold_id, actual, int(KEEP_DONE_SECONDS)]
         )
 
     async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        if not self._own_client:
+            return await super().arenew(hold_id, ttl=ttl)
         _, _, _, renew = self._async_parts()
         await self._acall(renew, keys=[self.prefix], args=[hold_id, ttl])
 
@@ -238,11 +267,16 @@ class RedisLedger(Ledger):
         self._call(self._renew, keys=[self.prefix], args=[hold_id, ttl])
 
     def reap(self) -> int:
-        # Reaping happens inside every reservation; a no-op reservation runs it now.
-        self.reserve(f"reap-{time.time_ns()}", [], 0, ttl=0.0)
-        return 0
+        # The reservation script reaps first; with no hold id it only reaps.
+        answer = self._call(
+            self._reserve,
+            keys=[self.prefix],
+            args=["", 0, 0, int(KEEP_DONE_SECONDS), 1 if self.charge_expired else 0, 0],
+        )
+        return int(answer[1])
 
     def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+        self.reap()
         limits = self.get_limits()
         names = list(limits) if scopes is None else list(scopes)
         now = self._now()
@@ -278,6 +312,15 @@ class RedisLedger(Ledger):
         parts = self._async.pop(asyncio.get_running_loop(), None)
         if parts is not None:
             await parts[0].aclose()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _window(scope: str, limit_json: str, now: float) -> Window:

@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,10 +131,10 @@ class OTLPReceiver:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         server.server_close()
-        if thread is not None:
-            thread.join(timeout=_JOIN_SECONDS)
-        for handler_thread in connections.values():
-            handler_thread.join(timeout=_JOIN_SECONDS)
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for each in (thread, *connections.values()):
+            if each is not None:
+                each.join(timeout=max(deadline - time.monotonic(), 0.0))
         self._server = self._thread = None
 
     def __enter__(self) -> OTLPReceiver:

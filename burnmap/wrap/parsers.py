@@ -906,6 +906,8 @@ def aider_analytics_line(line: str) -> list[AgentCall]:
 _OBJECT_START: Final = re.compile(r'\{(?=\s*(?:"|\}|$))')
 _STRUCTURE: Final = re.compile(r'[{}"]')
 _IN_STRING: Final = re.compile(r'["\\]')
+# How a line inside a pretty-printed JSON object can begin.
+_JSON_LINE_START: Final = frozenset('"{}[]-0123456789tfn,:')
 _COUNT_KEYS: Final = (
     "input_tokens",
     "output_tokens",
@@ -983,10 +985,16 @@ class JsonScanner:
     de-duplicated on that id. An Anthropic ``message_delta`` after a ``message_start`` adds
     only the output that grew.
 
-    Bounds: a JSON candidate is given up after ``max_chars`` characters or ``max_lines``
-    lines; an object must open with ``{"`` / ``{}`` or end its line with ``{``, so a stray
-    brace in prose or a Python dict repr (``{'a': 1}``) does not start one; a JSON string
-    cannot span lines, so a candidate with an open string at a line end is dropped.
+    Never raises, and stays bounded:
+
+    - an object must open with ``{"`` / ``{}`` or end its line with ``{``, so prose braces
+      and Python dict reprs (``{'a': 1}``) do not start one;
+    - a candidate spanning lines ends when a line cannot continue JSON (it starts with a
+      letter other than ``t``/``f``/``n``, or a JSON string would cross the line end); the
+      lines after a false start are then scanned again (once), so a stray ``{`` cannot hide
+      the JSON that follows it;
+    - a candidate is given up after ``max_chars`` characters or ``max_lines`` lines, and at
+      most ``max_ids`` ids are remembered.
 
     >>> scanner = JsonScanner()
     >>> lines = ["[llm/end] Exiting LLM run with output:", "{", '  "llm_output": {',
@@ -1006,8 +1014,10 @@ class JsonScanner:
         self._chars = 0
         self._depth = 0
         self._in_string = False
+        self._rescanning = False
         self._seen: dict[str, None] = {}
-        self._message: tuple[str, _Counts] | None = None  # the open Anthropic message
+        # The Anthropic message whose stream is open: id, model, counts so far.
+        self._message: tuple[str, str | None, _Counts] | None = None
 
     @property
     def buffered_chars(self) -> int:
@@ -1031,22 +1041,44 @@ class JsonScanner:
         self._depth = 0
         self._in_string = False
 
+    def _rescan(self, lines: list[str]) -> list[AgentCall]:
+        """Scan again the lines after a false start (not recursively: bounded work)."""
+        self._reset()
+        if self._rescanning:
+            return []
+        self._rescanning = True
+        try:
+            return [call for line in lines for call in self._feed_line(line)]
+        finally:
+            self._rescanning = False
+
     def _feed_line(self, text: str) -> list[AgentCall]:
         calls: list[AgentCall] = []
         position = 0
         if self._parts:
+            head = text.lstrip()[:1]
+            if head and head not in _JSON_LINE_START:
+                calls.extend(self._rescan(self._parts[1:]))
+                if self._parts:  # the rescan left a candidate open: this line ends it too
+                    self._reset()
+                return calls + self._feed_line(text)
             end = self._scan(text, 0)
             if end is None:
                 self._chars += len(text) + 1
-                too_big = self._chars > self._max_chars or len(self._parts) >= self._max_lines
-                if self._in_string or too_big:
-                    self._reset()  # not JSON after all, or too big to be worth it
+                if self._chars > self._max_chars or len(self._parts) >= self._max_lines:
+                    self._reset()  # too big to be worth it
+                elif self._in_string:  # a JSON string cannot cross a line end
+                    calls.extend(self._rescan([*self._parts[1:], text]))
                 else:
                     self._parts.append(text)
                 return calls
+            lines = [*self._parts[1:], text]
             candidate = "\n".join([*self._parts, text[:end]])
             self._reset()
-            calls.extend(self._document(candidate))
+            found, parsed = self._document(candidate)
+            if not parsed:
+                return calls + self._rescan(lines)
+            calls.extend(found)
             position = end
         while position < len(text):
             start = _OBJECT_START.search(text, position)
@@ -1063,7 +1095,7 @@ class JsonScanner:
                     self._parts = [rest]
                     self._chars = len(rest)
                 break
-            calls.extend(self._document(text[start.start() : end]))
+            calls.extend(self._document(text[start.start() : end])[0])
             position = end
         return calls
 
@@ -1096,17 +1128,21 @@ class JsonScanner:
         self._depth, self._in_string = depth, in_string
         return None
 
-    def _document(self, text: str) -> list[AgentCall]:
+    def _document(self, text: str) -> tuple[list[AgentCall], bool]:
+        """The calls in one JSON candidate, and whether it was JSON at all."""
         if len(text) > self._max_chars:
-            return []
+            return [], True
+        document = _load(text)
+        if not isinstance(document, dict | list):
+            return [], False
         calls: list[AgentCall] = []
-        for found in _find_usages(_load(text)):
-            counts = found.counts
+        for found in _find_usages(document):
+            counts, model = found.counts, found.model
             if found.parent_type == "message_delta" and found.request_id is None:
                 growth = self._message_growth(counts)
                 if growth is None:
                     continue
-                counts = growth
+                counts, model = growth
             elif found.request_id is not None:
                 if found.request_id in self._seen:
                     continue
@@ -1114,20 +1150,20 @@ class JsonScanner:
                 if len(self._seen) > self._max_ids:
                     del self._seen[next(iter(self._seen))]
                 if found.parent_type == "message":  # Anthropic message_start
-                    self._message = (found.request_id, counts)
-            calls.append(_call("scan", found.request_id, found.model, counts, estimated=True))
-        return calls
+                    self._message = (found.request_id, model, counts)
+            calls.append(_call("scan", found.request_id, model, counts, estimated=True))
+        return calls, True
 
-    def _message_growth(self, counts: _Counts) -> _Counts | None:
-        """An Anthropic ``message_delta`` has cumulative counts: report what grew since the
-        ``message_start`` (or the previous delta) of the same stream."""
+    def _message_growth(self, counts: _Counts) -> tuple[_Counts, str | None] | None:
+        """An Anthropic ``message_delta`` has cumulative counts: what grew since the
+        ``message_start`` (or the previous delta) of the same stream, and its model."""
         if self._message is None:
-            return counts
-        message_id, before = self._message
+            return counts, None
+        message_id, model, before = self._message
         after = _Counts(*(max(now, then) for now, then in zip(counts, before, strict=True)))
-        self._message = (message_id, after)
+        self._message = (message_id, model, after)
         growth = _Counts(*(now - then for now, then in zip(after, before, strict=True)))
-        return growth if any(growth) else None
+        return (growth, model) if any(growth) else None
 
 
 # --- combining sources -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -32,7 +33,13 @@ from typing import Any, cast
 import httpx2
 
 from burnmap._core.decode import BodyDecoder, DecodeError
-from burnmap.errors import RefusalError
+from burnmap.errors import (
+    BudgetExceededError,
+    LedgerUnavailableError,
+    LoopDetectedError,
+    RefusalError,
+    UnknownModelError,
+)
 from burnmap.run import Run
 from burnmap.transport import client as budgeted_client
 
@@ -101,6 +108,19 @@ _ERROR_TYPES = {
     404: ("not_found_error", "invalid_request_error"),
 }
 _SERVER_ERROR_TYPES = ("api_error", "api_error")
+
+
+def _refusal_code(exc: RefusalError) -> str:
+    """The OpenAI-style ``error.code`` naming why burnmap refused the call."""
+    for cls, code in (
+        (BudgetExceededError, "burnmap_budget_exceeded"),
+        (LoopDetectedError, "burnmap_loop_detected"),
+        (UnknownModelError, "burnmap_unknown_model"),
+        (LedgerUnavailableError, "burnmap_ledger_unavailable"),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return "burnmap_refused"
 
 
 def _error_body(shape: str, status: int, message: str, code: str) -> bytes:
@@ -213,10 +233,10 @@ class MeteringProxy:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         server.server_close()
-        if thread is not None:
-            thread.join(timeout=_JOIN_SECONDS)
-        for handler_thread in connections.values():
-            handler_thread.join(timeout=_JOIN_SECONDS)
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for each in (thread, *connections.values()):
+            if each is not None:
+                each.join(timeout=max(deadline - time.monotonic(), 0.0))
         if client is not None:
             client.close()
         self._server = self._thread = self._client = None
@@ -384,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
                 message = f"burnmap: {message}"
             log.debug("burnmap proxy: refused %s %s", self.command, url)
             proxy._count_refusal()
-            self._send_error(402, shape, message, "burnmap_budget_exceeded")
+            self._send_error(402, shape, message, _refusal_code(exc))
             proxy._call_on_refusal(exc)
             return
         except httpx2.TimeoutException as exc:

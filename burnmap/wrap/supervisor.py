@@ -194,12 +194,17 @@ class Supervisor:
             self.stop("budget", f"spent ${spent:.6f} of ${budget:.2f}")
 
     def refused(self, fields: dict[str, Any]) -> None:
+        """A Python child's call was refused before it was sent. The budget is safe, so
+        the program gets ``grace`` seconds to wind down by itself (its calls in flight
+        finish and are counted) before it is stopped."""
         self.refusals += 1
         trigger = fields.get("trigger")
         if trigger:
-            self.stop("loop", f"loop detected ({trigger})")
+            self.stop("loop", f"loop detected ({trigger})", patient=True)
         else:
-            self.stop("budget", f"a call was refused: budget {fields.get('scope')} reached")
+            self.stop(
+                "budget", f"a call was refused: budget {fields.get('scope')} reached", patient=True
+            )
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
@@ -258,18 +263,24 @@ class Supervisor:
             time.sleep(0.02)
 
     # -- stopping ---------------------------------------------------------------------
-    def stop(self, why: str, reason: str) -> None:
+    def stop(self, why: str, reason: str, *, patient: bool = False) -> None:
         with self._lock:
             if self.outcome.stopped_for is not None:
                 return
             self.outcome.stopped_for = why
             self.outcome.reason = reason
         self.run.stop(f"burnmap wrap stopped the program: {reason}")
-        threading.Thread(target=self._terminate, daemon=True).start()
+        threading.Thread(target=self._terminate, args=(patient,), daemon=True).start()
 
-    def _terminate(self) -> None:
+    def _terminate(self, patient: bool = False) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if patient:
+            deadline = time.monotonic() + self.options.grace
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+        if proc.poll() is not None:
             return
         self._signal_tree(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.options.grace
@@ -354,7 +365,33 @@ class Supervisor:
         self._stop_event.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        self._reconcile()
         return status
+
+    def _reconcile(self) -> None:
+        """Holds a killed child never settled: charged at their bound, marked estimated
+        (the provider may have billed those calls)."""
+        if self.options.proxy:
+            return
+        with contextlib.suppress(Exception):
+            self._ledger.reap()
+            held = self._ledger.status([self._scope])[0].reserved
+            if held:
+                cost = Decimal(held) / 1_000_000
+                self.run.record(
+                    CallRecord(
+                        model="(unsettled: the program was stopped mid-call)",
+                        provider="-",
+                        endpoint="-",
+                        usage=Usage(),
+                        cost=cost,
+                        reserved=cost,
+                        estimated=True,
+                        streamed=False,
+                        started_at=time.time(),
+                        duration_seconds=0.0,
+                    )
+                )
 
     def _forward_signals(self, pgid: int) -> Callable[[], None]:
         """Without a terminal, SIGINT/SIGTERM/SIGHUP sent to burnmap go to the program."""

@@ -34,6 +34,9 @@ for _, hid in ipairs(due) do
   end
 end
 
+-- Called with no hold id, the script only reaps.
+if id == '' then return {'reaped', #due} end
+
 -- A re-sent reservation gets its first answer.
 local hk = P .. ':h:' .. id
 local known = redis.call('HMGET', hk, 'st', 'rf')
