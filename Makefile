@@ -41,6 +41,7 @@ typecheck: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/ledgers.py
 
 docs:
 	@ls docs/*.md

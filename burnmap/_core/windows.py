@@ -50,6 +50,10 @@ def _midnight(day: date, zone: ZoneInfo) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
 
 
+_LIFETIME = Window("all", 0.0, None)
+_current: dict[tuple[str, str], Window] = {}
+
+
 def window(per: str | None, tz: str, moment: float) -> Window:
     """The window of a ``per`` budget that ``moment`` (Unix time) falls in.
 
@@ -60,7 +64,16 @@ def window(per: str | None, tz: str, moment: float) -> Window:
     'month:1970-01@UTC'
     """
     if per is None:
-        return Window("all", 0.0, None)
+        return _LIFETIME
+    recent = _current.get((per, tz))
+    if recent is not None and recent.contains(moment):
+        return recent
+    found = _compute(per, tz, moment)
+    _current[(per, tz)] = found
+    return found
+
+
+def _compute(per: str, tz: str, moment: float) -> Window:
     zone = _zone(tz)
     local = datetime.fromtimestamp(moment, UTC).astimezone(zone)
     if per == "day":

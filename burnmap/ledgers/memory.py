@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class MemoryLedger(Ledger):
     _totals: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _holds: dict[str, _Hold] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)
+    _done: deque[tuple[float, str]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def set_limit(self, definition: LimitDef) -> None:
@@ -74,12 +76,15 @@ class MemoryLedger(Ledger):
             hold.state = "expired"
             hold.charged = charged
             hold.done_at = now
+            self._done.append((now, hold_id))
             reaped += 1
-        if len(self._holds) > 1024 and reaped == 0:
-            stale = now - KEEP_DONE_SECONDS
-            for hold_id in [
-                i for i, h in self._holds.items() if h.state != "held" and h.done_at < stale
-            ]:
+        # Settled holds are kept a day for idempotent re-sends, oldest first in _done.
+        stale = now - KEEP_DONE_SECONDS
+        done = self._done
+        while done and done[0][0] < stale:
+            _, hold_id = done.popleft()
+            hold = self._holds.get(hold_id)
+            if hold is not None and hold.state != "held":
                 del self._holds[hold_id]
         return reaped
 
@@ -111,6 +116,7 @@ class MemoryLedger(Ledger):
                     self._holds[hold_id] = _Hold(
                         0, 0.0, [], "refused", refusal=refusal, done_at=now
                     )
+                    self._done.append((now, hold_id))
                     return refusal
             keys = [(scope, win.key) for scope, win, _ in entries]
             for key in keys:
@@ -140,6 +146,7 @@ class MemoryLedger(Ledger):
             hold.state = "settled"
             hold.charged = actual
             hold.done_at = self.clock()
+            self._done.append((hold.done_at, hold_id))
 
     def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
         with self._lock:

@@ -267,7 +267,16 @@ class RedisLedger(Ledger):
         self._call(self._renew, keys=[self.prefix], args=[hold_id, ttl])
 
     def reap(self) -> int:
-        # The reservation script reaps first; with no hold id it only reaps.
+        # The reservation script reaps first (up to 200 holds a call); with no hold id it
+        # only reaps. Repeat until a call finds fewer.
+        total = 0
+        while True:
+            count = self._reap_batch()
+            total += count
+            if count < 200:
+                return total
+
+    def _reap_batch(self) -> int:
         answer = self._call(
             self._reserve,
             keys=[self.prefix],

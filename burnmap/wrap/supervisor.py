@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,9 +41,13 @@ from typing import IO, Any
 import burnmap
 from burnmap._core.money import to_micros
 from burnmap._core.usage import Usage
+from burnmap.errors import RefusalError, UnknownModelError
 from burnmap.ledgers import LimitDef
 from burnmap.ledgers.sqlite import SQLiteLedger
 from burnmap.run import CallRecord, Run
+from burnmap.wrap import parsers
+from burnmap.wrap.otlp import OTLPReceiver, otel_env
+from burnmap.wrap.proxy import MeteringProxy
 
 __all__ = [
     "EXIT_BUDGET",
@@ -127,6 +132,58 @@ def _python_paths() -> str:
     return os.pathsep.join(sorted(roots))
 
 
+_MARKERS = re.compile(rb'token|usage|Usage|Tokens|cost|"type"')
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _agent_kind(command: list[str]) -> str | None:
+    """A known agent CLI, from its argv (``npx @anthropic-ai/claude-code`` included)."""
+    for word in command[:3]:
+        name = Path(word).name.lower()
+        for kind in ("claude", "codex", "gemini", "aider"):
+            if name == kind or name.startswith((kind + "-", kind + ".")):
+                return kind
+            if name.startswith("@") and kind in name:
+                return kind
+    return None
+
+
+def _default_model(agent: str | None, command: list[str]) -> str:
+    """The model an agent runs when its report does not name one (Codex never does)."""
+    for flag in ("--model", "-m"):
+        if flag in command[:-1]:
+            return command[command.index(flag) + 1]
+    return {"codex": "gpt-5-codex", "gemini": "gemini-2.5-pro", "aider": "gpt-4o"}.get(
+        agent or "", "claude-sonnet-4-6"
+    )
+
+
+def _agent_args(agent: str | None, command: list[str], supervisor: Supervisor) -> list[str]:
+    """Options added to a known agent's command line (never ones the user set)."""
+    extra: list[str] = []
+    proxy = supervisor._proxy
+    if (
+        agent == "codex"
+        and proxy is not None
+        and not any("openai_base_url" in word for word in command)
+    ):
+        extra += ["-c", f"openai_base_url={proxy.openai_base_url}"]
+    return extra
+
+
 class Supervisor:
     def __init__(self, options: WrapOptions, *, stderr: IO[str] | None = None) -> None:
         self.options = options
@@ -149,10 +206,42 @@ class Supervisor:
         self._seen: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._cleanups: list[Callable[[], None]] = []
+        self.agent = _agent_kind(options.command)
+        self._dedup = parsers.Dedup()
+        self._exact_calls = 0
+        """Calls counted from exact sources (injection, proxy, agent telemetry)."""
+        self._scanned: list[CallRecord] = []
+        self._finals: dict[str, CallRecord] = {}
+        self._capture = False
+        self._proxy: MeteringProxy | None = None
 
     # -- the child's environment --------------------------------------------------------
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # Loopback servers (proxy, telemetry) must never be reached through a proxy.
+        no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+        env["NO_PROXY"] = env["no_proxy"] = no_proxy
+        if self.options.proxy:
+            proxy = MeteringProxy(
+                self.run,
+                anthropic_upstream=env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                openai_upstream=env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+            )
+            proxy.on_refusal = self._proxy_refused
+            proxy.start()
+            self._cleanups.append(proxy.stop)
+            self._proxy = proxy
+            env["ANTHROPIC_BASE_URL"] = proxy.anthropic_base_url
+            env["OPENAI_BASE_URL"] = proxy.openai_base_url
+        if self.agent == "claude":
+            receiver = OTLPReceiver(self._on_otlp)
+            receiver.start()
+            self._cleanups.append(receiver.stop)
+            extra = otel_env(receiver.endpoint, env)
+            if not extra:
+                receiver.stop()
+                log.info("burnmap wrap: your OTEL settings are kept; following output instead")
+            env.update(extra)
         if self.options.budget is not None:
             self._ledger.set_limit(
                 LimitDef(self._scope, to_micros(self.options.budget), None, "UTC")
@@ -177,6 +266,8 @@ class Supervisor:
                 if key in self._seen:
                     return
                 self._seen.add(key)
+        if not record.estimated:
+            self._exact_calls += 1
         verdict = self.run.record(record)
         if verdict is not None:
             self.stop("loop", f"loop detected ({verdict.trigger}): {verdict.message}")
@@ -192,6 +283,130 @@ class Supervisor:
         # to the calls already in flight.
         if spent >= budget or (last_cost and spent + last_cost > budget):
             self.stop("budget", f"spent ${spent:.6f} of ${budget:.2f}")
+
+    # -- agents that are not Python --------------------------------------------------------
+    def _proxy_refused(self, exc: RefusalError) -> None:
+        trigger = getattr(exc, "trigger", None)
+        if trigger:
+            self.stop("loop", f"loop detected ({trigger}): a call was refused by the proxy")
+        else:
+            self.stop("budget", "a call was refused by the proxy: budget reached")
+
+    def _on_otlp(self, payload: dict[str, Any]) -> None:
+        for call in parsers.claude_otel_events(payload):
+            self.agent_call(call)
+
+    def agent_call(self, call: parsers.AgentCall) -> None:
+        """A call an agent reported (telemetry, its output): priced and counted once."""
+        if not self._dedup.add(call):
+            return
+        record = self._price(call)
+        if call.final:
+            # A run total (Claude's `result`, Codex's running total): used at the end if
+            # nothing more precise was seen.
+            self._finals[call.source] = record
+            return
+        if call.source == "scan":
+            self._scanned.append(record)
+            if self._exact_calls:
+                return  # exact sources are counting: scanning is only a last resort
+            self.record(record)
+            return
+        self.record(record)
+
+    def _price(self, call: parsers.AgentCall) -> CallRecord:
+        usage = Usage(
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cache_read_tokens=call.cache_read_tokens,
+            cache_write_tokens=call.cache_write_tokens,
+        )
+        model = call.model or _default_model(self.agent, self.options.command)
+        estimated = call.estimated or (call.cost_usd is None and call.model is None)
+        if call.cost_usd is not None:
+            cost = call.cost_usd
+        else:
+            try:
+                cost = burnmap.prices.cost(model, usage)
+            except UnknownModelError:
+                # Never $0: price an unknown model like the dearest common one, flagged.
+                cost = burnmap.prices.cost("claude-opus-4-6", usage)
+                estimated = True
+        return CallRecord(
+            model=model,
+            provider=self.agent or "agent",
+            endpoint=call.source,
+            usage=usage,
+            cost=cost,
+            reserved=Decimal(0),
+            estimated=estimated,
+            streamed=False,
+            started_at=time.time(),
+            duration_seconds=0.0,
+        )
+
+    def _pump(self, source: int, sink: int) -> None:
+        """Copy the program's output to ours as it comes, and read usage from a copy."""
+        feed = self._line_parser()
+        partial = b""
+        while True:
+            try:
+                data = os.read(source, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            with contextlib.suppress(OSError):
+                _write_all(sink, data)
+            if feed is None:
+                continue
+            lines = (partial + data).split(b"\n")
+            partial = lines.pop()
+            if len(partial) > 1 << 20:
+                partial = b""  # a line this long carries no usage report
+            for line in lines:
+                if _MARKERS.search(line):
+                    for call in feed(line.decode("utf-8", "replace")):
+                        self.agent_call(call)
+        os.close(source)
+
+    def _line_parser(self) -> Callable[[str], list[parsers.AgentCall]] | None:
+        if not self.options.scan:
+            return None
+        scanner = parsers.JsonScanner()
+        if self.agent == "aider":
+            aider = parsers.AiderStdout()
+            return lambda line: aider.feed(line) or scanner.feed(line)
+        if self.agent == "claude":
+            return lambda line: parsers.claude_stream_line(line) or scanner.feed(line)
+        if self.agent == "codex":
+            return lambda line: parsers.codex_line(line) or scanner.feed(line)
+        if self.agent == "gemini":
+            return lambda line: parsers.gemini_stream_line(line) or scanner.feed(line)
+        return scanner.feed
+
+    def _settle_finals(self) -> None:
+        """At exit: an agent's stated total counts when per-call reports fell short."""
+        if self._exact_calls:
+            return
+        for record in self._finals.values():
+            counted = self.run.spent
+            if record.cost > counted:
+                missing = record.cost - counted
+                self.run.record(
+                    CallRecord(
+                        model=record.model,
+                        provider=record.provider,
+                        endpoint=record.endpoint + " (total)",
+                        usage=Usage(),
+                        cost=missing,
+                        reserved=Decimal(0),
+                        estimated=record.estimated,
+                        streamed=False,
+                        started_at=record.started_at,
+                        duration_seconds=0.0,
+                    )
+                )
 
     def refused(self, fields: dict[str, Any]) -> None:
         """A Python child's call was refused before it was sent. The budget is safe, so
@@ -331,11 +546,33 @@ class Supervisor:
         executable = shutil.which(command[0])
         if executable is None:
             raise FileNotFoundError(command[0])
-        self._proc = subprocess.Popen(
-            [executable, *command[1:]],
-            env=self.child_env(),
-            process_group=0,
+        env = self.child_env()
+        argv = [executable, *command[1:], *_agent_args(self.agent, command, self)]
+        # Output is read for usage only when it is not a terminal: an interactive program
+        # keeps its terminal (no pipes, no pty).
+        capture = self.options.scan and not any(
+            _isatty(stream) for stream in (sys.stdout, sys.stderr)
         )
+        self._proc = subprocess.Popen(
+            argv,
+            env=env,
+            process_group=0,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
+        if capture:
+            assert self._proc.stdout is not None
+            assert self._proc.stderr is not None
+            out, err = self._proc.stdout.fileno(), self._proc.stderr.fileno()
+            self._pumps = [
+                threading.Thread(target=self._pump, args=(os.dup(out), sys.stdout.fileno())),
+                threading.Thread(target=self._pump, args=(os.dup(err), sys.stderr.fileno())),
+            ]
+            self._proc.stdout.close()
+            self._proc.stderr.close()
+            for pump in self._pumps:
+                pump.daemon = True
+                pump.start()
         self._thread(self._tail_events)
         return self._proc
 
@@ -362,10 +599,13 @@ class Supervisor:
             for child in descendants(proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
+        for pump in getattr(self, "_pumps", []):
+            pump.join(timeout=10)
         self._stop_event.set()
         for thread in self._threads:
             thread.join(timeout=5)
         self._reconcile()
+        self._settle_finals()
         return status
 
     def _reconcile(self) -> None:
