@@ -197,13 +197,14 @@ def test_claude_result_with_several_models_and_no_model_usage() -> None:
 
 
 def test_claude_transcript_dedups_per_content_block_lines() -> None:
-    # msg_…0007 is written twice (text block, tool_use block) with its final usage.
+    # msg_…0007 is written twice (text block, tool_use block) with its final usage; the
+    # key is the request id, which Claude Code's OpenTelemetry events carry too.
     calls = each(claude_transcript_line, "claude_transcript.jsonl")
     messages, (cost_state,) = calls[:-1], calls[-1:]
     assert [c.request_id for c in messages] == [
-        "msg_01MockMessage0007",
-        "msg_01MockMessage0007",
-        "msg_01MockMessage0008",
+        "req_01Mock0007",
+        "req_01Mock0007",
+        "req_01Mock0008",
     ]
     seen = Dedup()
     unique = [c for c in messages if seen.add(c)]

@@ -70,7 +70,7 @@ def otel_env(endpoint: str, existing: Mapping[str, str]) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": base,
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": base + _LOGS,
         # Claude Code batches events for 5 s by default; the supervisor wants them soon.
-        "OTEL_LOGS_EXPORT_INTERVAL": "1000",
+        "OTEL_LOGS_EXPORT_INTERVAL": "250",
     }
 
 

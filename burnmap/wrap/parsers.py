@@ -366,7 +366,11 @@ def claude_otel_events(payload: Mapping[str, Any]) -> list[AgentCall]:
 
 
 def _claude_message(
-    message: Mapping[str, Any], source: str, fallback_id: str | None = None
+    message: Mapping[str, Any],
+    source: str,
+    fallback_id: str | None = None,
+    *,
+    prefer_fallback: bool = False,
 ) -> list[AgentCall]:
     """An Anthropic message object: its usage is provisional until it has a stop reason."""
     counts = _anthropic_counts(_dict(message.get("usage")))
@@ -374,7 +378,10 @@ def _claude_message(
     # Claude Code writes its own error notices as assistant messages of model "<synthetic>".
     if counts is None or model == "<synthetic>":
         return []
-    request_id = _str(message.get("id")) or fallback_id
+    if prefer_fallback:
+        request_id = fallback_id or _str(message.get("id"))
+    else:
+        request_id = _str(message.get("id")) or fallback_id
     provisional = message.get("stop_reason") is None
     return [_call(source, request_id, model, counts, estimated=provisional)]
 
@@ -482,8 +489,12 @@ def claude_transcript_line(line: str) -> list[AgentCall]:
     if record is None:
         return []
     if record.get("type") == "assistant":
+        # The request id (req_...) is also what the OpenTelemetry events carry: keying on it
+        # lets the two sources de-duplicate each other.
         request_id = _str(record.get("requestId"))
-        return _claude_message(_dict(record.get("message")), "claude-transcript", request_id)
+        return _claude_message(
+            _dict(record.get("message")), "claude-transcript", request_id, prefer_fallback=True
+        )
     if record.get("type") == "cost-state":
         return _claude_totals(record, "claude-transcript", "totalCostUSD")
     return []

@@ -242,6 +242,7 @@ class Supervisor:
                 receiver.stop()
                 log.info("burnmap wrap: your OTEL settings are kept; following output instead")
             env.update(extra)
+            self._thread(lambda: self._tail_transcripts(env))
         if self.options.budget is not None:
             self._ledger.set_limit(
                 LimitDef(self._scope, to_micros(self.options.budget), None, "UTC")
@@ -291,6 +292,39 @@ class Supervisor:
             self.stop("loop", f"loop detected ({trigger}): a call was refused by the proxy")
         else:
             self.stop("budget", "a call was refused by the proxy: budget reached")
+
+    def _tail_transcripts(self, env: dict[str, str]) -> None:
+        """Claude Code writes each reply to its session transcript as it arrives: read new
+        lines from every transcript touched while the program runs."""
+        root = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")) / ".claude")
+        projects = root.expanduser() / "projects"
+        start = (
+            {p: p.stat().st_size for p in projects.glob("*/*.jsonl")} if projects.is_dir() else {}
+        )
+        positions: dict[Path, int] = {}
+        partial: dict[Path, bytes] = {}
+        while True:
+            done = self._stop_event.is_set()
+            for path in projects.glob("*/*.jsonl") if projects.is_dir() else []:
+                position = positions.get(path, start.get(path, 0))
+                try:
+                    with open(path, "rb") as handle:
+                        handle.seek(position)
+                        data = handle.read()
+                except OSError:
+                    continue
+                if not data:
+                    continue
+                positions[path] = position + len(data)
+                lines = (partial.get(path, b"") + data).split(b"\n")
+                partial[path] = lines.pop()
+                for line in lines:
+                    for call in parsers.claude_transcript_line(line.decode("utf-8", "replace")):
+                        if not call.estimated:  # provisional snapshots wait for the final one
+                            self.agent_call(call)
+            if done:
+                return
+            time.sleep(0.05)
 
     def _on_otlp(self, payload: dict[str, Any]) -> None:
         for call in parsers.claude_otel_events(payload):
