@@ -158,6 +158,7 @@ def spent_command(scopes: tuple[str, ...], ledger: str) -> None:
 )
 @click.option("--call-rate-limit", type=int, default=None, help="As in burnmap.run().")
 @click.option("--context-growth-limit", type=float, default=None, help="As in burnmap.run().")
+@click.option("--repeat-limit", type=int, default=None, help="As in burnmap.run().")
 @click.option(
     "--meter/--no-meter",
     default=None,
@@ -172,6 +173,7 @@ def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
     proxy: bool,
     call_rate_limit: int | None,
     context_growth_limit: float | None,
+    repeat_limit: int | None,
     meter: bool | None,
     command: tuple[str, ...],
 ) -> None:
@@ -206,6 +208,7 @@ def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
         proxy=proxy,
         call_rate_limit=call_rate_limit,
         context_growth_limit=context_growth_limit,
+        repeat_limit=repeat_limit,
         meter=meter,
     )
     supervisor = Supervisor(options)

@@ -79,6 +79,8 @@ class WrapOptions:
     proxy: bool = False
     call_rate_limit: int | None = None
     context_growth_limit: float | None = None
+    repeat_limit: int | None = None
+    """Loop limits; ``None`` keeps ``burnmap.run()``'s default."""
     meter: bool | None = None
     """Live meter on stderr: ``None`` = when stderr is a terminal."""
     scan: bool = True
@@ -188,12 +190,17 @@ class Supervisor:
     def __init__(self, options: WrapOptions, *, stderr: IO[str] | None = None) -> None:
         self.options = options
         self.stderr = stderr or sys.stderr
-        self.run: Run = burnmap.run(
-            options.job,
-            budget=options.budget,
-            call_rate_limit=options.call_rate_limit,
-            context_growth_limit=options.context_growth_limit,
-        )
+        # Loop limits not given on the command line keep burnmap.run()'s defaults.
+        limits: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("call_rate_limit", options.call_rate_limit),
+                ("context_growth_limit", options.context_growth_limit),
+                ("repeat_limit", options.repeat_limit),
+            )
+            if value is not None
+        }
+        self.run: Run = burnmap.run(options.job, budget=options.budget, **limits)
         self.outcome = _Outcome()
         self.refusals = 0
         self._lock = threading.Lock()
@@ -210,9 +217,7 @@ class Supervisor:
         self._dedup = parsers.Dedup()
         self._exact_calls = 0
         """Calls counted from exact sources (injection, proxy, agent telemetry)."""
-        self._scanned: list[CallRecord] = []
         self._finals: dict[str, CallRecord] = {}
-        self._capture = False
         self._proxy: MeteringProxy | None = None
 
     # -- the child's environment --------------------------------------------------------
@@ -341,7 +346,6 @@ class Supervisor:
             self._finals[call.source] = record
             return
         if call.source == "scan":
-            self._scanned.append(record)
             if self._exact_calls:
                 return  # exact sources are counting: scanning is only a last resort
             self.record(record)
@@ -581,7 +585,8 @@ class Supervisor:
         if executable is None:
             raise FileNotFoundError(command[0])
         env = self.child_env()
-        argv = [executable, *command[1:], *_agent_args(self.agent, command, self)]
+        # Added options go first: they are global flags, never part of a prompt.
+        argv = [executable, *_agent_args(self.agent, command, self), *command[1:]]
         # Output is read for usage only when it is not a terminal: an interactive program
         # keeps its terminal (no pipes, no pty).
         capture = self.options.scan and not any(
