@@ -247,7 +247,8 @@ class Supervisor:
                 receiver.stop()
                 log.info("burnmap wrap: your OTEL settings are kept; following output instead")
             env.update(extra)
-            self._thread(lambda: self._tail_transcripts(env))
+        if self.agent in ("claude", "codex", "gemini"):
+            self._thread(lambda: self._tail_sessions(env))
         if self.options.budget is not None:
             self._ledger.set_limit(
                 LimitDef(self._scope, to_micros(self.options.budget), None, "UTC")
@@ -298,19 +299,39 @@ class Supervisor:
         else:
             self.stop("budget", "a call was refused by the proxy: budget reached")
 
-    def _tail_transcripts(self, env: dict[str, str]) -> None:
-        """Claude Code writes each reply to its session transcript as it arrives: read new
-        lines from every transcript touched while the program runs."""
-        root = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")) / ".claude")
-        projects = root.expanduser() / "projects"
-        start = (
-            {p: p.stat().st_size for p in projects.glob("*/*.jsonl")} if projects.is_dir() else {}
-        )
+    def _session_files(
+        self, env: dict[str, str]
+    ) -> tuple[Path, str, Callable[[], Callable[[str], list[parsers.AgentCall]]]] | None:
+        """Where a known agent writes its session as it runs, and how to read it."""
+        home = Path(env.get("HOME") or "~").expanduser()
+        if self.agent == "claude":
+            root = Path(env.get("CLAUDE_CONFIG_DIR") or home / ".claude").expanduser()
+            return root / "projects", "*/*.jsonl", lambda: parsers.claude_transcript_line
+        if self.agent == "codex":
+            root = Path(env.get("CODEX_HOME") or home / ".codex").expanduser()
+            return root / "sessions", "**/rollout-*.jsonl", lambda: parsers.CodexRollout().feed
+        if self.agent == "gemini":
+            return home / ".gemini" / "tmp", "*/chats/*.jsonl", lambda: parsers.gemini_session
+        return None
+
+    def _tail_sessions(self, env: dict[str, str]) -> None:
+        """Read new lines from every session file the agent writes while it runs (files
+        that existed before start are read from where they ended)."""
+        where = self._session_files(env)
+        if where is None:
+            return
+        root, pattern, make_reader = where
+
+        def files() -> list[Path]:
+            return list(root.glob(pattern)) if root.is_dir() else []
+
+        start = {path: path.stat().st_size for path in files()}
         positions: dict[Path, int] = {}
         partial: dict[Path, bytes] = {}
+        readers: dict[Path, Callable[[str], list[parsers.AgentCall]]] = {}
         while True:
             done = self._stop_event.is_set()
-            for path in projects.glob("*/*.jsonl") if projects.is_dir() else []:
+            for path in files():
                 position = positions.get(path, start.get(path, 0))
                 try:
                     with open(path, "rb") as handle:
@@ -321,10 +342,11 @@ class Supervisor:
                 if not data:
                     continue
                 positions[path] = position + len(data)
+                read = readers.setdefault(path, make_reader())
                 lines = (partial.get(path, b"") + data).split(b"\n")
                 partial[path] = lines.pop()
                 for line in lines:
-                    for call in parsers.claude_transcript_line(line.decode("utf-8", "replace")):
+                    for call in read(line.decode("utf-8", "replace")):
                         if not call.estimated:  # provisional snapshots wait for the final one
                             self.agent_call(call)
             if done:
