@@ -145,7 +145,7 @@ def test_otel_env_points_claude_code_at_the_receiver() -> None:
         "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/json",
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://127.0.0.1:4318/v1/logs",
-        "OTEL_LOGS_EXPORT_INTERVAL": "1000",
+        "OTEL_LOGS_EXPORT_INTERVAL": "250",
     }
 
 
