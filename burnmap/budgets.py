@@ -74,6 +74,7 @@ class _Config:
         self.hold_ttl = 600.0
         self.charge_expired = True
         self.warned_open = False
+        self.env_checked = False
 
 
 _config = _Config()
@@ -133,6 +134,9 @@ def standing_active() -> bool:
     """Whether calls reserve on the ledger: a ledger was configured or a limit set."""
     if _config.explicit:
         return True
+    if _config.env_checked:
+        return False
+    _config.env_checked = True  # the environment is read once, not on every call
     if _config.ledger is None and os.environ.get("BURNMAP_LEDGER"):
         ledger()
         return True

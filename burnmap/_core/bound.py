@@ -361,7 +361,7 @@ def plan_call(
         cost=cost,
         body=new_body,
         inject_usage=inject,
-        fingerprint=request_fingerprint(obj) if endpoint.kind != "embeddings" else None,
+        fingerprint=request_fingerprint(obj, body) if endpoint.kind != "embeddings" else None,
     )
 
 

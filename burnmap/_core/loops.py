@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -69,8 +70,15 @@ def _strip(value: Any) -> Any:
     return value
 
 
-def request_fingerprint(obj: dict[str, Any]) -> str | None:
+_TOOL_TURN = re.compile(rb'"tool_result"|"role"\s*:\s*"tool"|"function_call_output"')
+
+
+def request_fingerprint(obj: dict[str, Any], body: bytes | None = None) -> str | None:
     """A digest of a request's model and last two turns, volatile ids left out.
+
+    Given the raw ``body``, a request that is not answering a tool call is digested whole
+    (cheap, and what a retry loop re-sends byte for byte); tool loops are digested by their
+    last two turns, since their history grows every turn.
 
     >>> a = {"model": "m", "messages": [{"role": "user", "content": "go"},
     ...      {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
@@ -82,6 +90,8 @@ def request_fingerprint(obj: dict[str, Any]) -> str | None:
     >>> request_fingerprint(a) == request_fingerprint(b)
     True
     """
+    if body is not None and not _TOOL_TURN.search(body):
+        return hashlib.blake2b(body, digest_size=12).hexdigest()
     turns = obj.get("messages")
     if turns is None:
         turns = obj.get("input")
@@ -112,6 +122,7 @@ class LoopGuard:
     repeat_limit: int | None = DEFAULT_REPEAT_LIMIT
     spend_rate_limit: Decimal | None = None
     _times: deque[float] = field(default_factory=deque)
+    _burst: deque[float] = field(default_factory=deque)
     _inputs: deque[int] = field(default_factory=deque)
     _repeats: Counter[str] = field(default_factory=Counter)
     _spend: deque[tuple[float, Decimal]] = field(default_factory=deque)
@@ -138,11 +149,13 @@ class LoopGuard:
                     f"{len(times)} calls in the last minute reached call_rate_limit={limit}",
                 )
             burst = limit // 10
-            recent = sum(1 for t in times if now - t < BURST_WINDOW) if burst >= 2 else 0
-            if burst >= 2 and recent >= burst:
+            recent = self._burst
+            while recent and now - recent[0] >= BURST_WINDOW:
+                recent.popleft()
+            if burst >= 2 and len(recent) >= burst:
                 return LoopVerdict(
                     "call_rate",
-                    f"{recent} calls in {BURST_WINDOW:g} s: a burst over a tenth of "
+                    f"{len(recent)} calls in {BURST_WINDOW:g} s: a burst over a tenth of "
                     f"call_rate_limit={limit} per minute",
                 )
         growth = self.context_growth_limit
@@ -182,6 +195,7 @@ class LoopGuard:
         """A call was let through at ``now``."""
         if self.call_rate_limit is not None:
             self._times.append(now)
+            self._burst.append(now)
         if self.repeat_limit is not None and fingerprint is not None:
             self._repeats[fingerprint] += 1
 
