@@ -17,7 +17,6 @@ from burnmap.ledgers.base import (
     LimitDef,
     Refusal,
     ScopeStatus,
-    entries_for,
 )
 
 __all__ = ["MemoryLedger"]
@@ -100,29 +99,43 @@ class MemoryLedger(Ledger):
         *,
         ttl: float = DEFAULT_HOLD_TTL,
     ) -> Refusal | None:
+        if len(set(scopes)) != len(scopes):
+            scopes = list(dict.fromkeys(scopes))
         with self._lock:
             now = self.clock()
-            self._reap(now)
+            if (self._expiry and self._expiry[0][0] <= now) or (
+                self._done and self._done[0][0] < now - KEEP_DONE_SECONDS
+            ):
+                self._reap(now)
             known = self._holds.get(hold_id)
             if known is not None:
                 return known.refusal
-            entries = entries_for(scopes, self._limits, now)
-            for scope, win, definition in entries:
-                if definition is None:
-                    continue
-                spent, reserved = self._totals.get((scope, win.key), (0, 0))
-                if spent + reserved + amount > definition.limit:
-                    refusal = Refusal(scope, definition.limit, spent, reserved, win.key, win.end)
-                    self._holds[hold_id] = _Hold(
-                        0, 0.0, [], "refused", refusal=refusal, done_at=now
-                    )
-                    self._done.append((now, hold_id))
-                    return refusal
-            keys = [(scope, win.key) for scope, win, _ in entries]
+            limits = self._limits
+            all_totals = self._totals
+            keys: list[tuple[str, str]] = []
+            for scope in scopes:
+                definition = limits.get(scope)
+                if definition is None or definition.per is None:
+                    key = (scope, "all")
+                else:
+                    key = (scope, window(definition.per, definition.tz, now).key)
+                if definition is not None:
+                    spent, reserved = all_totals.get(key, (0, 0))
+                    if spent + reserved + amount > definition.limit:
+                        win = window(definition.per, definition.tz, now)
+                        refusal = Refusal(
+                            scope, definition.limit, spent, reserved, win.key, win.end
+                        )
+                        self._holds[hold_id] = _Hold(
+                            0, 0.0, [], "refused", refusal=refusal, done_at=now
+                        )
+                        self._done.append((now, hold_id))
+                        return refusal
+                keys.append(key)
             for key in keys:
-                totals = self._totals.get(key)
+                totals = all_totals.get(key)
                 if totals is None:
-                    self._totals[key] = [0, amount]
+                    all_totals[key] = [0, amount]
                 else:
                     totals[1] += amount
             expires = now + ttl
