@@ -156,9 +156,13 @@ def spent_command(scopes: tuple[str, ...], ledger: str) -> None:
     help="Route the program's API calls through a loopback metering forwarder "
     "(exact pre-call enforcement for any language).",
 )
-@click.option("--call-rate-limit", type=int, default=None, help="As in burnmap.run().")
-@click.option("--context-growth-limit", type=float, default=None, help="As in burnmap.run().")
-@click.option("--repeat-limit", type=int, default=None, help="As in burnmap.run().")
+@click.option(
+    "--call-rate-limit", type=int, default=None, help="As in burnmap.run(); 0 turns it off."
+)
+@click.option(
+    "--context-growth-limit", type=float, default=None, help="As in burnmap.run(); 0 turns it off."
+)
+@click.option("--repeat-limit", type=int, default=None, help="As in burnmap.run(); 0 turns it off.")
 @click.option(
     "--meter/--no-meter",
     default=None,
@@ -206,9 +210,16 @@ def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
         grace=grace,
         report_json=report_json,
         proxy=proxy,
-        call_rate_limit=call_rate_limit,
-        context_growth_limit=context_growth_limit,
-        repeat_limit=repeat_limit,
+        # Given on the command line only; 0 switches a trigger off.
+        loop_limits={
+            name: value or None
+            for name, value in (
+                ("call_rate_limit", call_rate_limit),
+                ("context_growth_limit", context_growth_limit),
+                ("repeat_limit", repeat_limit),
+            )
+            if value is not None
+        },
         meter=meter,
     )
     supervisor = Supervisor(options)

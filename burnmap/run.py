@@ -695,8 +695,8 @@ def run(
     ``budget`` is in USD; ``None`` only records spend. Runaway-loop triggers (each
     ``None`` to disable; see ``burnmap._core.loops`` and docs/loops.md):
     ``call_rate_limit`` calls per minute (and a tenth of it in any 3 s),
-    ``context_growth_limit`` the per-call input growth factor that, sustained over 3
-    calls past 8k tokens, means a runaway context, ``repeat_limit`` how many times the
+    ``context_growth_limit`` the per-call input growth factor that, sustained over 4
+    calls past 32k tokens, means a runaway context, ``repeat_limit`` how many times the
     same request tail (same tool call, same result) may be sent, and ``spend_rate_limit``
     dollars per minute (off by default).
     """

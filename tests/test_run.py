@@ -148,7 +148,7 @@ def test_call_rate_limit_refuses_before_the_call() -> None:
 
 def test_context_growth_limit() -> None:
     with burnmap.run("grow", context_growth_limit=1.5) as r:
-        for tokens in (9_000, 18_000, 36_000, 72_000):
+        for tokens in (9_000, 18_000, 36_000, 72_000, 144_000):
             settle(r, "0.01", tokens=tokens)
         with pytest.raises(burnmap.LoopDetectedError) as info:
             r.reserve(Decimal("0.01"), model="m", input_tokens=1)

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -77,10 +77,8 @@ class WrapOptions:
     grace: float = 5.0
     report_json: Path | None = None
     proxy: bool = False
-    call_rate_limit: int | None = None
-    context_growth_limit: float | None = None
-    repeat_limit: int | None = None
-    """Loop limits; ``None`` keeps ``burnmap.run()``'s default."""
+    loop_limits: dict[str, Any] = field(default_factory=dict)
+    """``burnmap.run()`` loop limits to override (``None`` switches one off)."""
     meter: bool | None = None
     """Live meter on stderr: ``None`` = when stderr is a terminal."""
     scan: bool = True
@@ -190,17 +188,7 @@ class Supervisor:
     def __init__(self, options: WrapOptions, *, stderr: IO[str] | None = None) -> None:
         self.options = options
         self.stderr = stderr or sys.stderr
-        # Loop limits not given on the command line keep burnmap.run()'s defaults.
-        limits: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("call_rate_limit", options.call_rate_limit),
-                ("context_growth_limit", options.context_growth_limit),
-                ("repeat_limit", options.repeat_limit),
-            )
-            if value is not None
-        }
-        self.run: Run = burnmap.run(options.job, budget=options.budget, **limits)
+        self.run: Run = burnmap.run(options.job, budget=options.budget, **options.loop_limits)
         self.outcome = _Outcome()
         self.refusals = 0
         self._lock = threading.Lock()
@@ -359,6 +347,8 @@ class Supervisor:
 
     def agent_call(self, call: parsers.AgentCall) -> None:
         """A call an agent reported (telemetry, its output): priced and counted once."""
+        if self.options.proxy:
+            return  # the proxy meters every call exactly; reports would count them twice
         if not self._dedup.add(call):
             return
         record = self._price(call)
