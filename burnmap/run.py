@@ -479,10 +479,11 @@ class Run:
                         model=model,
                     )
                 )
+            concurrent = [r._account.holds > 0 for r in runs]
             ledger.hold(accounts, amount)
-            for r in runs:
+            for r, busy in zip(runs, concurrent, strict=True):
                 if r._guard.active:
-                    r._guard.started(now, fingerprint)
+                    r._guard.started(now, fingerprint, concurrent=busy)
         return Reservation(runs, accounts, amount)
 
 

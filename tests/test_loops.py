@@ -386,3 +386,11 @@ if __name__ == "__main__":
     if "--write" in sys.argv:
         _write_docs_table()
     print(traces_table(), end="")
+
+
+def test_a_batch_fanning_out_is_not_a_burst() -> None:
+    guard = LoopGuard(**only("call_rate"))
+    for n in range(200):  # 200 calls started together, each while others are in flight
+        assert guard.check(0.001 * n) is None
+        guard.started(0.001 * n, concurrent=n > 0)
+    assert guard.check(0.5) is None

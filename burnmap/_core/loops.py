@@ -3,8 +3,9 @@
 Three runaway shapes, each a trigger reported as ``LoopDetectedError.trigger``:
 
 - ``call_rate``: hammering. More than ``call_rate_limit`` calls in a minute, or (for limits
-  of 20 and more) a tenth of that in any 3 seconds: a burst no agent that reads its
-  replies sustains.
+  of 20 and more) a tenth of that in any 3 seconds, one after another: a burst no agent
+  that reads its replies sustains (calls started while others are in flight, a batch
+  fanning out with ``asyncio.gather``, do not count toward the burst).
 - ``context_growth``: input growing geometrically. Each of the last ``GROWTH_STEPS``
   settled calls read at least ``context_growth_limit`` times the input of the one before,
   and the last read at least ``GROWTH_FLOOR`` tokens (early turns of any agent grow fast
@@ -194,11 +195,16 @@ class LoopGuard:
                 )
         return None
 
-    def started(self, now: float, fingerprint: str | None = None) -> None:
-        """A call was let through at ``now``."""
+    def started(
+        self, now: float, fingerprint: str | None = None, *, concurrent: bool = False
+    ) -> None:
+        """A call was let through at ``now``. ``concurrent``: other calls of the run were
+        in flight (a batch fanning out, which the burst rule does not count: a runaway
+        loop hammers one call after another)."""
         if self.call_rate_limit is not None:
             self._times.append(now)
-            self._burst.append(now)
+            if not concurrent:
+                self._burst.append(now)
         if self.repeat_limit is not None and fingerprint is not None:
             self._repeats[fingerprint] += 1
 
