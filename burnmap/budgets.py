@@ -108,6 +108,8 @@ def configure(
     else:
         url = ledger if ledger is not None else os.environ.get("BURNMAP_LEDGER", "memory://")
         opened = open_ledger(url, charge_expired=charge) if isinstance(url, str) else url
+        if not isinstance(url, str) and hasattr(opened, "charge_expired"):
+            opened.charge_expired = charge  # a ledger object follows expired_holds too
     with _config.lock:
         previous = _config.ledger
         _config.ledger = opened
