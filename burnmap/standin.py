@@ -24,22 +24,20 @@ from __future__ import annotations
 import argparse
 import array
 import base64
-import contextlib
 import gzip
 import json
 import logging
 import secrets
 import signal
-import socket
 import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
-from types import FrameType, TracebackType
-from typing import Any, NamedTuple, cast
+from types import FrameType
+from typing import Any, NamedTuple
+
+from burnmap._loopback import LoopbackHandler, LoopbackServer
 
 __all__ = [
     "BilledCall",
@@ -137,25 +135,24 @@ class RecordedRequest:
     body: Any
 
 
-class StandIn:
+class StandIn(LoopbackServer):
     """A loopback HTTP server that answers like the Anthropic and OpenAI APIs.
 
     Use it as a context manager, or call `start` and `stop`. ``anthropic_base_url`` and
     ``openai_base_url`` go straight into the SDK clients' ``base_url``.
     """
 
+    _logger = _log
+    _label = "stand-in"
+    _thread_name = "burnmap-standin"
+    _join_seconds = 2.0
+
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, script: Script | None = None
     ) -> None:
-        self._host = host
-        self._port = port
+        super().__init__(host, port, _Handler)
         self._script = script if script is not None else Script()
-        self._lock = threading.Lock()
         self._failures_served = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: dict[socket.socket, threading.Thread] = {}
-        self._stopping = threading.Event()
         self.calls: list[BilledCall] = []
         self.requests: list[RecordedRequest] = []
 
@@ -171,16 +168,6 @@ class StandIn:
             self._failures_served = 0
 
     @property
-    def url(self) -> str:
-        """``http://host:port`` with no trailing slash (available once started)."""
-        if self._server is None:
-            raise RuntimeError("StandIn is not running: call start() or use it in a `with` block")
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
-
-    @property
     def anthropic_base_url(self) -> str:
         """Base URL for ``anthropic.Anthropic(base_url=...)`` (the SDK adds ``/v1/...``)."""
         return self.url
@@ -189,54 +176,6 @@ class StandIn:
     def openai_base_url(self) -> str:
         """Base URL for ``openai.OpenAI(base_url=...)`` (ends in ``/v1``)."""
         return self.url + "/v1"
-
-    def start(self) -> StandIn:
-        """Bind, serve on a daemon thread, and return self."""
-        if self._server is not None:
-            raise RuntimeError("StandIn is already running")
-        self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"burnmap-standin:{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        _log.debug("stand-in listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, cut open connections (idle keep-alive ones too) and wait briefly."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = dict(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=2)
-        for handler_thread in connections.values():
-            handler_thread.join(timeout=1)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> StandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Internal hooks used by the request handler.
 
@@ -255,36 +194,6 @@ class StandIn:
     def _record_call(self, call: BilledCall) -> None:
         with self._lock:
             self.calls.append(call)
-
-    def _add_connection(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections[conn] = threading.current_thread()
-
-    def _drop_connection(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._connections.pop(conn, None)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[_Handler], standin: StandIn) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.standin = standin
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
-        # for seconds in sandboxes; loopback needs no name.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up mid-stream is routine; keep stderr quiet.
-        _log.debug("stand-in connection error from %s", client_address, exc_info=True)
 
 
 # --- what to generate -------------------------------------------------------------------
@@ -890,31 +799,8 @@ def _int_or_none(value: Any) -> int | None:
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler[StandIn]):
     server_version = "burnmap-standin/1"
-    sys_version = ""
-
-    @property
-    def standin(self) -> StandIn:
-        return cast(_Server, self.server).standin
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers, body and each SSE event are separate writes; with Nagle's algorithm and
-        # the client's delayed ACK every reply would stall ~40 ms on a keep-alive connection.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.standin._add_connection(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.standin._drop_connection(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        _log.debug("stand-in %s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -939,7 +825,7 @@ class _Handler(BaseHTTPRequestHandler):
         return b""
 
     def _dispatch(self) -> None:
-        standin = self.standin
+        standin = self.owner
         script = standin.script
         path, _, query = self.path.partition("?")
         raw = self._read_body()
@@ -1057,7 +943,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 reply = _embeddings(body, gen, model)
             # Recorded before the reply leaves, so a caller never sees a reply before its call.
-            self.standin._record_call(call(gen.output_tokens, True))
+            self.owner._record_call(call(gen.output_tokens, True))
             self._send_json(200, reply, request_id, script)
             return
 
@@ -1131,7 +1017,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["content-encoding"] = "gzip"
             compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
         self._start_response(200, request_id, headers)
-        stopping = self.standin._stopping
+        stopping = self.owner._stopping
         billed = False
         sent = 0
         try:
@@ -1139,7 +1025,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if index == cut:
                     break
                 if cut is None and index == settle_at:
-                    self.standin._record_call(call(gen.output_tokens, True))
+                    self.owner._record_call(call(gen.output_tokens, True))
                     billed = True
                 data = frame.data
                 if compressor is not None:
@@ -1163,7 +1049,7 @@ class _Handler(BaseHTTPRequestHandler):
             _log.debug("stand-in client left mid-stream after %d events", sent)
         finally:
             if not billed:
-                self.standin._record_call(call(observed(sent), False))
+                self.owner._record_call(call(observed(sent), False))
         # Cut short: no terminating chunk, so the client sees the body end mid-message.
         self.close_connection = True
 

@@ -12,18 +12,14 @@ package, and Claude Code speaks ``http/json`` when asked to.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import threading
-import time
 import zlib
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
-from types import TracebackType
-from typing import Any, cast
+from typing import Any
+
+from burnmap._loopback import LoopbackHandler, LoopbackServer
 
 __all__ = [
     "OTLPReceiver",
@@ -36,7 +32,6 @@ _LOGS = "/v1/logs"
 _IGNORED = ("/v1/metrics", "/v1/traces")
 # An export batch is small; this only stops a runaway body from filling memory.
 _MAX_BODY = 64 * 1024 * 1024
-_JOIN_SECONDS = 1.0
 # google.rpc.Code values, which OTLP/HTTP error bodies (a Status message) carry.
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
@@ -74,7 +69,7 @@ def otel_env(endpoint: str, existing: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-class OTLPReceiver:
+class OTLPReceiver(LoopbackServer):
     """A loopback server for OTLP/HTTP JSON exports.
 
     ``on_logs(payload)`` gets each ``POST /v1/logs`` body as a dict (an
@@ -82,101 +77,21 @@ class OTLPReceiver:
     a time, on a server thread. Metrics and traces exports are accepted and dropped.
     """
 
+    _logger = log
+    _label = "OTLP receiver"
+    _thread_name = "burnmap-otlp"
+
     def __init__(
         self, on_logs: Callable[[dict[str, Any]], None], host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(host, port, _Handler)
         self.on_logs = on_logs
-        self._host = host
-        self._port = port
-        self._lock = threading.Lock()
         self._deliver = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: dict[socket.socket, threading.Thread] = {}
 
     @property
     def endpoint(self) -> str:
         """``http://host:port``, the OTLP base endpoint (available once started)."""
-        if self._server is None:
-            raise RuntimeError("OTLPReceiver is not running: call start() or use `with`")
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    def start(self) -> OTLPReceiver:
-        """Bind, serve on a daemon thread, and return self."""
-        if self._server is not None:
-            raise RuntimeError("OTLPReceiver is already running")
-        server = _Server((self._host, self._port), _Handler, self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"burnmap-otlp:{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        log.debug("OTLP receiver listening on %s", self.endpoint)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, cut open connections and wait briefly for their threads."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        with self._lock:
-            connections = dict(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        deadline = time.monotonic() + _JOIN_SECONDS
-        for each in (thread, *connections.values()):
-            if each is not None:
-                each.join(timeout=max(deadline - time.monotonic(), 0.0))
-        self._server = self._thread = None
-
-    def __enter__(self) -> OTLPReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections[conn] = threading.current_thread()
-            else:
-                self._connections.pop(conn, None)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[_Handler], receiver: OTLPReceiver
-    ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.receiver = receiver
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
-        # for seconds in sandboxes; loopback needs no name.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("OTLP receiver: connection error from %s", client_address, exc_info=True)
+        return self.url
 
 
 class _BadRequest(Exception):
@@ -185,29 +100,8 @@ class _BadRequest(Exception):
         super().__init__(message)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler[OTLPReceiver]):
     server_version = "burnmap-otlp/1"
-    sys_version = ""
-
-    @property
-    def receiver(self) -> OTLPReceiver:
-        return cast(_Server, self.server).receiver
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.receiver._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.receiver._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("OTLP receiver %s " + format, self.address_string(), *args)
 
     def do_POST(self) -> None:
         path = self.path.partition("?")[0].rstrip("/")
@@ -228,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         except _BadRequest as exc:
             self._send(exc.status, {"code": _INVALID_ARGUMENT, "message": str(exc)})
             return
-        receiver = self.receiver
+        receiver = self.owner
         try:
             with receiver._deliver:
                 receiver.on_logs(payload)

@@ -18,21 +18,15 @@ it arrives from upstream, so streamed events are never held back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
-from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 
 from burnmap._core.decode import BodyDecoder, DecodeError
+from burnmap._loopback import LoopbackHandler, LoopbackServer
 from burnmap.errors import (
     BudgetExceededError,
     LedgerUnavailableError,
@@ -73,7 +67,6 @@ _REQUEST_DROP = _HOP_BY_HOP | {"host", "content-length", "expect"}
 
 # The SDKs' own timeouts, so the agent (not the proxy) decides when a call has taken too long.
 _TIMEOUT = httpx2.Timeout(600.0, connect=5.0)
-_JOIN_SECONDS = 1.0
 
 
 def _meterable(encoding: str) -> bool:
@@ -134,7 +127,7 @@ def _error_body(shape: str, status: int, message: str, code: str) -> bytes:
     return json.dumps(body).encode()
 
 
-class MeteringProxy:
+class MeteringProxy(LoopbackServer):
     """A loopback HTTP forwarder that budgets every call against ``run``.
 
     ``anthropic_base_url`` and ``openai_base_url`` are what the agent gets as
@@ -143,6 +136,10 @@ class MeteringProxy:
     ``on_refusal`` is called (on a proxy thread, after the agent got its 402) with each
     :class:`burnmap.RefusalError`; ``refused`` counts them.
     """
+
+    _logger = log
+    _label = "burnmap proxy"
+    _thread_name = "burnmap-proxy"
 
     def __init__(
         self,
@@ -153,31 +150,17 @@ class MeteringProxy:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host, port, _Handler)
         self.run = run
         self._upstreams = {
             "anthropic": _upstream(anthropic_upstream, "anthropic_upstream"),
             "openai": _upstream(openai_upstream, "openai_upstream"),
         }
-        self._host = host
-        self._port = port
         self.on_refusal: Callable[[RefusalError], None] | None = None
         self._refused = 0
-        self._lock = threading.Lock()
         self._client: httpx2.Client | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: dict[socket.socket, threading.Thread] = {}
 
     # -- addresses ---------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """``http://host:port`` (available once started)."""
-        if self._server is None:
-            raise RuntimeError("MeteringProxy is not running: call start() or use `with`")
-        host, port = self._server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
     @property
     def anthropic_base_url(self) -> str:
         """The agent's ``ANTHROPIC_BASE_URL`` (the SDKs add ``/v1/messages``)."""
@@ -194,63 +177,18 @@ class MeteringProxy:
         return self._refused
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> MeteringProxy:
-        """Bind, serve on a daemon thread, and return self."""
-        if self._server is not None:
-            raise RuntimeError("MeteringProxy is already running")
+    def _acquire(self) -> None:
         # burnmap.client(): burnmap.Transport over httpx2.HTTPTransport, with the SDKs'
         # pool limits and the HTTPS_PROXY/NO_PROXY routes httpx would have used. Redirects
         # go back to the agent, as they would without the proxy.
         self._client = budgeted_client("httpx2", timeout=_TIMEOUT, follow_redirects=False)
-        try:
-            server = _Server((self._host, self._port), _Handler, self)
-        except BaseException:
+
+    def _release(self) -> None:
+        # Handlers cut by stop() closed their upstream responses and settled what they
+        # metered; now the upstream connections can go.
+        if self._client is not None:
             self._client.close()
             self._client = None
-            raise
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"burnmap-proxy:{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        log.debug("metering proxy listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, cut the agent's connections, wait briefly, close upstream ones."""
-        server, thread, client = self._server, self._thread, self._client
-        if server is None:
-            return
-        server.shutdown()
-        with self._lock:
-            connections = dict(self._connections)
-        for conn in connections:
-            # Wakes handlers idling on a keep-alive connection; streaming ones fail their
-            # next write, close the upstream response and settle what they metered.
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        deadline = time.monotonic() + _JOIN_SECONDS
-        for each in (thread, *connections.values()):
-            if each is not None:
-                each.join(timeout=max(deadline - time.monotonic(), 0.0))
-        if client is not None:
-            client.close()
-        self._server = self._thread = self._client = None
-
-    def __enter__(self) -> MeteringProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- used by the handler -----------------------------------------------------------
     def _route(self, target: str) -> tuple[str, str] | None:
@@ -273,13 +211,6 @@ class MeteringProxy:
             except Exception:
                 log.exception("burnmap proxy: on_refusal failed")
 
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections[conn] = threading.current_thread()
-            else:
-                self._connections.pop(conn, None)
-
 
 def _upstream(url: str, name: str) -> str:
     parsed = httpx2.URL(url)
@@ -288,54 +219,8 @@ def _upstream(url: str, name: str) -> str:
     return url.rstrip("/")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[_Handler], proxy: MeteringProxy
-    ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.proxy = proxy
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
-        # for seconds in sandboxes; loopback needs no name.
-        TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("burnmap proxy: connection error from %s", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler[MeteringProxy]):
     server_version = "burnmap-proxy/1"
-    sys_version = ""
-
-    @property
-    def proxy(self) -> MeteringProxy:
-        return cast(_Server, self.server).proxy
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and each chunk are separate writes: without TCP_NODELAY, Nagle and the
-        # agent's delayed ACK would hold each small SSE event back ~40 ms.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.proxy._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.proxy._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("burnmap proxy %s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         self._forward()
@@ -377,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         return headers
 
     def _forward(self) -> None:
-        proxy = self.proxy
+        proxy = self.owner
         body = self._read_body()
         route = proxy._route(self.path)
         if route is None:
