@@ -8,20 +8,70 @@ if it could overspend.
 
 from __future__ import annotations
 
-from burnmap import prices
-from burnmap._core.usage import Usage
-from burnmap.budgets import BudgetStatus, configure, limit, limits, remove_limit, spent
-from burnmap.errors import (
-    BudgetExceededError,
-    BurnmapError,
-    LedgerError,
-    LedgerUnavailableError,
-    LoopDetectedError,
-    RefusalError,
-    UnknownModelError,
-)
-from burnmap.run import CallRecord, Run, RunReport, current_run, run
-from burnmap.transport import AsyncTransport, Transport, async_client, client
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from burnmap import prices
+    from burnmap._core.usage import Usage
+    from burnmap.budgets import BudgetStatus, configure, limit, limits, remove_limit, spent
+    from burnmap.errors import (
+        BudgetExceededError,
+        BurnmapError,
+        LedgerError,
+        LedgerUnavailableError,
+        LoopDetectedError,
+        RefusalError,
+        UnknownModelError,
+    )
+    from burnmap.runs import CallRecord, Run, RunReport, current_run, run
+    from burnmap.transport import AsyncTransport, Transport, async_client, client
+
+# Where each public name lives. Nothing is imported until it is used: the transports pull
+# in httpx and httpx2 (~100 ms), prices genai-prices' tables, and ``burnmap wrap`` must
+# start its program without paying for any of it.
+_HOME = {
+    "AsyncTransport": "burnmap.transport",
+    "BudgetExceededError": "burnmap.errors",
+    "BudgetStatus": "burnmap.budgets",
+    "BurnmapError": "burnmap.errors",
+    "CallRecord": "burnmap.runs",
+    "LedgerError": "burnmap.errors",
+    "LedgerUnavailableError": "burnmap.errors",
+    "LoopDetectedError": "burnmap.errors",
+    "RefusalError": "burnmap.errors",
+    "Run": "burnmap.runs",
+    "RunReport": "burnmap.runs",
+    "Transport": "burnmap.transport",
+    "UnknownModelError": "burnmap.errors",
+    "Usage": "burnmap._core.usage",
+    "async_client": "burnmap.transport",
+    "client": "burnmap.transport",
+    "configure": "burnmap.budgets",
+    "current_run": "burnmap.runs",
+    "limit": "burnmap.budgets",
+    "limits": "burnmap.budgets",
+    "remove_limit": "burnmap.budgets",
+    "run": "burnmap.runs",
+    "spent": "burnmap.budgets",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    import importlib
+
+    if name == "prices":
+        value: _typing.Any = importlib.import_module("burnmap.prices")
+    elif name in _HOME:
+        value = getattr(importlib.import_module(_HOME[name]), name)
+    else:
+        raise AttributeError(f"module 'burnmap' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.3.0.dev0"
 

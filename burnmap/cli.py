@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 from burnmap._core.money import usd
 from burnmap.errors import UnknownModelError
@@ -34,6 +36,9 @@ def _money(value: Decimal | None, places: int = 6) -> str:
 @click.option("--provider", default=None, help="genai-prices provider id (openai, anthropic…).")
 def prices(models: tuple[str, ...], provider: str | None) -> None:
     """Show the prices burnmap uses for MODELS (USD per million tokens)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from burnmap.prices import lookup
 
     console = Console()
@@ -80,11 +85,15 @@ _LEDGER_OPTION = click.option(
 
 
 def _wide_console() -> Console:
+    from rich.console import Console
+
     # Piped output is read by scripts and logs: never truncate it to 80 columns.
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _status_table(rows: list[Any], title: str) -> Table:
+    from rich.table import Table
+
     table = Table(
         "scope", "limit", "per", "window", "spent", "reserved", "left", "resets (UTC)", title=title
     )
@@ -190,44 +199,21 @@ def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
     Exit status: the program's own (128+N if a signal ended it); 80 when burnmap
     stopped it at its budget, 81 for a runaway loop, 127 if COMMAND was not found.
     """
-    from burnmap.wrap.supervisor import EXIT_NOT_FOUND, Supervisor, WrapOptions
+    from burnmap.wrap.launch import execute
 
-    limit = None
-    if budget is not None:
-        try:
-            limit = usd(budget)
-        except (ArithmeticError, ValueError, TypeError):
-            raise click.BadParameter(
-                f"{budget!r} is not an amount of dollars (e.g. --budget 5.00)",
-                param_hint="--budget",
-            ) from None
-    if grace < 0:
-        raise click.BadParameter("must be >= 0 seconds", param_hint="--grace")
-    options = WrapOptions(
-        command=list(command),
-        budget=limit,
-        job=job or Path(command[0]).name,
-        grace=grace,
-        report_json=report_json,
-        proxy=proxy,
-        # Given on the command line only; 0 switches a trigger off.
-        loop_limits={
-            name: value or None
-            for name, value in (
-                ("call_rate_limit", call_rate_limit),
-                ("context_growth_limit", context_growth_limit),
-                ("repeat_limit", repeat_limit),
-            )
-            if value is not None
-        },
-        meter=meter,
-    )
-    supervisor = Supervisor(options)
-    try:
-        code = supervisor.execute()
-    except FileNotFoundError:
-        click.echo(f"burnmap wrap: command not found: {command[0]}", err=True)
-        code = EXIT_NOT_FOUND
+    values: dict[str, Any] = {
+        "budget": budget,
+        "job": job,
+        "grace": grace,
+        "report_json": report_json,
+        "proxy": proxy,
+        "call_rate_limit": call_rate_limit,
+        "context_growth_limit": context_growth_limit,
+        "repeat_limit": repeat_limit,
+        "meter": meter,
+        "command": list(command),
+    }
+    code = execute({k: v for k, v in values.items() if v is not None})
     sys.exit(code)
 
 
@@ -254,6 +240,9 @@ def demo(budget: str, model: str) -> None:
         limit = usd(budget)
     except (ArithmeticError, ValueError, TypeError):
         raise click.BadParameter(f"{budget!r} is not an amount of dollars") from None
+
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console(stderr=False)
     stack = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"

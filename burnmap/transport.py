@@ -29,7 +29,7 @@ from burnmap._core.usage import Usage
 from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
-from burnmap.run import (
+from burnmap.runs import (
     Reservation,
     areserve_outside_runs,
     current_run,

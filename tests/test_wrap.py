@@ -253,3 +253,39 @@ def test_report_json_has_the_run_report_shape(standin: StandIn, tmp_path: Path) 
         pass
     assert report_keys(r.report.to_dict()) <= report_keys(data)
     assert data["total_cost"] == "0"
+
+
+def test_the_console_command_takes_the_fast_path(standin: StandIn, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    env = {**os.environ, "STANDIN_URL": standin.url}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "burnmap",
+            "wrap",
+            "--budget=0.05",
+            "--report-json",
+            str(report),
+            "--",
+            sys.executable,
+            str(AGENTS / "loop_sync.py"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 80, result.stderr
+    assert Decimal(json.loads(report.read_text())["total_cost"]) == billed(standin)
+    typo = subprocess.run(
+        [sys.executable, "-m", "burnmap", "wrap", "--budgte", "1", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # What the fast parser does not know goes to click, which takes it as the command.
+    assert typo.returncode == 127
+    assert "command not found: --budgte" in typo.stderr

@@ -18,7 +18,6 @@ provider may have billed the call), or released with ``expired_holds="release"``
 
 from __future__ import annotations
 
-import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -143,12 +142,18 @@ class Ledger(ABC):
         *,
         ttl: float = DEFAULT_HOLD_TTL,
     ) -> Refusal | None:
+        import asyncio
+
         return await asyncio.to_thread(self.reserve, hold_id, scopes, amount, ttl=ttl)
 
     async def asettle(self, hold_id: str, actual: int) -> None:
+        import asyncio
+
         await asyncio.to_thread(self.settle, hold_id, actual)
 
     async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
+        import asyncio
+
         await asyncio.to_thread(self.renew, hold_id, ttl=ttl)
 
     def reap(self) -> int:

@@ -34,7 +34,7 @@ from burnmap.errors import (
     RefusalError,
     UnknownModelError,
 )
-from burnmap.run import Run
+from burnmap.runs import Run
 from burnmap.transport import client as budgeted_client
 
 __all__ = [

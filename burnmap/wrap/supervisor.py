@@ -36,18 +36,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import burnmap
 from burnmap._core.money import to_micros
-from burnmap._core.usage import Usage
-from burnmap.errors import RefusalError, UnknownModelError
 from burnmap.ledgers import LimitDef
 from burnmap.ledgers.sqlite import SQLiteLedger
-from burnmap.run import CallRecord, Run
-from burnmap.wrap import parsers
-from burnmap.wrap.otlp import OTLPReceiver, otel_env
-from burnmap.wrap.proxy import MeteringProxy
+
+# Only what preparing the program's start needs is imported here: burnmap wrap starts the
+# program first, and loads the rest (runs, parsers, servers) while it runs.
+if TYPE_CHECKING:
+    from burnmap.errors import RefusalError
+    from burnmap.runs import CallRecord, Run
+    from burnmap.wrap import parsers
+    from burnmap.wrap.proxy import MeteringProxy
 
 __all__ = [
     "EXIT_BUDGET",
@@ -119,16 +121,15 @@ def descendants(root: int) -> list[int]:
 
 
 def _python_paths() -> str:
-    """Where burnmap and its dependencies live, for a child that cannot import them."""
-    import genai_prices
-    import httpx
-    import httpx2
+    """Where burnmap and its dependencies live, for a child that cannot import them
+    (found without importing them: this runs before every wrapped program)."""
+    import importlib.util
 
-    roots = {
-        str(Path(module.__file__).resolve().parent.parent)
-        for module in (burnmap, httpx, httpx2, genai_prices)
-        if module.__file__
-    }
+    roots = set()
+    for name in ("burnmap", "httpx", "httpx2", "genai_prices", "httpcore", "pydantic"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            roots.add(str(Path(spec.origin).resolve().parent.parent))
     return os.pathsep.join(sorted(roots))
 
 
@@ -188,7 +189,7 @@ class Supervisor:
     def __init__(self, options: WrapOptions, *, stderr: IO[str] | None = None) -> None:
         self.options = options
         self.stderr = stderr or sys.stderr
-        self.run: Run = burnmap.run(options.job, budget=options.budget, **options.loop_limits)
+        self._run: Run | None = None
         self.outcome = _Outcome()
         self.refusals = 0
         self._lock = threading.Lock()
@@ -202,11 +203,19 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._cleanups: list[Callable[[], None]] = []
         self.agent = _agent_kind(options.command)
-        self._dedup = parsers.Dedup()
+        self._dedup: parsers.Dedup | None = None
         self._exact_calls = 0
         """Calls counted from exact sources (injection, proxy, agent telemetry)."""
         self._finals: dict[str, CallRecord] = {}
         self._proxy: MeteringProxy | None = None
+
+    @property
+    def run(self) -> Run:
+        """The run the program's calls are counted in (made on first use)."""
+        if self._run is None:
+            options = self.options
+            self._run = burnmap.run(options.job, budget=options.budget, **options.loop_limits)
+        return self._run
 
     # -- the child's environment --------------------------------------------------------
     def child_env(self) -> dict[str, str]:
@@ -215,6 +224,8 @@ class Supervisor:
         no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
         env["NO_PROXY"] = env["no_proxy"] = no_proxy
         if self.options.proxy:
+            from burnmap.wrap.proxy import MeteringProxy
+
             proxy = MeteringProxy(
                 self.run,
                 anthropic_upstream=env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
@@ -227,6 +238,8 @@ class Supervisor:
             env["ANTHROPIC_BASE_URL"] = proxy.anthropic_base_url
             env["OPENAI_BASE_URL"] = proxy.openai_base_url
         if self.agent == "claude":
+            from burnmap.wrap.otlp import OTLPReceiver, otel_env
+
             receiver = OTLPReceiver(self._on_otlp)
             receiver.start()
             self._cleanups.append(receiver.stop)
@@ -291,6 +304,8 @@ class Supervisor:
         self, env: dict[str, str]
     ) -> tuple[Path, str, Callable[[], Callable[[str], list[parsers.AgentCall]]]] | None:
         """Where a known agent writes its session as it runs, and how to read it."""
+        from burnmap.wrap import parsers
+
         home = Path(env.get("HOME") or "~").expanduser()
         if self.agent == "claude":
             root = Path(env.get("CLAUDE_CONFIG_DIR") or home / ".claude").expanduser()
@@ -342,13 +357,19 @@ class Supervisor:
             time.sleep(0.05)
 
     def _on_otlp(self, payload: dict[str, Any]) -> None:
+        from burnmap.wrap import parsers
+
         for call in parsers.claude_otel_events(payload):
             self.agent_call(call)
 
     def agent_call(self, call: parsers.AgentCall) -> None:
         """A call an agent reported (telemetry, its output): priced and counted once."""
-        if self.options.proxy:
-            return  # the proxy meters every call exactly; reports would count them twice
+        if self.options.proxy and self.agent in ("claude", "codex"):
+            return  # their calls go through the proxy, metered exactly: no double counting
+        if self._dedup is None:
+            from burnmap.wrap import parsers
+
+            self._dedup = parsers.Dedup()
         if not self._dedup.add(call):
             return
         record = self._price(call)
@@ -365,6 +386,10 @@ class Supervisor:
         self.record(record)
 
     def _price(self, call: parsers.AgentCall) -> CallRecord:
+        from burnmap._core.usage import Usage
+        from burnmap.errors import UnknownModelError
+        from burnmap.runs import CallRecord
+
         usage = Usage(
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,
@@ -423,6 +448,8 @@ class Supervisor:
     def _line_parser(self) -> Callable[[str], list[parsers.AgentCall]] | None:
         if not self.options.scan:
             return None
+        from burnmap.wrap import parsers
+
         scanner = parsers.JsonScanner()
         if self.agent == "aider":
             aider = parsers.AiderStdout()
@@ -437,6 +464,9 @@ class Supervisor:
 
     def _settle_finals(self) -> None:
         """At exit: an agent's stated total counts when per-call reports fell short."""
+        from burnmap._core.usage import Usage
+        from burnmap.runs import CallRecord
+
         if self._exact_calls:
             return
         for record in self._finals.values():
@@ -472,6 +502,9 @@ class Supervisor:
             )
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        from burnmap._core.usage import Usage
+        from burnmap.runs import CallRecord
+
         kind = event.get("kind")
         if kind == "call":
             record = CallRecord(
@@ -664,6 +697,9 @@ class Supervisor:
         (the provider may have billed those calls)."""
         if self.options.proxy:
             return
+        from burnmap._core.usage import Usage
+        from burnmap.runs import CallRecord
+
         with contextlib.suppress(Exception):
             self._ledger.reap()
             held = self._ledger.status([self._scope])[0].reserved
@@ -760,9 +796,9 @@ class Supervisor:
 
     def execute(self) -> int:
         """Start, follow, stop if needed, report; returns the exit status to use."""
-        self.run.__enter__()
         try:
-            self.start()
+            self.start()  # the program first: the rest loads while it starts
+            self.run.__enter__()
             return self.finish(self.wait())
         finally:
             self.close()

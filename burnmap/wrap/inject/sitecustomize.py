@@ -66,7 +66,7 @@ def _burnmap() -> Any:
                     sys.path.append(path)
             import burnmap
         burnmap.configure(ledger=os.environ["BURNMAP_LEDGER"])
-        from burnmap.run import observe
+        from burnmap.runs import observe
 
         observe(lambda kind, fields: _event(kind, **fields))
         _state["burnmap"] = burnmap

@@ -518,7 +518,7 @@ def _notify(kind: str, fields: dict[str, Any]) -> None:
         try:
             callback(kind, fields)
         except Exception:  # an observer must never break a call
-            logging.getLogger("burnmap.run").exception("burnmap: observer failed")
+            logging.getLogger("burnmap.runs").exception("burnmap: observer failed")
 
 
 def _record_fields(record: CallRecord) -> dict[str, Any]:

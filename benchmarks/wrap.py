@@ -1,0 +1,427 @@
+"""``burnmap wrap``'s overhead: start-up and output pass-through, against a baseline.
+
+Run with ``.venv/bin/python benchmarks/wrap.py`` (``make bench``); never run by the tests.
+Nothing touches the network. Every figure is wall-clock time of real subprocesses, and
+every comparison is with the same program run without burnmap, in the same run:
+
+1. **Added start-up** (goal <= 50 ms): ``burnmap wrap -- python -c pass`` against
+   ``python -c pass``, interleaved over ``STARTUP_ROUNDS`` rounds after a warm-up; the
+   figure is the median of the per-round differences. Both run with stdin, stdout and
+   stderr on ``/dev/null`` (not a terminal: the supervisor pumps the program's output).
+2. **What every Python child pays** (goal <= 50 ms): ``python -c "import httpx"`` with the
+   environment ``burnmap wrap`` gives a child (its ``sitecustomize`` first on
+   ``PYTHONPATH``, ``BURNMAP_LEDGER`` and the rest, from ``Supervisor.child_env()``)
+   against the same command without it. A diagnostic row adds ``httpx.Client()``: the first
+   client imports burnmap in the child and opens the shared ledger.
+3. **Output pass-through** (goal >= 100 MB/s): a child writes 500 MiB to stdout (a 1 MiB
+   buffer of 64-byte text lines, 500 times); this script reads it from a pipe, directly
+   and through ``burnmap wrap``. Throughput is bytes over the time from the first byte to
+   the last (start-up is (1)); median of ``OUTPUT_ROUNDS`` interleaved rounds. Diagnostic
+   rows: the same bytes with no newline at all, and JSON lines that mention ``tokens`` (the
+   supervisor parses each such line for usage), with less data.
+
+When ``PYTHONDONTWRITEBYTECODE`` is set (no ``__pycache__`` is written, so every start
+compiles burnmap from source), start-up is measured again with bytecode cached in a
+temporary ``PYTHONPYCACHEPREFIX``, as most installs have it. A breakdown of one wrapped
+start (``burnmap wrap``'s phases, timed inside a fresh process) shows where the time goes.
+Prints a table and PASS/FAIL per goal; always exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+
+import burnmap
+from burnmap.wrap.supervisor import Supervisor, WrapOptions
+
+PY = sys.executable
+STARTUP_ROUNDS = 15
+CHILD_ROUNDS = 15
+WARMUP = 2
+BREAKDOWN_RUNS = 5
+OUTPUT_ROUNDS = 3
+OUTPUT_MIB = 500
+MARKER_MIB = 10
+STARTUP_GOAL_MS = 50.0
+CHILD_GOAL_MS = 50.0
+OUTPUT_GOAL_MBS = 100.0
+MIB = 1 << 20
+
+_WRITER = """\
+import sys
+line = {line!r}
+buf = (line * ({mib} // len(line) + 1))[:{mib}]
+write = sys.stdout.buffer.write
+for _ in range({count}):
+    write(buf)
+sys.stdout.buffer.flush()
+"""
+TEXT_LINE = b"build: compiling module 0042 of 0117, all checks green so far..\n"
+NO_NEWLINE = b"x" * 64
+JSON_LINE = b'{"type": "log", "step": 42, "tokens": 5, "msg": "reading src/auth.py"}\n'
+
+# Timed in a fresh process: the phases of one `burnmap wrap -- python -c pass`, as
+# Supervisor.execute() runs them.
+_BREAKDOWN = """\
+import json, os, sys, threading, time
+marks = {}
+t = time.perf_counter()
+import burnmap.cli
+marks["import burnmap.cli"] = time.perf_counter() - t
+t = time.perf_counter()
+from burnmap.wrap import supervisor as s
+marks["import burnmap.wrap.supervisor"] = time.perf_counter() - t
+t = time.perf_counter()
+sup = s.Supervisor(s.WrapOptions(command=[sys.executable, "-c", "pass"], budget=None),
+                   stderr=open(os.devnull, "w"))
+sup.run.__enter__()
+marks["Supervisor(), run, ledger file"] = time.perf_counter() - t
+t = time.perf_counter()
+env = sup.child_env()
+marks["child_env() (_python_paths imports genai_prices)"] = time.perf_counter() - t
+sup.child_env = lambda: env
+t = time.perf_counter()
+proc = sup.start()
+marks["start(): Popen, pump threads"] = time.perf_counter() - t
+exited = []
+def watch():
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    exited.append(time.perf_counter())
+watcher = threading.Thread(target=watch)
+watcher.start()
+t = time.perf_counter()
+status = sup.wait()
+end = time.perf_counter()
+watcher.join()
+marks["the child runs (python -c pass, injected)"] = exited[0] - t
+marks["wait() after the child exited: poll, joins"] = end - exited[0]
+t = time.perf_counter()
+sup.finish(status)
+sup.close()
+marks["finish(), close()"] = time.perf_counter() - t
+print(json.dumps(marks))
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    bare: str
+    wrapped: str
+    ratio: str
+    figure: str
+    goal: str
+    passed: bool | None
+    """None: a diagnostic row, not judged."""
+
+
+def writer(line: bytes, total_mib: int) -> list[str]:
+    source = _WRITER.format(line=line, mib=MIB, count=total_mib)
+    return [PY, "-c", source]
+
+
+def burnmap_command() -> list[str]:
+    """``burnmap`` as installed (the console script), else ``python -m burnmap.cli``."""
+    script = Path(PY).with_name("burnmap")
+    if script.is_file():
+        return [str(script)]
+    return [PY, "-m", "burnmap.cli"]
+
+
+def wall(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def paired(
+    bare: Callable[[], float], wrapped: Callable[[], float], rounds: int
+) -> tuple[float, float, float]:
+    """Median seconds of each, and the median per-round difference (wrapped - bare)."""
+    for _ in range(WARMUP):
+        bare()
+        wrapped()
+    times: dict[str, list[float]] = {"bare": [], "wrapped": []}
+    variants = (("bare", bare), ("wrapped", wrapped))
+    for index in range(rounds):
+        for name, run in variants if index % 2 == 0 else variants[::-1]:
+            times[name].append(run())
+    added = [w - b for b, w in zip(times["bare"], times["wrapped"], strict=True)]
+    return statistics.median(times["bare"]), statistics.median(times["wrapped"]), median(added)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def timed_row(
+    name: str,
+    commands: tuple[list[str], list[str]],
+    envs: tuple[dict[str, str], dict[str, str]],
+    goal_ms: float | None,
+    rounds: int,
+) -> Result:
+    """Wall time of (without, with burnmap) commands in their environments, paired."""
+    bare = partial(wall, commands[0], envs[0])
+    wrapped = partial(wall, commands[1], envs[1])
+    b, w, added = paired(bare, wrapped, rounds)
+    return Result(
+        name,
+        f"{b * 1000:.1f} ms",
+        f"{w * 1000:.1f} ms",
+        f"{w / b:.2f}x",
+        f"+{added * 1000:.1f} ms",
+        f"<= +{goal_ms:.0f} ms" if goal_ms is not None else "(diag.)",
+        added * 1000 <= goal_ms if goal_ms is not None else None,
+    )
+
+
+def cached_bytecode(env: dict[str, str], prefix: str) -> dict[str, str]:
+    cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cached["PYTHONPYCACHEPREFIX"] = prefix
+    return cached
+
+
+def bench_startup(env: dict[str, str], cache_dir: str) -> list[Result]:
+    bare = [PY, "-c", "pass"]
+    wrapped = [*burnmap_command(), "wrap", "--", *bare]
+    name = "start-up: wrap -- python -c pass"
+    rows = [timed_row(name, (bare, wrapped), (env, env), STARTUP_GOAL_MS, STARTUP_ROUNDS)]
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        cached = cached_bytecode(env, cache_dir)
+        name = "start-up, bytecode cached"
+        rows.append(timed_row(name, (bare, wrapped), (cached, cached), None, STARTUP_ROUNDS))
+    return rows
+
+
+def bench_child(env: dict[str, str], cache_dir: str) -> list[Result]:
+    supervisor = Supervisor(WrapOptions(command=[PY], budget=Decimal(1000)))
+    try:
+        injected = supervisor.child_env()
+        imports = [PY, "-c", "import httpx"]
+        client = [PY, "-c", "import httpx; httpx.Client()"]
+        rows = [
+            timed_row(
+                'child: python -c "import httpx"',
+                (imports, imports),
+                (env, injected),
+                CHILD_GOAL_MS,
+                CHILD_ROUNDS,
+            ),
+            timed_row(
+                "child: + httpx.Client() (imports burnmap)",
+                (client, client),
+                (env, injected),
+                None,
+                CHILD_ROUNDS,
+            ),
+        ]
+        if env.get("PYTHONDONTWRITEBYTECODE"):
+            rows.append(
+                timed_row(
+                    "child: + httpx.Client(), bytecode cached",
+                    (client, client),
+                    (cached_bytecode(env, cache_dir), cached_bytecode(injected, cache_dir)),
+                    None,
+                    CHILD_ROUNDS,
+                )
+            )
+        return rows
+    finally:
+        supervisor.close()
+
+
+def throughput(command: list[str], env: dict[str, str], expected: int) -> float:
+    """MB/s read from the command's stdout, from its first byte to its last."""
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    received = 0
+    first = last = time.perf_counter()
+    while data := os.read(fd, MIB):
+        if not received:
+            first = time.perf_counter()
+        received += len(data)
+    last = time.perf_counter()
+    proc.stdout.close()
+    proc.wait()
+    if received != expected:
+        print(f"WARNING: {command[:3]} passed {received} bytes of {expected}")
+    return received / (last - first) / 1e6
+
+
+def output_row(name: str, line: bytes, mib: int, rounds: int, goal: bool) -> Result:
+    env = dict(os.environ)
+    child = writer(line, mib)
+    wrapped = [*burnmap_command(), "wrap", "--", *child]
+    rates: dict[str, list[float]] = {"bare": [], "wrapped": []}
+    variants = (("bare", child), ("wrapped", wrapped))
+    for index in range(rounds):
+        for key, command in variants if index % 2 == 0 else variants[::-1]:
+            rates[key].append(throughput(command, env, mib * MIB))
+    ratios = [w / b for b, w in zip(rates["bare"], rates["wrapped"], strict=True)]
+    bare, wrapped_rate = median(rates["bare"]), median(rates["wrapped"])
+    return Result(
+        name,
+        f"{bare:,.0f} MB/s",
+        f"{wrapped_rate:,.1f} MB/s",
+        f"{median(ratios):.3f}x",
+        f"{wrapped_rate:,.1f} MB/s",
+        f">= {OUTPUT_GOAL_MBS:.0f} MB/s" if goal else "(diag.)",
+        wrapped_rate >= OUTPUT_GOAL_MBS if goal else None,
+    )
+
+
+def bench_output() -> list[Result]:
+    return [
+        output_row(
+            f"output: {OUTPUT_MIB} MiB of text lines", TEXT_LINE, OUTPUT_MIB, OUTPUT_ROUNDS, True
+        ),
+        output_row(f"output: {OUTPUT_MIB} MiB, no newline", NO_NEWLINE, OUTPUT_MIB, 1, False),
+        output_row(
+            f"output: {MARKER_MIB} MiB of JSON lines with 'tokens'", JSON_LINE, MARKER_MIB, 1, False
+        ),
+    ]
+
+
+def breakdown(env: dict[str, str]) -> dict[str, float]:
+    """Median seconds per phase of one wrapped start, timed inside a fresh process; the
+    rest of its wall time is the interpreter's start and exit."""
+    runs: list[dict[str, float]] = []
+    for _ in range(BREAKDOWN_RUNS):
+        start = time.perf_counter()
+        done = subprocess.run(
+            [PY, "-c", _BREAKDOWN],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        elapsed = time.perf_counter() - start
+        phases = json.loads(done.stdout.strip().splitlines()[-1])
+        phases["interpreter start and exit (the rest)"] = elapsed - sum(phases.values())
+        runs.append(phases)
+    return {key: median([run[key] for run in runs]) for key in runs[0]}
+
+
+IMPORTS = ("burnmap", "httpx", "httpx2", "genai_prices", "pydantic", "sqlite3")
+
+
+def import_costs(env: dict[str, str]) -> dict[str, float]:
+    """Cumulative ms of the big imports of a wrapped start (``-X importtime``), each where it
+    is first imported: nested (burnmap includes httpx and httpx2, which include what their
+    command lines import; genai_prices includes pydantic)."""
+    runs: list[dict[str, float]] = []
+    code = "import burnmap.cli, burnmap.wrap.supervisor as s; s._python_paths()"
+    for _ in range(BREAKDOWN_RUNS):
+        done = subprocess.run(
+            [PY, "-X", "importtime", "-c", code],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        costs: dict[str, float] = {}
+        for line in done.stderr.splitlines():
+            parts = line.split("|")
+            if len(parts) != 3 or not parts[1].strip().isdigit():
+                continue
+            name = parts[2].strip()
+            if name in IMPORTS:
+                costs[name] = int(parts[1]) / 1000
+        runs.append(costs)
+    names = [name for name in IMPORTS if all(name in run for run in runs)]
+    return {name: median([run[name] for run in runs]) for name in names}
+
+
+def table(results: list[Result]) -> str:
+    header = ("measurement", "without", "burnmap wrap", "ratio", "figure", "goal")
+    rows = [(r.name, r.bare, r.wrapped, r.ratio, r.figure, r.goal) for r in results]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate([header, *rows]):
+        cells = [
+            cell.ljust(widths[i]) if i in (0, len(row) - 1) else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def environment() -> str:
+    bytecode = "off" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "on"
+    return (
+        f"{os.cpu_count()} cores, {platform.machine()}; python {platform.python_version()}, "
+        f"burnmap {burnmap.__version__}; bytecode writing {bytecode}"
+    )
+
+
+def main() -> int:
+    started = time.perf_counter()
+    print(f"burnmap wrap benchmarks ({environment()})")
+    print("without = the same command run directly, measured in the same rounds")
+    env = dict(os.environ)
+    cache_dir = tempfile.mkdtemp(prefix="burnmap-bench-pycache-")
+    try:
+        results = bench_startup(env, cache_dir) + bench_child(env, cache_dir)
+        results += bench_output()
+        phases = breakdown(env)
+        imports = import_costs(env)
+        cached_phases = (
+            breakdown(cached_bytecode(env, cache_dir))
+            if env.get("PYTHONDONTWRITEBYTECODE")
+            else None
+        )
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print()
+    print(table(results))
+    print()
+    print("where a wrapped start's time goes (median ms per phase, in a fresh process):")
+    for key, seconds in phases.items():
+        cached = f"  ({cached_phases[key] * 1000:6.1f} bytecode cached)" if cached_phases else ""
+        print(f"  {key:<50} {seconds * 1000:6.1f}{cached}")
+    print(
+        "  imports (cumulative ms, nested; -X importtime): "
+        + ", ".join(f"{name} {ms:.0f}" for name, ms in imports.items())
+    )
+    print()
+    for r in results:
+        if r.passed is not None:
+            print(f"{'PASS' if r.passed else 'FAIL'}  {r.name}: {r.figure} (goal {r.goal})")
+    print(f"\n({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
