@@ -359,17 +359,22 @@ class Run:
                 if r._guard.active:
                     verdict = verdict or r._guard.check(now, record.fingerprint)
                     r._guard.started(now, record.fingerprint)
-                    r._guard.settled(now, record.usage.total_input_tokens, record.cost)
+                    r._guard.settled(
+                        now, record.usage.total_input_tokens, record.cost, record.fingerprint
+                    )
                 r._account.spent += record.cost
                 if record.cost:
                     r._account.calls += 1
                 r._calls.append(record)
         return verdict
 
-    def stop(self, reason: str) -> None:
-        """Mark the run as stopped early (``burnmap wrap`` stopping its program)."""
+    def stop(self, reason: str, *, refused: bool = False) -> None:
+        """Mark the run as stopped early (``burnmap wrap`` stopping its program);
+        ``refused``: a call was refused elsewhere (in the wrapped program)."""
         with _LOCK:
             self._stop_reason = self._stop_reason or reason
+            if refused:
+                self._refused += 1
 
     def chain(self) -> list[Run]:
         runs: list[Run] = []
@@ -647,7 +652,7 @@ class Reservation:
             for r in self.runs:
                 r._calls.append(record)
                 if r._guard.active:
-                    r._guard.settled(now, usage.total_input_tokens, cost)
+                    r._guard.settled(now, usage.total_input_tokens, cost, fingerprint)
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(cost)
         if _observers:

@@ -83,7 +83,7 @@ def replay(calls: tuple[dict[str, Any], ...], **limits: Any) -> Fired | None:
         if verdict is not None:
             return Fired(verdict.trigger, n)
         guard.started(call["t"], fingerprint)
-        guard.settled(call["t"], call["input_tokens"], Decimal(call["cost"]))
+        guard.settled(call["t"], call["input_tokens"], Decimal(call["cost"]), fingerprint)
     return None
 
 

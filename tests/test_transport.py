@@ -595,3 +595,20 @@ def test_openai_web_searches_and_priority_tier_are_priced(lib: types.ModuleType)
     standard = burnmap.prices.lookup("gpt-5", "openai").cost(call.usage)
     assert r.spent > standard  # priority rates
     assert r.spent <= call.reserved
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_failed_attempts_are_not_repeats(lib: types.ModuleType) -> None:
+    attempts = iter([529] * 7 + [200] * 3)
+
+    def respond(request: Any) -> Any:
+        status = next(attempts)
+        if status != 200:
+            return lib.Response(status, json={"type": "error"})
+        return lib.Response(200, json=anthropic_json())
+
+    with sync_client(lib, Recorder(respond)) as client, burnmap.run("retries", budget=1) as r:
+        for _ in range(10):  # the same request: 7 overloaded, then answered 3 times
+            client.post(ANTHROPIC_URL, json=message_body())
+    assert r.call_count == 3
+    assert r.report.failed_attempts == 7

@@ -205,11 +205,14 @@ class LoopGuard:
             self._times.append(now)
             if not concurrent:
                 self._burst.append(now)
+
+    def settled(
+        self, now: float, input_tokens: int, cost: Decimal, fingerprint: str | None = None
+    ) -> None:
+        """A call finished, having read ``input_tokens`` (all input, cached included).
+        Only answered calls count as repeats: an SDK retrying a failed attempt is not stuck."""
         if self.repeat_limit is not None and fingerprint is not None:
             self._repeats[fingerprint] += 1
-
-    def settled(self, now: float, input_tokens: int, cost: Decimal) -> None:
-        """A call finished, having read ``input_tokens`` (all input, cached included)."""
         if self.context_growth_limit is not None:
             self._inputs.append(input_tokens)
             if len(self._inputs) > GROWTH_STEPS + 1:

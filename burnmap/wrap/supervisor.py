@@ -493,6 +493,9 @@ class Supervisor:
         the program gets ``grace`` seconds to wind down by itself (its calls in flight
         finish and are counted) before it is stopped."""
         self.refusals += 1
+        self.run.stop(
+            f"a call was refused: {fields.get('scope') or fields.get('trigger')}", refused=True
+        )
         trigger = fields.get("trigger")
         if trigger:
             self.stop("loop", f"loop detected ({trigger})", patient=True)

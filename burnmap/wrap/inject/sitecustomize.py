@@ -65,7 +65,8 @@ def _burnmap() -> Any:
                 if path and path not in sys.path:
                     sys.path.append(path)
             import burnmap
-        burnmap.configure(ledger=os.environ["BURNMAP_LEDGER"])
+        # BURNMAP_LEDGER (the supervisor's ledger) is burnmap's default: a program that
+        # configures its own ledger keeps it.
         from burnmap.runs import observe
 
         observe(lambda kind, fields: _event(kind, **fields))
