@@ -8,9 +8,11 @@ if it could overspend.
 
 from __future__ import annotations
 
-import typing as _typing
+TYPE_CHECKING = False  # typing itself costs ~9 ms to import; mypy reads this as True
 
-if _typing.TYPE_CHECKING:
+if TYPE_CHECKING:
+    from typing import Any
+
     from burnmap import prices
     from burnmap._core.usage import Usage
     from burnmap.budgets import BudgetStatus, configure, limit, limits, remove_limit, spent
@@ -56,11 +58,11 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
+def __getattr__(name: str) -> Any:
     import importlib
 
     if name == "prices":
-        value: _typing.Any = importlib.import_module("burnmap.prices")
+        value: Any = importlib.import_module("burnmap.prices")
     elif name in _HOME:
         value = getattr(importlib.import_module(_HOME[name]), name)
     else:
@@ -70,7 +72,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
 
 
 __version__ = "0.3.0.dev0"

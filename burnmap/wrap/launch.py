@@ -8,11 +8,197 @@ typo, ``--help``) is handed to click, which explains it.
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
-from typing import Any
 
-__all__ = ["execute", "main", "parse"]
+# Nothing heavier than os and sys before the program starts (typing, dataclasses and
+# pathlib cost ~15 ms together): annotations are strings, read only by type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "Prepared",
+    "Spawned",
+    "agent_kind",
+    "execute",
+    "foreground_preexec",
+    "main",
+    "parse",
+    "prestart",
+    "python_paths",
+    "terminal",
+]
+
+_INJECT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inject")
+
+
+class Prepared:
+    """A program started before the supervisor loaded (it waits for ``tmp/ready``)."""
+
+    __slots__ = ("proc", "scope", "tmp")
+
+    def __init__(self, tmp: str, scope: str, proc: Any) -> None:
+        self.tmp = tmp
+        self.scope = scope
+        self.proc = proc
+        """The ``subprocess.Popen`` of the program."""
+
+
+def agent_kind(command: list[str]) -> str | None:
+    """A known agent CLI, from its argv (``npx @anthropic-ai/claude-code`` included)."""
+    for word in command[:3]:
+        name = os.path.basename(word).lower()
+        for kind in ("claude", "codex", "gemini", "aider"):
+            if name == kind or name.startswith((kind + "-", kind + ".")):
+                return kind
+            if name.startswith("@") and kind in name:
+                return kind
+    return None
+
+
+def terminal() -> int | None:
+    """The controlling terminal's descriptor, when burnmap wrap runs interactively."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                return int(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
+
+
+def foreground_preexec(tty: int | None) -> Any:
+    """For Popen: the program takes the terminal's foreground itself, before it runs (so it
+    can read the terminal and get Ctrl-C from its first instruction on)."""
+    if tty is None:
+        return None
+
+    def take_foreground() -> None:
+        import contextlib
+        import signal
+
+        # A background group asking for the terminal gets SIGTTOU: ignore it meanwhile.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(tty, os.getpgrp())
+        signal.signal(signal.SIGTTOU, previous)
+
+    return take_foreground
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Spawned:
+    """A program started with ``os.posix_spawn`` (importing subprocess alone costs ~13 ms):
+    the few ``Popen`` methods the supervisor uses."""
+
+    def __init__(self, pid: int, stdout: int | None, stderr: int | None) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = os.fdopen(stdout, "rb", buffering=0) if stdout is not None else None
+        self.stderr = os.fdopen(stderr, "rb", buffering=0) if stderr is not None else None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired([str(self.pid)], timeout or 0)
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
+
+
+def _which(name: str) -> str | None:
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
+def prestart(command: list[str], *, scan: bool = True) -> Prepared | None:
+    """Start a program that needs nothing but the injected budget (no proxy, no telemetry
+    receiver), before the supervisor's modules load: what burnmap wrap adds to the
+    program's start is then a Python start-up and this function. The program's first
+    budgeted call waits until the supervisor has written its budget (``tmp/ready``).
+    ``None`` when it must take the ordinary path. Raises ``FileNotFoundError``."""
+    executable = _which(command[0])
+    if executable is None:
+        raise FileNotFoundError(command[0])
+    tmp = os.path.join(os.environ.get("TMPDIR") or "/tmp", "burnmap-wrap-" + os.urandom(8).hex())
+    os.mkdir(tmp, 0o700)
+    scope = "wrap:" + os.urandom(6).hex()
+    env = dict(os.environ)
+    no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_INJECT_DIR, env.get("PYTHONPATH")]))
+    env["BURNMAP_LEDGER"] = f"sqlite:///{os.path.join(tmp, 'ledger.db')}"
+    env["BURNMAP_SCOPES"] = scope
+    env["BURNMAP_WRAP_EVENTS"] = os.path.join(tmp, "events.jsonl")
+    env["BURNMAP_WRAP_READY"] = os.path.join(tmp, "ready")
+    env["BURNMAP_WRAP_PATHS"] = python_paths()
+    tty = terminal()
+    if tty is not None:
+        # Interactive: the program must take the terminal before it runs, which needs a
+        # preexec step posix_spawn cannot do.
+        import subprocess
+
+        proc: Any = subprocess.Popen(
+            [executable, *command[1:]],
+            env=env,
+            process_group=0,
+            preexec_fn=foreground_preexec(tty),  # noqa: PLW1509 - single-threaded here
+        )
+        return Prepared(tmp, scope, proc)
+    capture = scan
+    actions: list[tuple[int, ...]] = []
+    ours: list[int] = []
+    theirs: list[int] = []
+    if capture:
+        for target in (1, 2):
+            read, write = os.pipe()
+            actions.append((os.POSIX_SPAWN_DUP2, write, target))
+            ours.append(read)
+            theirs.append(write)
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours + theirs]
+    pid = os.posix_spawn(
+        executable, [executable, *command[1:]], env, file_actions=actions, setpgroup=0
+    )
+    for fd in theirs:
+        os.close(fd)
+    spawned = Spawned(pid, ours[0], ours[1]) if ours else Spawned(pid, None, None)
+    return Prepared(tmp, scope, spawned)
+
+
+def python_paths() -> str:
+    """Where burnmap and its dependencies live, for a child that cannot import them: this
+    package's root and this interpreter's site-packages (read off ``sys.path``, free)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    roots = [package_root, *(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))]
+    return os.pathsep.join(dict.fromkeys(roots))
+
 
 _VALUED = {
     "--budget": "budget",
@@ -67,8 +253,7 @@ def parse(argv: list[str]) -> dict[str, Any]:
 
 def execute(values: dict[str, Any]) -> int:
     """Check the options, run the supervisor; the exit status to use."""
-    from burnmap._core.money import usd
-    from burnmap.wrap.supervisor import EXIT_NOT_FOUND, Supervisor, WrapOptions
+    from decimal import Decimal, InvalidOperation
 
     def fail(option: str, message: str) -> int:
         print(
@@ -82,8 +267,10 @@ def execute(values: dict[str, Any]) -> int:
     limit = None
     if budget is not None:
         try:
-            limit = usd(budget)
-        except (ArithmeticError, ValueError, TypeError):
+            limit = Decimal(str(budget))
+        except (InvalidOperation, ValueError):
+            limit = None
+        if limit is None or not limit.is_finite() or limit < 0:
             return fail("--budget", f"{budget!r} is not an amount of dollars (e.g. --budget 5.00)")
     try:
         grace = float(values.get("grace", 5.0))
@@ -102,10 +289,21 @@ def execute(values: dict[str, Any]) -> int:
         return fail("--grace", "must be >= 0 seconds")
     command: list[str] = values["command"]
     report = values.get("report_json")
+    prepared = None
+    if not values.get("proxy") and agent_kind(command) != "claude":
+        try:
+            prepared = prestart(command)
+        except FileNotFoundError:
+            print(f"burnmap wrap: command not found: {command[0]}", file=sys.stderr)
+            return 127
+    from pathlib import Path
+
+    from burnmap.wrap.supervisor import EXIT_NOT_FOUND, Supervisor, WrapOptions
+
     options = WrapOptions(
         command=command,
         budget=limit,
-        job=values.get("job") or Path(command[0]).name,
+        job=values.get("job") or os.path.basename(command[0]),
         grace=grace,
         report_json=Path(report) if report else None,
         proxy=bool(values.get("proxy")),
@@ -113,7 +311,7 @@ def execute(values: dict[str, Any]) -> int:
         meter=values.get("meter"),
     )
     try:
-        return Supervisor(options).execute()
+        return Supervisor(options, prepared=prepared).execute()
     except FileNotFoundError:
         print(f"burnmap wrap: command not found: {command[0]}", file=sys.stderr)
         return EXIT_NOT_FOUND

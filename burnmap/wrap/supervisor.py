@@ -45,6 +45,14 @@ from burnmap.ledgers.sqlite import SQLiteLedger
 
 # Only what preparing the program's start needs is imported here: burnmap wrap starts the
 # program first, and loads the rest (runs, parsers, servers) while it runs.
+from burnmap.wrap.launch import (
+    Prepared,
+    agent_kind,
+    foreground_preexec,
+    python_paths,
+    terminal,
+)
+
 if TYPE_CHECKING:
     from burnmap.errors import RefusalError
     from burnmap.runs import CallRecord, Run
@@ -120,19 +128,6 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _python_paths() -> str:
-    """Where burnmap and its dependencies live, for a child that cannot import them
-    (found without importing them: this runs before every wrapped program)."""
-    import importlib.util
-
-    roots = set()
-    for name in ("burnmap", "httpx", "httpx2", "genai_prices", "httpcore", "pydantic"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            roots.add(str(Path(spec.origin).resolve().parent.parent))
-    return os.pathsep.join(sorted(roots))
-
-
 _MARKERS = re.compile(rb'token|usage|Usage|Tokens|cost|"type"')
 
 
@@ -148,18 +143,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _agent_kind(command: list[str]) -> str | None:
-    """A known agent CLI, from its argv (``npx @anthropic-ai/claude-code`` included)."""
-    for word in command[:3]:
-        name = Path(word).name.lower()
-        for kind in ("claude", "codex", "gemini", "aider"):
-            if name == kind or name.startswith((kind + "-", kind + ".")):
-                return kind
-            if name.startswith("@") and kind in name:
-                return kind
-    return None
 
 
 def _default_model(agent: str | None, command: list[str]) -> str:
@@ -186,7 +169,13 @@ def _agent_args(agent: str | None, command: list[str], supervisor: Supervisor) -
 
 
 class Supervisor:
-    def __init__(self, options: WrapOptions, *, stderr: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        options: WrapOptions,
+        *,
+        stderr: IO[str] | None = None,
+        prepared: Prepared | None = None,
+    ) -> None:
         self.options = options
         self.stderr = stderr or sys.stderr
         self._run: Run | None = None
@@ -195,14 +184,20 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="burnmap-wrap-"))
+        self._prepared = prepared
+        if prepared is not None:  # the program was started already (burnmap.wrap.launch)
+            self._tmp = Path(prepared.tmp)
+            self._scope = prepared.scope
+            self._proc = prepared.proc
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix="burnmap-wrap-"))
+            self._scope = f"wrap:{uuid.uuid4().hex[:12]}"
         self._events = self._tmp / "events.jsonl"
-        self._scope = f"wrap:{uuid.uuid4().hex[:12]}"
         self._ledger = SQLiteLedger(self._tmp / "ledger.db")
         self._seen: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._cleanups: list[Callable[[], None]] = []
-        self.agent = _agent_kind(options.command)
+        self.agent = agent_kind(options.command)
         self._dedup: parsers.Dedup | None = None
         self._exact_calls = 0
         """Calls counted from exact sources (injection, proxy, agent telemetry)."""
@@ -250,10 +245,7 @@ class Supervisor:
             env.update(extra)
         if self.agent in ("claude", "codex", "gemini"):
             self._thread(lambda: self._tail_sessions(env))
-        if self.options.budget is not None:
-            self._ledger.set_limit(
-                LimitDef(self._scope, to_micros(self.options.budget), None, "UTC")
-            )
+        self._set_limit()
         if not self.options.proxy:
             paths = [str(_INJECT_DIR)]
             if env.get("PYTHONPATH"):
@@ -262,8 +254,14 @@ class Supervisor:
             env["BURNMAP_LEDGER"] = self._ledger.url
             env["BURNMAP_SCOPES"] = self._scope
             env["BURNMAP_WRAP_EVENTS"] = str(self._events)
-            env["BURNMAP_WRAP_PATHS"] = _python_paths()
+            env["BURNMAP_WRAP_PATHS"] = python_paths()
         return env
+
+    def _set_limit(self) -> None:
+        if self.options.budget is not None:
+            self._ledger.set_limit(
+                LimitDef(self._scope, to_micros(self.options.budget), None, "UTC")
+            )
 
     # -- following spend ----------------------------------------------------------------
     def record(self, record: CallRecord, key: str | None = None) -> None:
@@ -646,22 +644,39 @@ class Supervisor:
             process_group=0,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
+            # It only calls os functions between fork and exec (loopback server threads
+            # may be running for --proxy or Claude Code).
+            preexec_fn=foreground_preexec(terminal()),  # noqa: PLW1509
         )
-        if capture:
-            assert self._proc.stdout is not None
-            assert self._proc.stderr is not None
-            out, err = self._proc.stdout.fileno(), self._proc.stderr.fileno()
-            self._pumps = [
-                threading.Thread(target=self._pump, args=(os.dup(out), sys.stdout.fileno())),
-                threading.Thread(target=self._pump, args=(os.dup(err), sys.stderr.fileno())),
-            ]
-            self._proc.stdout.close()
-            self._proc.stderr.close()
-            for pump in self._pumps:
-                pump.daemon = True
-                pump.start()
+        self._start_pumps(self._proc)
         self._thread(self._tail_events)
         return self._proc
+
+    def _start_pumps(self, proc: subprocess.Popen[bytes]) -> None:
+        """Copy captured output through (when it was captured) and read usage from it."""
+        if proc.stdout is None or proc.stderr is None:
+            return
+        out, err = proc.stdout.fileno(), proc.stderr.fileno()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(os.dup(out), sys.stdout.fileno())),
+            threading.Thread(target=self._pump, args=(os.dup(err), sys.stderr.fileno())),
+        ]
+        proc.stdout.close()
+        proc.stderr.close()
+        for pump in self._pumps:
+            pump.daemon = True
+            pump.start()
+
+    def _follow_prepared(self) -> None:
+        """The program runs already: set its budget, let its first call through, follow it."""
+        assert self._proc is not None
+        self._set_limit()
+        (self._tmp / "ready").touch()
+        self._start_pumps(self._proc)
+        self._thread(self._tail_events)
+        if self.agent in ("codex", "gemini"):
+            env = dict(os.environ)
+            self._thread(lambda: self._tail_sessions(env))
 
     def wait(self) -> int:
         proc = self._proc
@@ -800,7 +815,10 @@ class Supervisor:
     def execute(self) -> int:
         """Start, follow, stop if needed, report; returns the exit status to use."""
         try:
-            self.start()  # the program first: the rest loads while it starts
+            if self._prepared is not None:
+                self._follow_prepared()
+            else:
+                self.start()  # the program first: the rest loads while it starts
             self.run.__enter__()
             return self.finish(self.wait())
         finally:

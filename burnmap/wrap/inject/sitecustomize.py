@@ -56,6 +56,14 @@ def _burnmap() -> Any:
     """burnmap, imported on first use (from the parent's paths if the child lacks it)."""
     if _state["burnmap"] is not None or _state["failed"]:
         return _state["burnmap"]
+    ready = os.environ.get("BURNMAP_WRAP_READY")
+    if ready:
+        # The program was started before the supervisor wrote its budget: wait for it.
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not os.path.exists(ready):
+            _event("inject-failed", error="the supervisor never wrote the budget")
     try:
         try:
             import burnmap
