@@ -42,6 +42,7 @@ typecheck: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/ledgers.py
+	$(PY) benchmarks/wrap.py
 
 docs:
 	@ls docs/*.md
