@@ -90,15 +90,16 @@ class SQLiteLedger(Ledger):
         try:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Waiting for the write lock is ours (see _begin), not SQLite's: its busy handler
+            # sleeps up to 100 ms between tries, which starved some processes for seconds.
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout,
+                timeout=0.05,
                 isolation_level=None,
                 check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except (sqlite3.Error, OSError) as exc:
             raise LedgerUnavailableError(self.url, exc) from exc
         self._conn = conn
@@ -110,7 +111,7 @@ class SQLiteLedger(Ledger):
         with self._lock:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin(conn)
                 try:
                     yield conn
                 except BaseException:
@@ -119,6 +120,20 @@ class SQLiteLedger(Ledger):
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise LedgerUnavailableError(self.url, exc) from exc
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock, retrying every ~0.5 ms (with jitter) up to ``busy_timeout``."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.0002 + random.random() * 0.0006)
 
     # -- limits ------------------------------------------------------------------------
     def set_limit(self, definition: LimitDef) -> None:
