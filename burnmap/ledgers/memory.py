@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from burnmap._core.windows import window
 from burnmap.ledgers.base import (
     DEFAULT_HOLD_TTL,
-    KEEP_DONE_SECONDS,
     Ledger,
     LimitDef,
     Refusal,
@@ -22,15 +21,16 @@ from burnmap.ledgers.base import (
 __all__ = ["MemoryLedger"]
 
 
-@dataclass(slots=True)
 class _Hold:
-    amount: int
-    expires: float
-    entries: list[tuple[str, str]]
-    state: str  # held | settled | expired | refused
-    charged: int = 0
-    refusal: Refusal | None = None
-    done_at: float = 0.0
+    """An open hold. Finished ones keep only an int (or a small tuple): millions of them
+    must not weigh on the garbage collector."""
+
+    __slots__ = ("amount", "entries", "expires")
+
+    def __init__(self, amount: int, expires: float, entries: tuple[tuple[str, str], ...]):
+        self.amount = amount
+        self.expires = expires
+        self.entries = entries
 
 
 @dataclass
@@ -40,9 +40,16 @@ class MemoryLedger(Ledger):
     url: str = "memory://"
     charge_expired: bool = True
     clock: Callable[[], float] = time.time
+    keep_done: float = 300.0
+    """Seconds a finished hold is remembered. Stores shared over a network keep them a day
+    (a client may re-send after a timeout); in one process five minutes is plenty, and
+    millions of remembered holds would only slow the garbage collector."""
     _limits: dict[str, LimitDef] = field(default_factory=dict)
     _totals: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _holds: dict[str, _Hold] = field(default_factory=dict)
+    _settled: dict[str, int] = field(default_factory=dict)
+    _expired: dict[str, tuple[tuple[tuple[str, str], ...], int]] = field(default_factory=dict)
+    _refused: dict[str, Refusal] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)
     _done: deque[tuple[float, str]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,26 +72,24 @@ class MemoryLedger(Ledger):
         while heap and heap[0][0] <= now:
             expires, hold_id = heapq.heappop(heap)
             hold = self._holds.get(hold_id)
-            if hold is None or hold.state != "held" or hold.expires != expires:
+            if hold is None or hold.expires != expires:
                 continue  # settled, or renewed (a later heap entry stands for it)
+            del self._holds[hold_id]
             charged = hold.amount if self.charge_expired else 0
             for key in hold.entries:
                 totals = self._totals[key]
                 totals[1] -= hold.amount
                 totals[0] += charged
-            hold.state = "expired"
-            hold.charged = charged
-            hold.done_at = now
+            self._expired[hold_id] = (hold.entries, charged)
             self._done.append((now, hold_id))
             reaped += 1
-        # Settled holds are kept a day for idempotent re-sends, oldest first in _done.
-        stale = now - KEEP_DONE_SECONDS
+        stale = now - self.keep_done
         done = self._done
         while done and done[0][0] < stale:
             _, hold_id = done.popleft()
-            hold = self._holds.get(hold_id)
-            if hold is not None and hold.state != "held":
-                del self._holds[hold_id]
+            self._settled.pop(hold_id, None)
+            self._expired.pop(hold_id, None)
+            self._refused.pop(hold_id, None)
         return reaped
 
     def reap(self) -> int:
@@ -104,12 +109,13 @@ class MemoryLedger(Ledger):
         with self._lock:
             now = self.clock()
             if (self._expiry and self._expiry[0][0] <= now) or (
-                self._done and self._done[0][0] < now - KEEP_DONE_SECONDS
+                self._done and self._done[0][0] < now - self.keep_done
             ):
                 self._reap(now)
-            known = self._holds.get(hold_id)
-            if known is not None:
-                return known.refusal
+            if hold_id in self._holds or hold_id in self._settled or hold_id in self._expired:
+                return None  # a re-send: its first answer
+            if hold_id in self._refused:
+                return self._refused[hold_id]
             limits = self._limits
             all_totals = self._totals
             keys: list[tuple[str, str]] = []
@@ -126,9 +132,7 @@ class MemoryLedger(Ledger):
                         refusal = Refusal(
                             scope, definition.limit, spent, reserved, win.key, win.end
                         )
-                        self._holds[hold_id] = _Hold(
-                            0, 0.0, [], "refused", refusal=refusal, done_at=now
-                        )
+                        self._refused[hold_id] = refusal
                         self._done.append((now, hold_id))
                         return refusal
                 keys.append(key)
@@ -139,32 +143,32 @@ class MemoryLedger(Ledger):
                 else:
                     totals[1] += amount
             expires = now + ttl
-            self._holds[hold_id] = _Hold(amount, expires, keys, "held")
+            self._holds[hold_id] = _Hold(amount, expires, tuple(keys))
             heapq.heappush(self._expiry, (expires, hold_id))
             return None
 
     def settle(self, hold_id: str, actual: int) -> None:
         with self._lock:
-            hold = self._holds.get(hold_id)
-            if hold is None or hold.state in ("settled", "refused"):
-                return
-            if hold.state == "held":
+            hold = self._holds.pop(hold_id, None)
+            if hold is not None:
                 for key in hold.entries:
                     totals = self._totals[key]
                     totals[1] -= hold.amount
                     totals[0] += actual
-            else:  # expired: correct what expiry charged
-                for key in hold.entries:
-                    self._totals[key][0] += actual - hold.charged
-            hold.state = "settled"
-            hold.charged = actual
-            hold.done_at = self.clock()
-            self._done.append((hold.done_at, hold_id))
+            else:
+                expired = self._expired.pop(hold_id, None)
+                if expired is None:
+                    return  # unknown, refused, or settled already
+                entries, charged = expired  # correct what expiry charged
+                for key in entries:
+                    self._totals[key][0] += actual - charged
+            self._settled[hold_id] = actual
+            self._done.append((self.clock(), hold_id))
 
     def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
         with self._lock:
             hold = self._holds.get(hold_id)
-            if hold is None or hold.state != "held":
+            if hold is None:
                 return
             hold.expires = self.clock() + ttl
             heapq.heappush(self._expiry, (hold.expires, hold_id))
