@@ -246,7 +246,8 @@ class Result:
     """The measured figures, formatted for the table."""
     ratio: float
     target: str
-    passed: bool
+    passed: bool | None
+    """``None`` for a stress figure that has no target."""
 
 
 def interleaved(
@@ -401,13 +402,15 @@ def bench_streams() -> list[Result]:
     for name, bare, metered, rounds, warmup in cases:
         b, m, time_ratio = interleaved(bare, metered, rounds=rounds, repeat=1, warmup=warmup)
         ratio = 1 / time_ratio  # throughput ratio burnmap/bare
+        # The byte-level rows read bytes the mock hands over for free: a stress figure.
+        stress = name.startswith("stream bytes")
         results.append(
             Result(
-                f"{name} [k events/s]",
+                f"{name} [k events/s]" + (" (stress)" if stress else ""),
                 (f"{STREAM_EVENTS / b / 1e3:,.1f}", f"{STREAM_EVENTS / m / 1e3:,.1f}"),
                 ratio,
-                f">= {STREAM_TARGET:.2f}x",
-                ratio >= STREAM_TARGET,
+                "-" if stress else f">= {STREAM_TARGET:.2f}x",
+                None if stress else ratio >= STREAM_TARGET,
             )
         )
     return results
@@ -517,6 +520,8 @@ def main() -> int:
     print(table(header, memory))
     print()
     for r in speed + memory:
+        if r.passed is None:
+            continue
         verdict = "PASS" if r.passed else "FAIL"
         print(f"{verdict}  {r.name}: {r.ratio:.3f}x (target {r.target})")
     print(f"\n({time.perf_counter() - started:.1f} s)")
