@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "Refusal",
     "ScopeStatus",
     "entries_for",
+    "scope_statuses",
 ]
 
 DEFAULT_HOLD_TTL = 600.0
@@ -81,6 +82,26 @@ class ScopeStatus:
     spent: int
     reserved: int
     resets_at: float | None
+
+
+def scope_statuses(
+    names: Sequence[str],
+    limits: dict[str, LimitDef],
+    now: float,
+    totals: Callable[[str, str], tuple[int, int]],
+) -> list[ScopeStatus]:
+    """The status of each scope in its current window; ``totals(scope, window)`` reads a
+    store's (spent, reserved)."""
+    out: list[ScopeStatus] = []
+    for scope in names:
+        definition = limits.get(scope)
+        per = definition.per if definition else None
+        tz = definition.tz if definition else "UTC"
+        win = window(per, tz, now)
+        spent, reserved = totals(scope, win.key)
+        limit = definition.limit if definition else None
+        out.append(ScopeStatus(scope, limit, per, tz, win.key, spent, reserved, win.end))
+    return out
 
 
 def entries_for(

@@ -16,6 +16,7 @@ from burnmap.ledgers.base import (
     LimitDef,
     Refusal,
     ScopeStatus,
+    scope_statuses,
 )
 
 __all__ = ["MemoryLedger"]
@@ -194,23 +195,9 @@ class MemoryLedger(Ledger):
             now = self.clock()
             self._reap(now)
             names = list(self._limits) if scopes is None else list(scopes)
-            out: list[ScopeStatus] = []
-            for scope in names:
-                definition = self._limits.get(scope)
-                per = definition.per if definition else None
-                tz = definition.tz if definition else "UTC"
-                win = window(per, tz, now)
-                spent, reserved = self._totals.get((scope, win.key), (0, 0))
-                out.append(
-                    ScopeStatus(
-                        scope,
-                        definition.limit if definition else None,
-                        per,
-                        tz,
-                        win.key,
-                        spent,
-                        reserved,
-                        win.end,
-                    )
-                )
-            return out
+
+            def totals(scope: str, key: str) -> tuple[int, int]:
+                spent, reserved = self._totals.get((scope, key), (0, 0))
+                return spent, reserved
+
+            return scope_statuses(names, self._limits, now, totals)

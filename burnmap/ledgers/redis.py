@@ -32,6 +32,7 @@ from burnmap.ledgers.base import (
     LimitDef,
     Refusal,
     ScopeStatus,
+    scope_statuses,
 )
 
 __all__ = ["RedisLedger"]
@@ -288,29 +289,14 @@ class RedisLedger(Ledger):
         self.reap()
         limits = self.get_limits()
         names = list(limits) if scopes is None else list(scopes)
-        now = self._now()
-        out: list[ScopeStatus] = []
-        for scope in names:
-            definition = limits.get(scope)
-            per = definition.per if definition else None
-            tz = definition.tz if definition else "UTC"
-            win = window(per, tz, now)
+
+        def totals(scope: str, key: str) -> tuple[int, int]:
             spent, reserved = self._call(
-                self._client.hmget, f"{self.prefix}:t:{scope}|{win.key}", ["s", "r"]
+                self._client.hmget, f"{self.prefix}:t:{scope}|{key}", ["s", "r"]
             )
-            out.append(
-                ScopeStatus(
-                    scope,
-                    definition.limit if definition else None,
-                    per,
-                    tz,
-                    win.key,
-                    int(spent or 0),
-                    int(reserved or 0),
-                    win.end,
-                )
-            )
-        return out
+            return int(spent or 0), int(reserved or 0)
+
+        return scope_statuses(names, limits, self._now(), totals)
 
     def close(self) -> None:
         self._client.close()

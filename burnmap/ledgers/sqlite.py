@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from burnmap._core.windows import window
 from burnmap.errors import LedgerUnavailableError
 from burnmap.ledgers.base import (
     DEFAULT_HOLD_TTL,
@@ -27,6 +26,7 @@ from burnmap.ledgers.base import (
     Refusal,
     ScopeStatus,
     entries_for,
+    scope_statuses,
 )
 
 __all__ = ["SQLiteLedger"]
@@ -279,30 +279,15 @@ class SQLiteLedger(Ledger):
             self._reap(conn, now)
             limits = self._limits(conn, scopes)
             names = list(limits) if scopes is None else list(scopes)
-            out: list[ScopeStatus] = []
-            for scope in names:
-                definition = limits.get(scope)
-                per = definition.per if definition else None
-                tz = definition.tz if definition else "UTC"
-                win = window(per, tz, now)
+
+            def totals(scope: str, key: str) -> tuple[int, int]:
                 row = conn.execute(
                     "SELECT spent, reserved FROM totals WHERE scope = ? AND window = ?",
-                    (scope, win.key),
+                    (scope, key),
                 ).fetchone()
-                spent, reserved = row if row is not None else (0, 0)
-                out.append(
-                    ScopeStatus(
-                        scope,
-                        definition.limit if definition else None,
-                        per,
-                        tz,
-                        win.key,
-                        spent,
-                        reserved,
-                        win.end,
-                    )
-                )
-            return out
+                return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+            return scope_statuses(names, limits, now, totals)
 
     def close(self) -> None:
         with self._lock:
