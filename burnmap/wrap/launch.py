@@ -315,6 +315,16 @@ def execute(values: dict[str, Any]) -> int:
     except FileNotFoundError:
         print(f"burnmap wrap: command not found: {command[0]}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except BaseException:
+        # The supervisor failed after the program started: the program must not run on
+        # unsupervised (it would wait for its budget, then spend without one).
+        if prepared is not None and prepared.proc.poll() is None:
+            import contextlib
+            import signal
+
+            with contextlib.suppress(OSError):
+                os.killpg(prepared.proc.pid, signal.SIGKILL)
+        raise
 
 
 def _number(value: object, kind: type[int] | type[float]) -> int | float | None:
