@@ -368,6 +368,18 @@ class Run:
                 r._calls.append(record)
         return verdict
 
+    def note_repeat(self, fingerprint: str) -> LoopVerdict | None:
+        """Count a request tail seen only after its call was recorded from another report
+        (``burnmap wrap``); returns the repeat verdict it triggers, if any."""
+        now = time.monotonic()
+        verdict = None
+        with _LOCK:
+            for r in self.chain():
+                if r._guard.repeat_limit is not None:
+                    verdict = verdict or r._guard.check(now, fingerprint)
+                    r._guard.repeated(fingerprint)
+        return verdict if verdict is not None and verdict.trigger == "repeat" else None
+
     def stop(self, reason: str, *, refused: bool = False) -> None:
         """Mark the run as stopped early (``burnmap wrap`` stopping its program);
         ``refused``: a call was refused elsewhere (in the wrapped program)."""

@@ -234,6 +234,7 @@ def rows_match_billed_calls(run: Wrapped, standin: StandIn) -> None:
 def test_claude_code_is_stopped_at_its_budget_from_its_telemetry(
     standin: StandIn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    standin.script = BUSY  # a busy agent: only the budget stops it
     budget = Decimal("0.50")
     run = wrap_claude(standin, tmp_path, "--budget", str(budget))
     summary(capsys, "OpenTelemetry + transcript", standin, run)
@@ -287,6 +288,7 @@ def test_with_proxy_the_call_that_would_overspend_is_never_sent(
 def test_the_users_own_otel_setting_is_kept_and_the_transcript_followed(
     standin: StandIn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    standin.script = BUSY
     budget = Decimal("0.50")
     run = wrap_claude(
         standin, tmp_path, "--budget", str(budget), env={"OTEL_LOGS_EXPORTER": "none"}
@@ -306,3 +308,17 @@ def test_the_users_own_otel_setting_is_kept_and_the_transcript_followed(
     rows_match_billed_calls(run, standin)
     assert Decimal(run.report["total_cost"]) <= billed(standin)
     assert calls_past(standin, budget) <= 2
+
+
+def test_a_stuck_claude_code_is_stopped_as_a_loop(
+    standin: StandIn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same Bash call answered by the same output every turn, while the history grows:
+    # the repeat trigger reads it from Claude Code's transcript, well before the budget.
+    standin.script = STUCK
+    run = wrap_claude(standin, tmp_path, "--budget", "5.00")
+    summary(capsys, "stuck loop", standin, run)
+    assert run.returncode == 81, run.stderr
+    assert run.report["stopped_by_burnmap"] == "loop"
+    assert "loop detected (repeat)" in run.stderr
+    assert len(standin.calls) <= 10

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from burnmap.wrap.parsers import (
     AgentCall,
     AiderStdout,
+    ClaudeTranscript,
     CodexRollout,
     Dedup,
     JsonScanner,
@@ -761,3 +762,52 @@ def test_scanner_any_line_splitting_gives_the_same_calls(
     assert tokens(call) == expected_tokens(usage)
     assert call.request_id == (request_id or None)
     assert scanner.buffered_chars == 0
+
+
+def test_claude_transcript_fingerprints_the_tool_loop_behind_each_reply() -> None:
+    def turn(n: int, command: str, output: str) -> list[str]:
+        assistant = {
+            "type": "assistant",
+            "requestId": f"req_{n}",
+            "message": {
+                "id": f"msg_{n}",
+                "model": "claude-sonnet-4-6",
+                "stop_reason": "tool_use",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_{n}",
+                        "name": "Bash",
+                        "input": {"command": command},
+                    }
+                ],
+                "usage": {"input_tokens": 10 + n, "output_tokens": 5},
+            },
+        }
+        user = {
+            "type": "user",
+            "message": {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{n}", "content": output}
+                ],
+            },
+        }
+        return [json.dumps(assistant), json.dumps(user)]
+
+    reader = ClaudeTranscript()
+    stuck = [
+        c.fingerprint for n in range(4) for line in turn(n, "ls", "a.py") for c in reader.feed(line)
+    ]
+    assert stuck[0] is None  # the first reply answers the user's prompt
+    assert stuck[1] is not None
+    assert len(set(stuck[1:])) == 1  # same call, same result, every turn
+
+    busy_reader = ClaudeTranscript()
+    busy = [
+        c.fingerprint
+        for n in range(4)
+        for line in turn(n, f"pytest test_{n}.py", "ok")
+        for c in busy_reader.feed(line)
+    ]
+    assert len(set(busy[1:])) == 3  # a different command each turn

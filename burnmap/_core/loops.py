@@ -206,13 +206,18 @@ class LoopGuard:
             if not concurrent:
                 self._burst.append(now)
 
+    def repeated(self, fingerprint: str) -> None:
+        """An answered request with this tail (counted toward ``repeat_limit``)."""
+        if self.repeat_limit is not None:
+            self._repeats[fingerprint] += 1
+
     def settled(
         self, now: float, input_tokens: int, cost: Decimal, fingerprint: str | None = None
     ) -> None:
         """A call finished, having read ``input_tokens`` (all input, cached included).
         Only answered calls count as repeats: an SDK retrying a failed attempt is not stuck."""
-        if self.repeat_limit is not None and fingerprint is not None:
-            self._repeats[fingerprint] += 1
+        if fingerprint is not None:
+            self.repeated(fingerprint)
         if self.context_growth_limit is not None:
             self._inputs.append(input_tokens)
             if len(self._inputs) > GROWTH_STEPS + 1:

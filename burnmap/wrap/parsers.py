@@ -28,6 +28,7 @@ transcript: follow one source per agent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -39,6 +40,7 @@ from typing import Any, Final, NamedTuple
 __all__ = [
     "AgentCall",
     "AiderStdout",
+    "ClaudeTranscript",
     "CodexRollout",
     "Dedup",
     "JsonScanner",
@@ -80,6 +82,9 @@ class AgentCall:
     """Rounded, provisional or guessed figures (and everything found by scanning)."""
     final: bool = False
     """A run-total record: it replaces the running sum of its source."""
+    fingerprint: str | None = None
+    """Digest of the turns that led to this request (the tool call it answers and its
+    result), for the repeat trigger; known for Claude Code transcripts."""
 
 
 class _Counts(NamedTuple):
@@ -1295,3 +1300,38 @@ def _larger(first: Decimal | None, second: Decimal | None) -> Decimal | None:
     if second is None:
         return first
     return max(first, second)
+
+
+class ClaudeTranscript:
+    """Reads a Claude Code session transcript line by line, like
+    :func:`claude_transcript_line`, and also gives each reply the fingerprint of the turns
+    its request ended with: the previous reply's tool calls and the results that answered
+    them. A stuck agent repeats both; a busy one does not (see ``burnmap._core.loops``).
+    """
+
+    def __init__(self) -> None:
+        self._tool_calls: list[Any] = []
+        self._tail: str | None = None
+
+    def feed(self, line: str) -> list[AgentCall]:
+        record = _json_object(line)
+        if record is None:
+            return []
+        message = _dict(record.get("message"))
+        blocks = [b for b in _list(message.get("content")) if isinstance(b, dict)]
+        if record.get("type") == "assistant":
+            calls = claude_transcript_line(line)
+            for call in calls:
+                call.fingerprint = self._tail
+            uses = [[b.get("name"), b.get("input")] for b in blocks if b.get("type") == "tool_use"]
+            if uses:
+                self._tool_calls = uses
+            return calls
+        if record.get("type") == "user":
+            results = [b.get("content") for b in blocks if b.get("type") == "tool_result"]
+            if results and self._tool_calls:
+                text = json.dumps([self._tool_calls, results], sort_keys=True, default=str)
+                self._tail = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+            elif not results:
+                self._tail = None  # a new prompt from the user: not a tool loop
+        return []

@@ -307,7 +307,7 @@ class Supervisor:
         home = Path(env.get("HOME") or "~").expanduser()
         if self.agent == "claude":
             root = Path(env.get("CLAUDE_CONFIG_DIR") or home / ".claude").expanduser()
-            return root / "projects", "*/*.jsonl", lambda: parsers.claude_transcript_line
+            return root / "projects", "*/*.jsonl", lambda: parsers.ClaudeTranscript().feed
         if self.agent == "codex":
             root = Path(env.get("CODEX_HOME") or home / ".codex").expanduser()
             return root / "sessions", "**/rollout-*.jsonl", lambda: parsers.CodexRollout().feed
@@ -369,6 +369,12 @@ class Supervisor:
 
             self._dedup = parsers.Dedup()
         if not self._dedup.add(call):
+            # Reported twice (telemetry, then the transcript): the later report may carry
+            # the request's fingerprint the first lacked.
+            if call.fingerprint is not None:
+                verdict = self.run.note_repeat(call.fingerprint)
+                if verdict is not None:
+                    self.stop("loop", f"loop detected ({verdict.trigger}): {verdict.message}")
             return
         record = self._price(call)
         if call.final:
@@ -406,6 +412,7 @@ class Supervisor:
                 cost = burnmap.prices.cost("claude-opus-4-6", usage)
                 estimated = True
         return CallRecord(
+            fingerprint=call.fingerprint,
             model=model,
             provider=self.agent or "agent",
             endpoint=call.source,
