@@ -290,7 +290,10 @@ def execute(values: dict[str, Any]) -> int:
     command: list[str] = values["command"]
     report = values.get("report_json")
     prepared = None
-    if not values.get("proxy") and agent_kind(command) != "claude":
+    # Known agent CLIs need the supervisor ready before they start (a telemetry receiver,
+    # or the list of session files that existed before them): only other programs
+    # start early.
+    if not values.get("proxy") and agent_kind(command) in (None, "aider"):
         try:
             prepared = prestart(command)
         except FileNotFoundError:

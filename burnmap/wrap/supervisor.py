@@ -681,9 +681,6 @@ class Supervisor:
         (self._tmp / "ready").touch()
         self._start_pumps(self._proc)
         self._thread(self._tail_events)
-        if self.agent in ("codex", "gemini"):
-            env = dict(os.environ)
-            self._thread(lambda: self._tail_sessions(env))
 
     def wait(self) -> int:
         proc = self._proc
