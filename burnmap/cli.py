@@ -1,4 +1,4 @@
-"""The ``burnmap`` command: ``wrap``, ``demo``, ``prices``, ``limits`` and ``spent``."""
+"""The ``burnmap`` command: ``wrap``, ``report``, ``demo``, ``prices``, ``limits``, ``spent``."""
 
 from __future__ import annotations
 
@@ -215,6 +215,36 @@ def wrap(  # noqa: PLR0917 - one parameter per option, as click passes them
     }
     code = execute({k: v for k, v in values.items() if v is not None})
     sys.exit(code)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def report(path: Path) -> None:
+    """Show a run report written by ``burnmap wrap --report-json`` (or ``to_json()``)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        rows = data["cost_by_call"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{path} is not a burnmap run report ({exc})") from None
+    budget = data.get("budget")
+    click.echo(
+        f"burnmap run {data.get('job_name')!r}: ${data.get('total_cost')} spent"
+        + (f" of ${budget}" if budget is not None else "")
+        + f", {data.get('call_count')} calls in {data.get('duration_seconds')} s"
+    )
+    for model, row in (data.get("model_breakdown") or {}).items():
+        click.echo(
+            f"  {model}: {row['calls']} calls, {row['input_tokens']} in / "
+            f"{row['output_tokens']} out tokens, ${row['cost']}"
+        )
+    if any(row.get("estimated") for row in rows):
+        click.echo("  (some costs are estimates)")
+    if data.get("stopped_early"):
+        click.echo(f"  stopped early: {data.get('stop_reason')}")
+    if "exit_status" in data:
+        click.echo(f"  exit status {data['exit_status']}")
 
 
 @main.command()

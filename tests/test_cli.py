@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from burnmap.cli import main
@@ -22,3 +24,19 @@ def test_demo_stops_the_agent_before_its_budget() -> None:
     assert result.exit_code == 0, result.output
     assert "was not sent" in result.output
     assert "stopped early" in result.output
+
+
+def test_report_reads_a_saved_run_report(tmp_path: Path) -> None:
+    import burnmap
+
+    with burnmap.run("saved", budget=1) as r:
+        pass
+    path = tmp_path / "r.json"
+    path.write_text(r.report.to_json())
+    result = CliRunner().invoke(main, ["report", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "burnmap run 'saved': $0 spent of $1, 0 calls" in result.output
+    path.write_text("{}")
+    result = CliRunner().invoke(main, ["report", str(path)])
+    assert result.exit_code == 1
+    assert "not a burnmap run report" in result.output
