@@ -20,7 +20,7 @@ import pytest
 import burnmap
 from burnmap.standin import Script, StandIn
 
-pytestmark = pytest.mark.wrap
+pytestmark = [pytest.mark.wrap, pytest.mark.sdk]  # also run with the httpx-generation SDKs
 
 AGENTS = Path(__file__).parent / "agents"
 
