@@ -19,9 +19,18 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 __all__ = [
+    "BodyError",
     "LoopbackHandler",
     "LoopbackServer",
 ]
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read: ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class LoopbackServer:
@@ -151,6 +160,31 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[OwnerT]):
             super().finish()
         finally:
             self.owner._track(self.connection, add=False)
+
+    def read_body(self, max_bytes: int | None = None) -> bytes:
+        """The request body, by content-length or chunked; raises :class:`BodyError`."""
+        length = self.headers.get("content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                raise BodyError(400, "burnmap: invalid content-length") from None
+            if max_bytes is not None and size > max_bytes:
+                raise BodyError(413, f"burnmap: body larger than {max_bytes} bytes")
+            return self.rfile.read(size)
+        if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+            return b""
+        parts: list[bytes] = []
+        total = 0
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            total += size
+            if max_bytes is not None and total > max_bytes:
+                raise BodyError(413, f"burnmap: body larger than {max_bytes} bytes")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(parts)
 
     def log_message(self, format: str, *args: Any) -> None:
         owner = self.owner

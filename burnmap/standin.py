@@ -810,25 +810,11 @@ class _Handler(LoopbackHandler[StandIn]):
 
     do_PUT = do_PATCH = do_DELETE = do_POST
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("content-length")
-        if length is not None:
-            return self.rfile.read(int(length))
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-        return b""
-
     def _dispatch(self) -> None:
         standin = self.owner
         script = standin.script
         path, _, query = self.path.partition("?")
-        raw = self._read_body()
+        raw = self.read_body()
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:

@@ -12,6 +12,7 @@ package, and Claude Code speaks ``http/json`` when asked to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -19,7 +20,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from burnmap._loopback import LoopbackHandler, LoopbackServer
+from burnmap._loopback import BodyError, LoopbackHandler, LoopbackServer
 
 __all__ = [
     "OTLPReceiver",
@@ -94,20 +95,14 @@ class OTLPReceiver(LoopbackServer):
         return self.url
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
-
-
 class _Handler(LoopbackHandler[OTLPReceiver]):
     server_version = "burnmap-otlp/1"
 
     def do_POST(self) -> None:
         path = self.path.partition("?")[0].rstrip("/")
         try:
-            body = self._read_body()
-        except _BadRequest as exc:
+            body = self.read_body(_MAX_BODY)
+        except BodyError as exc:
             self._send(exc.status, {"code": _INVALID_ARGUMENT, "message": str(exc)})
             self.close_connection = True
             return
@@ -119,7 +114,7 @@ class _Handler(LoopbackHandler[OTLPReceiver]):
             return
         try:
             payload = self._decode(body)
-        except _BadRequest as exc:
+        except BodyError as exc:
             self._send(exc.status, {"code": _INVALID_ARGUMENT, "message": str(exc)})
             return
         receiver = self.owner
@@ -134,39 +129,16 @@ class _Handler(LoopbackHandler[OTLPReceiver]):
         self._send(200, {"partialSuccess": {}})
 
     def do_GET(self) -> None:
-        self._read_body()
+        with contextlib.suppress(BodyError):
+            self.read_body(_MAX_BODY)
         self._send(405, {"code": _INVALID_ARGUMENT, "message": "burnmap: OTLP/HTTP takes POST"})
 
     do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("content-length")
-        if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise _BadRequest(400, "burnmap: invalid content-length") from None
-            if size > _MAX_BODY:
-                raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
-            return self.rfile.read(size)
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            parts: list[bytes] = []
-            total = 0
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                total += size
-                if total > _MAX_BODY:
-                    raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-        return b""
-
     def _decode(self, body: bytes) -> dict[str, Any]:
         content_type = self.headers.get("content-type", "").lower()
         if "protobuf" in content_type:
-            raise _BadRequest(
+            raise BodyError(
                 415,
                 "burnmap: this OTLP receiver accepts JSON only; set "
                 "OTEL_EXPORTER_OTLP_PROTOCOL=http/json (or OTEL_EXPORTER_OTLP_LOGS_PROTOCOL)",
@@ -177,19 +149,19 @@ class _Handler(LoopbackHandler[OTLPReceiver]):
             try:
                 body = inflate.decompress(body, _MAX_BODY)
             except zlib.error as exc:
-                raise _BadRequest(400, f"burnmap: corrupt gzip body ({exc})") from None
+                raise BodyError(400, f"burnmap: corrupt gzip body ({exc})") from None
             if inflate.unconsumed_tail:
-                raise _BadRequest(413, f"burnmap: export larger than {_MAX_BODY} bytes")
+                raise BodyError(413, f"burnmap: export larger than {_MAX_BODY} bytes")
         elif encoding not in ("", "identity"):
-            raise _BadRequest(
+            raise BodyError(
                 415, f"burnmap: unsupported content-encoding {encoding!r} (use gzip or none)"
             )
         try:
             payload = json.loads(body)
         except ValueError as exc:
-            raise _BadRequest(400, f"burnmap: the body is not JSON ({exc})") from None
+            raise BodyError(400, f"burnmap: the body is not JSON ({exc})") from None
         if not isinstance(payload, dict):
-            raise _BadRequest(400, "burnmap: an OTLP logs export is a JSON object")
+            raise BodyError(400, "burnmap: an OTLP logs export is a JSON object")
         return payload
 
     def _send(self, status: int, obj: dict[str, Any]) -> None:

@@ -228,19 +228,6 @@ class _Handler(LoopbackHandler[MeteringProxy]):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     # -- request ---------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
-        length = self.headers.get("content-length")
-        if length is not None:
-            return self.rfile.read(int(length))
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-        return b""
 
     def _request_headers(self) -> list[tuple[str, str]]:
         listed = {
@@ -263,7 +250,7 @@ class _Handler(LoopbackHandler[MeteringProxy]):
 
     def _forward(self) -> None:
         proxy = self.owner
-        body = self._read_body()
+        body = self.read_body()
         route = proxy._route(self.path)
         if route is None:
             shape = "anthropic" if "anthropic-version" in self.headers else "openai"
