@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import burnmap
+from burnmap.standin import Script, StandIn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIRE = FIXTURES / "wire"
@@ -15,6 +16,22 @@ WIRE = FIXTURES / "wire"
 
 def wire(name: str) -> bytes:
     return (WIRE / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[StandIn]:
+    """A loopback stand-in LLM server, one per test module."""
+    with StandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def standin(server: StandIn) -> StandIn:
+    """The module's stand-in, with a default script and no calls recorded yet."""
+    server.script = Script()
+    server.calls.clear()
+    server.requests.clear()
+    return server
 
 
 @pytest.fixture(autouse=True)

@@ -36,12 +36,6 @@ def _fresh_budgets() -> Iterator[None]:
     budgets._config = budgets._Config()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
 @pytest.fixture
 def claude(server: StandIn) -> Iterator[anthropic.Anthropic]:
     server.script = Script()

@@ -30,20 +30,6 @@ ANTHROPIC_STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else
 OPENAI_STACK = "httpx2" if int(openai.__version__.split(".")[0]) >= 3 else "httpx"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def standin(server: StandIn) -> StandIn:
-    server.script = Script()
-    server.calls.clear()
-    server.requests.clear()
-    return server
-
-
 @pytest.fixture
 def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
     client = anthropic.Anthropic(

@@ -47,20 +47,6 @@ def _cut_stream_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def standin(server: StandIn) -> StandIn:
-    server.script = Script()
-    server.calls.clear()
-    server.requests.clear()
-    return server
-
-
 # One client per SDK for the module: building one loads a TLS context (~40 ms each).
 @pytest.fixture(scope="module")
 def claude(server: StandIn) -> Iterator[anthropic.Anthropic]:

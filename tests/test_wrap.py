@@ -10,7 +10,6 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,10 @@ pytestmark = [pytest.mark.wrap, pytest.mark.sdk]  # also run with the httpx-gene
 AGENTS = Path(__file__).parent / "agents"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
 @pytest.fixture
-def standin(server: StandIn) -> StandIn:
-    server.script = Script(output_tokens=400)
-    server.calls.clear()
-    server.requests.clear()
-    return server
+def standin(standin: StandIn) -> StandIn:
+    standin.script = Script(output_tokens=400)
+    return standin
 
 
 def wrap(

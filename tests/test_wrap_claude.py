@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -78,18 +77,10 @@ if CLAUDE is None:
     )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
 @pytest.fixture
-def standin(server: StandIn) -> StandIn:
-    server.script = STUCK
-    server.calls.clear()
-    server.requests.clear()
-    return server
+def standin(standin: StandIn) -> StandIn:
+    standin.script = STUCK
+    return standin
 
 
 def cost(call: BilledCall) -> Decimal:

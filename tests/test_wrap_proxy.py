@@ -31,20 +31,6 @@ HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
 MakeProxy = Callable[..., MeteringProxy]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    with StandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def standin(server: StandIn) -> StandIn:
-    server.script = Script()
-    server.calls.clear()
-    server.requests.clear()
-    return server
-
-
 @pytest.fixture
 def make_proxy(standin: StandIn) -> Iterator[MakeProxy]:
     started: list[MeteringProxy] = []
