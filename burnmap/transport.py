@@ -513,16 +513,7 @@ def client(stack: str = "httpx2", **kwargs: Any) -> httpx2.Client | httpx.Client
     Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``) apply as in httpx.
     """
     lib = _stack(stack)
-    prices = kwargs.pop("prices", None)
-    options = _client_parts(lib, kwargs)
-    mounts = {
-        route: Transport(
-            lib.HTTPTransport(**options, **({"proxy": url} if url else {})), prices=prices
-        )
-        for route, url in _env_proxies(lib, kwargs, options).items()
-    }
-    inner = lib.HTTPTransport(**options)
-    return lib.Client(transport=Transport(inner, prices=prices), mounts=mounts, **kwargs)  # type: ignore[no-any-return]
+    return _build(lib, lib.Client, lib.HTTPTransport, Transport, kwargs)  # type: ignore[no-any-return]
 
 
 @overload
@@ -532,18 +523,22 @@ def async_client(stack: Literal["httpx"], **kwargs: Any) -> httpx.AsyncClient: .
 def async_client(stack: str = "httpx2", **kwargs: Any) -> httpx2.AsyncClient | httpx.AsyncClient:
     """The async twin of :func:`client`, for ``AsyncAnthropic`` / ``AsyncOpenAI``."""
     lib = _stack(stack)
+    return _build(lib, lib.AsyncClient, lib.AsyncHTTPTransport, AsyncTransport, kwargs)  # type: ignore[no-any-return]
+
+
+def _build(
+    lib: types.ModuleType, client_cls: Any, network: Any, budgeted: Any, kwargs: dict[str, Any]
+) -> Any:
+    """A client whose transport, and every transport it mounts for an environment proxy,
+    is budgeted."""
     prices = kwargs.pop("prices", None)
     options = _client_parts(lib, kwargs)
     mounts = {
-        route: AsyncTransport(
-            lib.AsyncHTTPTransport(**options, **({"proxy": url} if url else {})), prices=prices
-        )
+        route: budgeted(network(**options, **({"proxy": url} if url else {})), prices=prices)
         for route, url in _env_proxies(lib, kwargs, options).items()
     }
-    inner = lib.AsyncHTTPTransport(**options)
-    return lib.AsyncClient(  # type: ignore[no-any-return]
-        transport=AsyncTransport(inner, prices=prices), mounts=mounts, **kwargs
-    )
+    inner = budgeted(network(**options), prices=prices)
+    return client_cls(transport=inner, mounts=mounts, **kwargs)
 
 
 def _stack(stack: str) -> types.ModuleType:
