@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from burnmap._core import ledger
 from burnmap._core.loops import (
@@ -53,6 +53,7 @@ __all__ = [
     "Reservation",
     "Run",
     "RunReport",
+    "Settlement",
     "current_run",
     "run",
 ]
@@ -243,6 +244,12 @@ class Run:
     _started: float = field(default=0.0, init=False, repr=False)
     _ended: float | None = field(default=None, init=False, repr=False)
     _tokens: list[Token[Run | None]] = field(default_factory=list, init=False, repr=False)
+    _chain: list[Run] | None = field(default=None, init=False, repr=False)
+    _accounts: list[ledger.Account] = field(default_factory=list, init=False, repr=False)
+    _guarded: bool = field(default=False, init=False, repr=False)
+    """Whether any loop trigger is on (checked on every call)."""
+    _repeats: bool = field(default=False, init=False, repr=False)
+    """Whether this run or an enclosing one counts repeated requests."""
 
     def __post_init__(self) -> None:
         self._account = ledger.Account(f"run:{self.job_name}", self.budget)
@@ -252,6 +259,7 @@ class Run:
             repeat_limit=self.repeat_limit,
             spend_rate_limit=self.spend_rate_limit,
         )
+        self._guarded = self._guard.active
 
     # -- scope -------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -261,6 +269,7 @@ class Run:
                 "burnmap.run(...) for each job (use r.attach() to join it from another thread)"
             )
         self.parent = _current.get()
+        self._chain = None  # the enclosing runs are known now
         self._started = time.time()
         self._tokens.append(_current.set(self))
         return self
@@ -356,7 +365,7 @@ class Run:
         verdict = None
         with _LOCK:
             for r in self.chain():
-                if r._guard.active:
+                if r._guarded:
                     verdict = verdict or r._guard.check(now, record.fingerprint)
                     r._guard.started(now, record.fingerprint)
                     r._guard.settled(
@@ -389,12 +398,24 @@ class Run:
                 self._refused += 1
 
     def chain(self) -> list[Run]:
-        runs: list[Run] = []
-        node: Run | None = self
-        while node is not None:
-            runs.append(node)
-            node = node.parent
+        """This run and every enclosing one, innermost first (do not modify the list)."""
+        runs = self._chain
+        if runs is None or runs[-1].parent is not None:
+            runs = []
+            node: Run | None = self
+            while node is not None:
+                runs.append(node)
+                node = node.parent
+            self._chain = runs
+            self._accounts = [r._account for r in runs]
+            self._repeats = any(r.repeat_limit is not None for r in runs)
         return runs
+
+    def needs_fingerprints(self) -> bool:
+        """Whether calls in this run must carry their request fingerprint (a repeat limit
+        in scope, or an observer such as ``burnmap wrap`` following the calls)."""
+        self.chain()
+        return self._repeats or bool(_observers)
 
     # -- reservations --------------------------------------------------------------------
     def reserve(
@@ -454,54 +475,67 @@ class Run:
 
     def _reserve_runs(self, amount: Decimal, *, model: str, fingerprint: str | None) -> Reservation:
         runs = self.chain()
-        accounts = [r._account for r in runs]
+        accounts = self._accounts
         now = time.monotonic()
         with _LOCK:
             for r in runs:
-                if not r._guard.active:
-                    continue
-                verdict = r._guard.check(now, fingerprint)
-                if verdict is not None:
-                    reason = f"loop detected ({verdict.trigger}): {verdict.message}"
-                    for each in runs:
-                        each._refused += 1
-                        each._stop_reason = each._stop_reason or reason
-                    raise sdk_compatible(
-                        LoopDetectedError(
-                            f"burnmap: run {r.job_name!r} looks like a runaway loop: "
-                            f"{verdict.message}. The call was not sent. Raise or disable "
-                            f"the limit (burnmap.run(..., {verdict.trigger}_limit=None)) if "
-                            "this is expected.",
-                            trigger=verdict.trigger,
-                            job_name=r.job_name,
-                            call_count=len(r._calls),
-                        )
-                    )
+                if r._guarded:
+                    verdict = r._guard.check(now, fingerprint)
+                    if verdict is not None:
+                        self._refuse_loop(runs, r, verdict)
             refusing = ledger.first_refusal(accounts, amount)
             if refusing is not None:
-                owner = runs[accounts.index(refusing)]
-                reason = f"budget {refusing.scope} would be exceeded"
-                for each in runs:
-                    each._refused += 1
-                    each._stop_reason = each._stop_reason or reason
-                raise sdk_compatible(
-                    BudgetExceededError(
-                        job_name=self.job_name,
-                        budget=refusing.limit,
-                        spent_so_far=refusing.spent,
-                        call_count=len(owner._calls),
-                        scope=refusing.scope,
-                        reserved=refusing.reserved,
-                        needed=amount,
-                        model=model,
-                    )
-                )
-            concurrent = [r._account.holds > 0 for r in runs]
+                self._refuse_budget(runs, accounts, refusing, amount, model)
+            for r in runs:
+                if r._guarded:
+                    # Calls of the run already in flight: a batch fanning out.
+                    r._guard.started(now, fingerprint, concurrent=r._account.holds > 0)
             ledger.hold(accounts, amount)
-            for r, busy in zip(runs, concurrent, strict=True):
-                if r._guard.active:
-                    r._guard.started(now, fingerprint, concurrent=busy)
         return Reservation(runs, accounts, amount)
+
+    def _refuse_loop(self, runs: list[Run], r: Run, verdict: LoopVerdict) -> None:
+        """Count the refusal on every run in scope and raise it (the lock is held)."""
+        reason = f"loop detected ({verdict.trigger}): {verdict.message}"
+        for each in runs:
+            each._refused += 1
+            each._stop_reason = each._stop_reason or reason
+        raise sdk_compatible(
+            LoopDetectedError(
+                f"burnmap: run {r.job_name!r} looks like a runaway loop: "
+                f"{verdict.message}. The call was not sent. Raise or disable "
+                f"the limit (burnmap.run(..., {verdict.trigger}_limit=None)) if "
+                "this is expected.",
+                trigger=verdict.trigger,
+                job_name=r.job_name,
+                call_count=len(r._calls),
+            )
+        )
+
+    def _refuse_budget(
+        self,
+        runs: list[Run],
+        accounts: list[ledger.Account],
+        refusing: ledger.Account,
+        amount: Decimal,
+        model: str,
+    ) -> None:
+        owner = runs[accounts.index(refusing)]
+        reason = f"budget {refusing.scope} would be exceeded"
+        for each in runs:
+            each._refused += 1
+            each._stop_reason = each._stop_reason or reason
+        raise sdk_compatible(
+            BudgetExceededError(
+                job_name=self.job_name,
+                budget=refusing.limit,
+                spent_so_far=refusing.spent,
+                call_count=len(owner._calls),
+                scope=refusing.scope,
+                reserved=refusing.reserved,
+                needed=amount,
+                model=model,
+            )
+        )
 
 
 def standing_scopes(job_name: str | list[str] | None, user_id: str | None) -> list[str]:
@@ -561,6 +595,11 @@ def _record_fields(record: CallRecord) -> dict[str, Any]:
     }
 
 
+def observed() -> bool:
+    """Whether any observer follows the calls of this process."""
+    return bool(_observers)
+
+
 def notify_refusal(exc: RefusalError) -> None:
     """Tell observers a call was refused (the transport calls this)."""
     if _observers:
@@ -602,18 +641,43 @@ async def areserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
     return reservation
 
 
-@dataclass(eq=False)
+class Settlement(NamedTuple):
+    """What a finished call is settled with."""
+
+    model: str
+    provider: str
+    endpoint: str
+    usage: Usage
+    cost: Decimal
+    estimated: bool
+    """True when the stream was cut short or unreadable and the cost is an estimate."""
+    streamed: bool
+    fingerprint: str | None = None
+
+
 class Reservation:
     """A hold on a chain of runs (and the ledger). Settled or released exactly once."""
 
-    runs: list[Run]
-    accounts: list[ledger.Account]
-    amount: Decimal
-    started: float = field(default_factory=time.monotonic)
-    started_at: float = field(default_factory=time.time)
-    done: bool = False
-    ledger_hold: LedgerHold | None = None
-    _renew_at: float = 0.0
+    __slots__ = (
+        "_renew_at",
+        "accounts",
+        "amount",
+        "done",
+        "ledger_hold",
+        "runs",
+        "started",
+        "started_at",
+    )
+
+    def __init__(self, runs: list[Run], accounts: list[ledger.Account], amount: Decimal) -> None:
+        self.runs = runs
+        self.accounts = accounts
+        self.amount = amount
+        self.started = time.monotonic()
+        self.started_at = time.time()
+        self.done = False
+        self.ledger_hold: LedgerHold | None = None
+        self._renew_at = 0.0
 
     def renewal_due(self) -> bool:
         """Whether a long stream's ledger hold needs renewing now (every third of its TTL);
@@ -629,53 +693,43 @@ class Reservation:
         self._renew_at = now + hold.ttl / 3
         return True
 
-    def settle(
-        self,
-        *,
-        ledger_too: bool = True,
-        model: str,
-        provider: str,
-        endpoint: str,
-        usage: Usage,
-        cost: Decimal,
-        estimated: bool,
-        streamed: bool,
-        fingerprint: str | None = None,
-    ) -> None:
+    def settle(self, call: Settlement, *, ledger_too: bool = True) -> None:
+        """Replace the hold by the call's actual cost and record the call."""
+        now = time.monotonic()
         record = CallRecord(
-            model=model,
-            provider=provider,
-            endpoint=endpoint,
-            usage=usage,
-            cost=cost,
+            model=call.model,
+            provider=call.provider,
+            endpoint=call.endpoint,
+            usage=call.usage,
+            cost=call.cost,
             reserved=self.amount,
-            estimated=estimated,
-            streamed=streamed,
+            estimated=call.estimated,
+            streamed=call.streamed,
             started_at=self.started_at,
-            duration_seconds=time.monotonic() - self.started,
-            fingerprint=fingerprint,
+            duration_seconds=now - self.started,
+            fingerprint=call.fingerprint,
         )
+        cost = call.cost
         with _LOCK:
             if self.done:
                 return
             self.done = True
             ledger.settle(self.accounts, self.amount, cost)
-            now = time.monotonic()
             for r in self.runs:
                 r._calls.append(record)
-                if r._guard.active:
-                    r._guard.settled(now, usage.total_input_tokens, cost, fingerprint)
+                if r._guarded:
+                    r._guard.settled(now, call.usage.total_input_tokens, cost, call.fingerprint)
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(cost)
         if _observers:
             _notify("call", _record_fields(record))
 
-    async def asettle(self, **call: Any) -> None:
-        """The async twin of :meth:`settle` (same keyword arguments)."""
+    async def asettle(self, call: Settlement) -> None:
+        """The async twin of :meth:`settle` (the ledger is awaited, not blocked on)."""
         already = self.done
-        self.settle(ledger_too=False, **call)
+        self.settle(call, ledger_too=False)
         if not already and self.ledger_hold is not None:
-            await self.ledger_hold.asettle(call["cost"])
+            await self.ledger_hold.asettle(call.cost)
 
     def release(self, *, failed: bool = True, ledger_too: bool = True) -> None:
         """Drop the hold: the attempt cost nothing (HTTP error, connection failure)."""

@@ -31,9 +31,12 @@ from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
 from burnmap.runs import (
     Reservation,
+    Run,
+    Settlement,
     areserve_outside_runs,
     current_run,
     notify_refusal,
+    observed,
     reserve_outside_runs,
 )
 
@@ -50,28 +53,34 @@ _Request = httpx.Request | httpx2.Request
 _Response = httpx.Response | httpx2.Response
 
 
-def _library(request: Any) -> types.ModuleType:
-    return httpx2 if type(request).__module__.startswith("httpx2") else httpx
+def _library(obj: Any) -> types.ModuleType:
+    """httpx2 or httpx: the library an object (or class) comes from."""
+    kind = obj if isinstance(obj, type) else type(obj)
+    return httpx2 if kind.__module__.startswith("httpx2") else httpx
+
+
+# The decoder of an unencoded body: it has no state, so one serves every response.
+_IDENTITY = BodyDecoder(None)
 
 
 class _Metering:
     """Drives one response through decoder → (filter) → meter, and settles once."""
 
-    __slots__ = ("_book", "_decoder", "_done", "_filter", "_meter", "_plan", "_reservation")
+    __slots__ = ("_book", "_decoder", "_done", "_filter", "_meter", "_plan", "reservation")
 
     def __init__(
         self,
         book: PriceBook,
         plan: CallPlan,
         reservation: Reservation,
-        content_encoding: str | None,
-        content_type: str,
+        content_encoding: bytes,
+        content_type: bytes,
     ) -> None:
         self._book = book
         self._plan = plan
-        self._reservation = reservation
+        self.reservation = reservation
         self._done = False
-        streaming = "text/event-stream" in content_type
+        streaming = b"text/event-stream" in content_type
         self._meter: JSONMeter | SSEMeter = (
             SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
             if streaming
@@ -79,21 +88,19 @@ class _Metering:
         )
         self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
         self._decoder: BodyDecoder | None = None
-        if streaming or "json" in content_type:
-            try:
-                self._decoder = BodyDecoder(content_encoding)
-            except DecodeError as exc:
-                log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
-        else:
+        if not (streaming or b"json" in content_type):
             log.warning(
                 "burnmap: unexpected content-type %r from %s; charging the call's bound",
-                content_type,
+                content_type.decode("latin-1"),
                 plan.endpoint.kind,
             )
-
-    @property
-    def reservation(self) -> Reservation:
-        return self._reservation
+        elif not content_encoding:
+            self._decoder = _IDENTITY
+        else:
+            try:
+                self._decoder = BodyDecoder(content_encoding.decode("latin-1"))
+            except DecodeError as exc:
+                log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
 
     @property
     def rewrites(self) -> bool:
@@ -135,7 +142,7 @@ class _Metering:
             return (self._filter.feed(data) if data else b"") + self._filter.flush()
         return b""
 
-    def _settlement(self) -> dict[str, Any] | None:
+    def _settlement(self) -> Settlement | None:
         """What to settle, once: ``None`` when already done."""
         if self._done:
             return None
@@ -150,26 +157,26 @@ class _Metering:
                 result.cost,
                 plan.cost,
             )
-        return {
-            "model": result.model,
-            "provider": plan.sheet.provider or plan.endpoint.shape,
-            "endpoint": plan.endpoint.kind,
-            "usage": result.usage,
-            "cost": result.cost,
-            "estimated": result.estimated,
-            "streamed": plan.stream,
-            "fingerprint": plan.fingerprint,
-        }
+        return Settlement(
+            result.model,
+            plan.sheet.provider or plan.endpoint.shape,
+            plan.endpoint.kind,
+            result.usage,
+            result.cost,
+            result.estimated,
+            plan.stream,
+            plan.fingerprint,
+        )
 
     def finish(self) -> None:
         settlement = self._settlement()
         if settlement is not None:
-            self._reservation.settle(**settlement)
+            self.reservation.settle(settlement)
 
     async def afinish(self) -> None:
         settlement = self._settlement()
         if settlement is not None:
-            await self._reservation.asettle(**settlement)
+            await self.reservation.asettle(settlement)
 
 
 class _SyncMeteredStream:
@@ -254,40 +261,73 @@ class _Httpx2Async(_AsyncMeteredStream, httpx2.AsyncByteStream):
     pass
 
 
+class _Streams(dict[tuple[type, bool], type]):
+    """The stream wrapper class for (response class, sync?), by the library it comes from."""
+
+    def __missing__(self, key: tuple[type, bool]) -> type:
+        response_type, sync = key
+        if _library(response_type) is httpx2:
+            cls: type = _Httpx2Sync if sync else _Httpx2Async
+        else:
+            cls = _HttpxSync if sync else _HttpxAsync
+        self[key] = cls
+        return cls
+
+
+_STREAMS = _Streams()
+
+
+def _anthropic_beta(request: Any) -> str:
+    """The request's ``anthropic-beta`` header values (``Headers.get`` re-detects the
+    headers' encoding on every call: the raw list is read directly where it exists)."""
+    items = getattr(request.headers, "_list", None)
+    if items is None:  # pragma: no cover - an httpx without the raw list
+        return str(request.headers.get("anthropic-beta", ""))
+    return ",".join(
+        value.decode("latin-1") for _, lower, value in items if lower == b"anthropic-beta"
+    )
+
+
 class _Engine:
     """What both transports share: deciding, and wrapping the response."""
 
+    _MAX_ENDPOINTS = 1024
+
     def __init__(self, book: PriceBook | None) -> None:
         self._book = book or default_book
+        self._endpoints: dict[tuple[str, str, str], Endpoint | None] = {}
 
     def identify(self, request: Any) -> Endpoint | None:
         """The endpoint of a request to budget, ``None`` when it passes untouched."""
-        if current_run() is None and not standing_active():
-            return None
         url = request.url
-        return identify(request.method, url.host, url.path)
+        key = (request.method, url.host, url.path)
+        endpoints = self._endpoints
+        try:
+            return endpoints[key]
+        except KeyError:
+            pass
+        endpoint = identify(*key)
+        if len(endpoints) >= self._MAX_ENDPOINTS:
+            endpoints.clear()
+        endpoints[key] = endpoint
+        return endpoint
 
-    def plan(self, request: Any, endpoint: Endpoint, body: bytes) -> CallPlan:
+    def plan(self, request: Any, endpoint: Endpoint, body: bytes, run: Run | None) -> CallPlan:
         """Bound a call's cost (raises a refusal the SDKs pass through unchanged)."""
         try:
-            beta = (
-                request.headers.get("anthropic-beta", "") if endpoint.shape == "anthropic" else ""
+            return plan_call(
+                endpoint,
+                body,
+                self._book,
+                anthropic_beta=_anthropic_beta(request) if endpoint.shape == "anthropic" else "",
+                fingerprint=observed() if run is None else run.needs_fingerprints(),
             )
-            return plan_call(endpoint, body, self._book, anthropic_beta=beta)
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
 
     @staticmethod
     def outgoing(request: Any, plan: CallPlan) -> Any:
         """The request to send: rebuilt when burnmap changed its body."""
-        log.debug(
-            "burnmap: reserved $%s for %s %s (<=%d in, <=%d out)",
-            plan.cost,
-            plan.endpoint.kind,
-            plan.model,
-            plan.input_tokens,
-            plan.output_tokens,
-        )
         if plan.body is None:
             return request
         headers = request.headers.copy()
@@ -307,21 +347,11 @@ class _Engine:
         for key, value in response.headers.raw:  # one pass; Headers.get scans per call
             name = key.lower()
             if name == b"content-type":
-                content_type = value
+                content_type = value.lower()
             elif name == b"content-encoding":
                 content_encoding = value
-        metering = _Metering(
-            self._book,
-            plan,
-            reservation,
-            content_encoding.decode("latin-1") or None,
-            content_type.decode("latin-1").lower(),
-        )
-        lib = _library(response)
-        if sync:
-            cls: type[Any] = _Httpx2Sync if lib is httpx2 else _HttpxSync
-        else:
-            cls = _Httpx2Async if lib is httpx2 else _HttpxAsync
+        metering = _Metering(self._book, plan, reservation, content_encoding, content_type)
+        cls = _STREAMS[type(response), sync]
         if metering.rewrites:
             # The caller now gets decoded, filtered bytes.
             response.headers.pop("content-encoding", None)
@@ -349,17 +379,17 @@ def _maybe_billed(exc: BaseException) -> bool:
     return isinstance(exc, _SENT_FAILURES)
 
 
-def _bound_settlement(plan: CallPlan) -> dict[str, Any]:
-    return {
-        "model": plan.model,
-        "provider": plan.sheet.provider or plan.endpoint.shape,
-        "endpoint": plan.endpoint.kind,
-        "usage": Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens),
-        "cost": plan.cost,
-        "estimated": True,
-        "streamed": plan.stream,
-        "fingerprint": plan.fingerprint,
-    }
+def _bound_settlement(plan: CallPlan) -> Settlement:
+    return Settlement(
+        plan.model,
+        plan.sheet.provider or plan.endpoint.shape,
+        plan.endpoint.kind,
+        Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens),
+        plan.cost,
+        True,
+        plan.stream,
+        plan.fingerprint,
+    )
 
 
 class Transport(httpx2.BaseTransport, httpx.BaseTransport):
@@ -379,13 +409,15 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
         return self._inner
 
     def handle_request(self, request: Any) -> Any:
-        inner = self._inner_for(request)
+        inner = self._inner or self._inner_for(request)
+        run = current_run()
+        if run is None and not standing_active():
+            return inner.handle_request(request)
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return inner.handle_request(request)
         try:
-            plan = self._engine.plan(request, endpoint, request.read())
-            run = current_run()
+            plan = self._engine.plan(request, endpoint, request.read(), run)
             if run is None:
                 reservation = reserve_outside_runs(plan.cost, model=plan.model)
             else:
@@ -397,7 +429,7 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             response = inner.handle_request(self._engine.outgoing(request, plan))
         except BaseException as exc:
             if _maybe_billed(exc):
-                reservation.settle(**_bound_settlement(plan))
+                reservation.settle(_bound_settlement(plan))
             else:
                 reservation.release()
             raise
@@ -425,13 +457,15 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         return self._inner
 
     async def handle_async_request(self, request: Any) -> Any:
-        inner = self._inner_for(request)
+        inner = self._inner or self._inner_for(request)
+        run = current_run()
+        if run is None and not standing_active():
+            return await inner.handle_async_request(request)
         endpoint = self._engine.identify(request)
         if endpoint is None:
             return await inner.handle_async_request(request)
         try:
-            plan = self._engine.plan(request, endpoint, await request.aread())
-            run = current_run()
+            plan = self._engine.plan(request, endpoint, await request.aread(), run)
             if run is None:
                 reservation = await areserve_outside_runs(plan.cost, model=plan.model)
             else:
@@ -445,7 +479,7 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
             response = await inner.handle_async_request(self._engine.outgoing(request, plan))
         except BaseException as exc:
             if _maybe_billed(exc):
-                await reservation.asettle(**_bound_settlement(plan))
+                await reservation.asettle(_bound_settlement(plan))
             else:
                 await reservation.arelease()
             raise

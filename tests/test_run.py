@@ -9,18 +9,21 @@ import pytest
 
 import burnmap
 from burnmap._core.usage import Usage
+from burnmap.runs import Settlement
 
 
 def settle(run: burnmap.Run, cost: str, model: str = "m", *, tokens: int = 10) -> None:
     reservation = run.reserve(Decimal(cost), model=model, input_tokens=tokens)
     reservation.settle(
-        model=model,
-        provider="p",
-        endpoint="messages",
-        usage=Usage(input_tokens=tokens, output_tokens=2 * tokens, cache_read_tokens=1),
-        cost=Decimal(cost),
-        estimated=False,
-        streamed=False,
+        Settlement(
+            model=model,
+            provider="p",
+            endpoint="messages",
+            usage=Usage(input_tokens=tokens, output_tokens=2 * tokens, cache_read_tokens=1),
+            cost=Decimal(cost),
+            estimated=False,
+            streamed=False,
+        )
     )
 
 
@@ -90,15 +93,7 @@ def test_settle_and_release_happen_once() -> None:
         reservation = r.reserve(Decimal("0.5"), model="m", input_tokens=1)
         reservation.release()
         reservation.release()
-        reservation.settle(
-            model="m",
-            provider="p",
-            endpoint="e",
-            usage=Usage(),
-            cost=Decimal("0.5"),
-            estimated=False,
-            streamed=False,
-        )
+        reservation.settle(Settlement("m", "p", "e", Usage(), Decimal("0.5"), False, False))
     assert (r.spent, r.reserved, r.call_count) == (0, 0, 0)
 
 

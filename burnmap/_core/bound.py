@@ -28,7 +28,6 @@ import base64
 import binascii
 import json
 import math
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -49,6 +48,7 @@ __all__ = [
 ]
 
 ANTHROPIC_TOKENIZER_FACTOR_TENTHS = 11  # x1.1
+_MILLION = Decimal(1_000_000)
 IMAGE_TOKENS = 6_400
 PDF_PAGE_TOKENS = 8_000
 AUDIO_BYTES_PER_TOKEN = 64
@@ -95,9 +95,15 @@ class CallPlan:
 
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
 _FILE_BLOCKS = frozenset({"document", "file", "input_file"})
-# Responses-API fields that pull earlier context into the request by reference.
-_CONTEXT_REFERENCES = ("previous_response_id", "conversation", "prompt")
-_WALK_MARKERS = re.compile(rb';base64,|"base64"|"file_data"|"url"|file_id|"image_url"|file_url')
+# Responses-API fields that pull earlier context into the request by reference
+# (previous_response_id, conversation, prompt) are tested in bound_input_tokens.
+
+
+def _may_hold_media(body: bytes) -> bool:
+    """Whether a body may carry or reference media (inline base64, a URL, a file id): a
+    superset of ``;base64,``, ``"base64"``, ``"file_data"``, ``file_id``, ``file_url``,
+    ``"url"`` and ``"image_url"``. Three substring tests are 3x faster than one regex."""
+    return b"base64" in body or b"file_" in body or b'url"' in body
 
 
 def _walk_content(obj: Any) -> tuple[int, int, bool]:
@@ -213,12 +219,12 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
-    if any(obj.get(key) for key in _CONTEXT_REFERENCES):
+    if obj.get("previous_response_id") or obj.get("conversation") or obj.get("prompt"):
         return None
     size = len(body)
     discount = 0
     media_tokens = 0
-    if _WALK_MARKERS.search(body):
+    if _may_hold_media(body):
         discount, media_tokens, unbounded = _walk_content(obj)
         if unbounded:
             return None
@@ -230,9 +236,8 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
     return text + media_tokens + overhead
 
 
-def _server_tools(obj: dict[str, Any]) -> tuple[bool, int]:
+def _server_tools(tools: object) -> tuple[bool, int]:
     """(uses server-side tools, max web searches) from the request's tool list."""
-    tools = obj.get("tools")
     if not isinstance(tools, list):
         return False, 0
     server = False
@@ -283,8 +288,11 @@ def plan_call(
     book: PriceBook,
     *,
     anthropic_beta: str = "",
+    fingerprint: bool = True,
 ) -> CallPlan:
-    """Read a request body and bound its cost; raises a refusal when it cannot."""
+    """Read a request body and bound its cost; raises a refusal when it cannot.
+    ``fingerprint``: digest the request tail for the repeat trigger (skipped when no
+    repeat limit or observer will read it)."""
     try:
         obj = json.loads(body) if body else None
     except ValueError as exc:
@@ -299,23 +307,28 @@ def plan_call(
             "so its cost cannot be bounded; it was not sent."
         )
     body_model = obj.get("model")
-    candidates = [
-        name for name in (body_model, endpoint.model_in_url) if isinstance(name, str) and name
-    ]
-    if not candidates:
-        raise RequestNotUnderstoodError(
-            f"burnmap: the request to this {endpoint.kind} endpoint names no model, so its "
-            "cost cannot be bounded; it was not sent. Pass model=... in the call."
-        )
-    model, sheet = _sheet(book, candidates, endpoint)
-    priority = endpoint.shape == "openai" and obj.get("service_tier") == "priority"
-    if priority and sheet.source != "override":
+    if endpoint.model_in_url is None and type(body_model) is str and body_model:
+        model, sheet = body_model, book.lookup(body_model, endpoint.provider)
+    else:
+        candidates = [
+            name for name in (body_model, endpoint.model_in_url) if isinstance(name, str) and name
+        ]
+        if not candidates:
+            raise RequestNotUnderstoodError(
+                f"burnmap: the request to this {endpoint.kind} endpoint names no model, so "
+                "its cost cannot be bounded; it was not sent. Pass model=... in the call."
+            )
+        model, sheet = _sheet(book, candidates, endpoint)
+    anthropic = endpoint.shape == "anthropic"
+    if anthropic:
+        if anthropic_beta and "context-1m" in anthropic_beta:
+            sheet = book.with_limits(sheet, context_window=1_000_000)
+    elif obj.get("service_tier") == "priority" and sheet.source != "override":
         # Priority processing costs more: bound at its rates (flex costs less).
         sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
-    if endpoint.shape == "anthropic" and "context-1m" in anthropic_beta:
-        sheet = book.with_limits(sheet, context_window=1_000_000)
 
-    server_tools, searches = _server_tools(obj)
+    tools = obj.get("tools")
+    server_tools, searches = _server_tools(tools) if tools else (False, 0)
     bounded = bound_input_tokens(body, obj, shape=endpoint.shape)
     window = sheet.context_window
     if bounded is None or (server_tools and endpoint.kind != "embeddings"):
@@ -329,12 +342,10 @@ def plan_call(
 
     # Anthropic writes the cache only where asked (cache_control); OpenAI-shaped APIs cache
     # on their own, and some newer models bill those writes.
-    caching = b'"cache_control"' in body if endpoint.shape == "anthropic" else True
-    in_rate = _rate_at(sheet, input_tokens, caching)
-    out_rate = sheet.output.at(input_tokens)
-    if sheet.output_audio:
-        out_rate = max(out_rate, sheet.output_audio.at(input_tokens))
-    cost = (input_tokens * in_rate + output_tokens * out_rate) / Decimal(1_000_000)
+    in_rate, out_rate = sheet.bound_rates(
+        input_tokens, caching=b'"cache_control"' in body if anthropic else True
+    )
+    cost = (input_tokens * in_rate + output_tokens * out_rate) / _MILLION
     if searches and sheet.web_search:
         cost += searches * sheet.web_search
     if sheet.per_request:
@@ -361,22 +372,10 @@ def plan_call(
         cost=cost,
         body=new_body,
         inject_usage=inject,
-        fingerprint=request_fingerprint(obj, body) if endpoint.kind != "embeddings" else None,
+        fingerprint=request_fingerprint(obj, body)
+        if fingerprint and endpoint.kind != "embeddings"
+        else None,
     )
-
-
-def _rate_at(sheet: PriceSheet, input_tokens: int, caching: bool) -> Decimal:
-    """The highest input rate in force at ``input_tokens`` (tiers apply past thresholds)."""
-    rates = [sheet.input.at(input_tokens)]
-    if sheet.input_audio:
-        rates.append(sheet.input_audio.at(input_tokens))
-    if caching:
-        rates.extend(
-            rate.at(input_tokens)
-            for rate in (sheet.cache_write, sheet.cache_write_1h)
-            if rate is not None
-        )
-    return max(rates)
 
 
 def _sheet(book: PriceBook, names: list[str], endpoint: Endpoint) -> tuple[str, PriceSheet]:

@@ -66,19 +66,23 @@ class JSONMeter(_Meter):
 
     def _quick(self) -> Metered | None:
         body = self._body
-        if b'"web_search_call"' in body:
+        openai = self.shape == "openai"
+        if openai and b'"web_search_call"' in body:
             return None  # Responses web searches are counted from the output items
         found = _quick_usage(body)
         if found is None:
             return None
-        usage = _usage(self.shape, found[0])
-        if usage is None:
-            return None
+        usage_obj, trailing = found
+        usage = anthropic_usage(usage_obj) if not openai else openai_usage(usage_obj)
         tier = None
-        if self.shape == "openai":
-            match = _SERVICE_TIER.search(body)
-            tier = match.group(1).decode() if match else None
-        return Metered(usage, found[1], True, 0, tier)
+        if openai:
+            tier = trailing.get("service_tier")
+            if tier is None:
+                match = _SERVICE_TIER.search(body)
+                tier = match.group(1).decode() if match else None
+            elif not isinstance(tier, str):
+                tier = None
+        return Metered(usage, _top_model(body), True, 0, tier)
 
     def __init__(self, shape: str) -> None:
         self.shape = shape
@@ -131,29 +135,69 @@ class JSONMeter(_Meter):
 
 
 _DECODER = json.JSONDecoder()
-_TOP_MODEL = re.compile(rb'^\s*\{[^{}]*?"model"\s*:\s*"([^"\\]{1,200})"')
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
+_MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,200})"')
 _ANY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _SERVICE_TIER = re.compile(rb'"service_tier"\s*:\s*"([a-z_]{1,40})"')
+_NO_KEYS: dict[str, Any] = {}
 
 
-def _quick_usage(body: bytes) -> tuple[dict[str, Any], str | None] | None:
-    """The top-level ``usage`` object and ``model`` of a response body, without parsing
-    the whole body (the SDK parses it too). Anthropic and OpenAI put ``usage`` last, so
-    the last ``"usage":`` key is the top-level one; anything unusual returns ``None`` and
-    the caller parses the whole body."""
+def _quick_usage(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The top-level ``usage`` object of a response body, and the top-level keys that
+    follow it, without parsing the whole body (the SDK parses it too).
+
+    Anthropic and OpenAI put ``usage`` at or near the end, so the last ``"usage":`` key is
+    the top-level one. It is taken only when what follows it is exactly the rest of the
+    top-level object (``}``, or ``, "key": value… }``): after a nested ``usage`` more
+    brackets would close than open. Anything unusual returns ``None`` and the caller
+    parses the whole body.
+
+    >>> _quick_usage(b'{"id":"x","usage":{"input_tokens":3},"service_tier":"flex"}')
+    ({'input_tokens': 3}, {'service_tier': 'flex'})
+    >>> _quick_usage(b'{"a":{"usage":{"input_tokens":3}},"b":1}') is None
+    True
+    """
     key = _USAGE_KEY.match(body, body.rfind(b'"usage"'))
     if key is None:
         return None
     try:
         tail = body[key.end() :].decode()
         value, end = _DECODER.raw_decode(tail)
+        rest = tail[end:].strip()
+        if rest == "}":
+            trailing = _NO_KEYS
+        elif rest.startswith(","):
+            trailing, used = _DECODER.raw_decode("{" + rest[1:])
+            if used != len(rest):
+                return None
+        else:
+            return None
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(value, dict) or tail[end:].strip() != "}":
+    if not isinstance(value, dict):
         return None
-    match = _TOP_MODEL.match(body)
-    return value, match.group(1).decode() if match else None
+    return value, trailing
+
+
+def _top_model(body: bytes) -> str | None:
+    """The top-level ``model`` of a response body, when it comes before any nested object
+    (where both APIs put it); ``None`` otherwise.
+
+    >>> _top_model(b'{"id":"x","model":"gpt-5"}'), _top_model(b'{"a":{"model":"m"}}')
+    ('gpt-5', None)
+    """
+    first = body.find(b"{")
+    at = body.find(b'"model"', first + 1)
+    if (
+        first < 0
+        or at < 0
+        or body[:first].strip()
+        or body.find(b"{", first + 1, at) >= 0
+        or body.find(b"}", first, at) >= 0
+    ):
+        return None
+    match = _MODEL_VALUE.match(body, at + 7)
+    return match.group(1).decode() if match else None
 
 
 def _usage(shape: str, obj: object) -> Usage | None:

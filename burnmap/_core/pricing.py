@@ -82,6 +82,62 @@ class PriceSheet:
     context_window: int | None = None
     max_output: int | None = None
     source: str = "genai-prices"
+    _flat: tuple[Decimal, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    """A sheet without tiers: its rates, worked out once (see :meth:`_rates_at`)."""
+
+    def __post_init__(self) -> None:
+        rates = (
+            self.input,
+            self.output,
+            self.cache_read,
+            self.cache_write,
+            self.cache_write_1h,
+            self.input_audio,
+            self.output_audio,
+        )
+        if not any(rate is not None and rate.tiers for rate in rates):
+            object.__setattr__(self, "_flat", self._rates_at(0))
+
+    def _rates_at(self, total_in: int) -> tuple[Decimal, ...]:
+        """(input, output, cache read, cache write 5m, cache write 1h, input audio, output
+        audio, bound input if caching, bound input, bound output) at ``total_in`` input
+        tokens, each falling back to the rate a provider bills in its absence."""
+        in_rate = self.input.at(total_in)
+        out_rate = self.output.at(total_in)
+        read = self.cache_read.at(total_in) if self.cache_read else in_rate
+        write = self.cache_write.at(total_in) if self.cache_write else in_rate
+        write_1h = self.cache_write_1h.at(total_in) if self.cache_write_1h else write
+        audio_in = self.input_audio.at(total_in) if self.input_audio else in_rate
+        audio_out = self.output_audio.at(total_in) if self.output_audio else out_rate
+        # The bound: the highest rate an input token or output token may be billed at.
+        bound_plain = max(in_rate, audio_in)
+        writes = [rate.at(total_in) for rate in (self.cache_write, self.cache_write_1h) if rate]
+        bound_caching = max([bound_plain, *writes])
+        bound_out = max(out_rate, audio_out)
+        return (
+            in_rate,
+            out_rate,
+            read,
+            write,
+            write_1h,
+            audio_in,
+            audio_out,
+            bound_caching,
+            bound_plain,
+            bound_out,
+        )
+
+    def bound_rates(self, input_tokens: int, *, caching: bool) -> tuple[Decimal, Decimal]:
+        """The highest (input, output) rates in force at ``input_tokens`` (tiers apply past
+        their thresholds), counting cache-write rates when the call may write the cache.
+
+        >>> sheet = PriceSheet("m", "anthropic", Rate(Decimal(3)), Rate(Decimal(15)),
+        ...                    cache_write=Rate(Decimal("3.75")))
+        >>> sheet.bound_rates(1000, caching=True), sheet.bound_rates(1000, caching=False)
+        ((Decimal('3.75'), Decimal('15')), (Decimal('3'), Decimal('15')))
+        """
+        rates = self._flat or self._rates_at(input_tokens)
+        return (rates[7] if caching else rates[8]), rates[9]
 
     def cost(self, usage: Usage) -> Decimal:
         """The exact cost of ``usage`` in USD.
@@ -94,38 +150,30 @@ class PriceSheet:
         Decimal('1.222506')
         """
         total_in = usage.total_input_tokens
-        in_rate = self.input.at(total_in)
-        out_rate = self.output.at(total_in)
+        in_rate, out_rate, read, write, write_1h, audio_in_rate, audio_out_rate = (
+            self._flat or self._rates_at(total_in)
+        )[:7]
         audio_in = min(usage.input_audio_tokens, usage.input_tokens)
         audio_out = min(usage.output_audio_tokens, usage.output_tokens)
         cost = (usage.input_tokens - audio_in) * in_rate + (usage.output_tokens - audio_out) * (
             out_rate
         )
         if audio_in:
-            cost += audio_in * (self.input_audio.at(total_in) if self.input_audio else in_rate)
+            cost += audio_in * audio_in_rate
         if audio_out:
-            cost += audio_out * (self.output_audio.at(total_in) if self.output_audio else out_rate)
+            cost += audio_out * audio_out_rate
         if usage.cache_read_tokens:
-            rate = self.cache_read.at(total_in) if self.cache_read else in_rate
-            cost += usage.cache_read_tokens * rate
+            cost += usage.cache_read_tokens * read
         if usage.cache_write_tokens:
-            cost += usage.cache_write_tokens * self._write_rate(total_in)
+            cost += usage.cache_write_tokens * write
         if usage.cache_write_1h_tokens:
-            rate = (
-                self.cache_write_1h.at(total_in)
-                if self.cache_write_1h
-                else self._write_rate(total_in)
-            )
-            cost += usage.cache_write_1h_tokens * rate
+            cost += usage.cache_write_1h_tokens * write_1h
         cost /= MILLION
         if usage.web_searches and self.web_search:
             cost += usage.web_searches * self.web_search
         if self.per_request:
             cost += self.per_request
         return cost
-
-    def _write_rate(self, total_in: int) -> Decimal:
-        return self.cache_write.at(total_in) if self.cache_write else self.input.at(total_in)
 
 
 # Largest output a model can produce in one call, for requests that set no max_tokens.
