@@ -277,14 +277,21 @@ class _Streams(dict[tuple[type, bool], type]):
 _STREAMS = _Streams()
 
 
-def _anthropic_beta(request: Any) -> str:
-    """The request's ``anthropic-beta`` header values (``Headers.get`` re-detects the
-    headers' encoding on every call: the raw list is read directly where it exists)."""
-    items = getattr(request.headers, "_list", None)
+def _header_items(headers: Any) -> list[tuple[bytes, bytes, bytes]]:
+    """(raw name, lower-case name, value) of each header. Read from the headers' own list
+    where it exists: ``Headers.get`` re-detects their encoding on every call."""
+    items: list[tuple[bytes, bytes, bytes]] | None = getattr(headers, "_list", None)
     if items is None:  # pragma: no cover - an httpx without the raw list
-        return str(request.headers.get("anthropic-beta", ""))
+        items = [(key, key.lower(), value) for key, value in headers.raw]
+    return items
+
+
+def _anthropic_beta(request: Any) -> str:
+    """The request's ``anthropic-beta`` header values."""
     return ",".join(
-        value.decode("latin-1") for _, lower, value in items if lower == b"anthropic-beta"
+        value.decode("latin-1")
+        for _, name, value in _header_items(request.headers)
+        if name == b"anthropic-beta"
     )
 
 
@@ -344,8 +351,7 @@ class _Engine:
         """Meter a successful response as it is read (error responses never get here)."""
         content_type = b""
         content_encoding = b""
-        for key, value in response.headers.raw:  # one pass; Headers.get scans per call
-            name = key.lower()
+        for _, name, value in _header_items(response.headers):
             if name == b"content-type":
                 content_type = value.lower()
             elif name == b"content-encoding":

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
+@dataclass(frozen=True, slots=True)  # the transport caches them: shared between calls
 class Endpoint:
     shape: str
     """Wire format: ``"anthropic"`` or ``"openai"``."""

@@ -335,9 +335,10 @@ class PriceBook:
         context: dict[str, str] | None = None,
     ) -> PriceSheet:
         """The sheet for ``model``; raises :class:`UnknownModelError` when none is known."""
-        sheet = self._override(model)
-        if sheet is not None:
-            return sheet
+        if self._overrides:
+            sheet = self._override(model)
+            if sheet is not None:
+                return sheet
         now = time.monotonic()
         if at is None and not context:
             cached = self._recent.get((provider, model))

@@ -94,25 +94,28 @@ def anthropic_usage(usage: dict[str, Any]) -> Usage:
     ...     "output_tokens": 7}).total_input_tokens
     150
     """
-    creation = _dict(usage.get("cache_creation"))
-    write_total = _int(usage.get("cache_creation_input_tokens"))
-    write_1h = _int(creation.get("ephemeral_1h_input_tokens"))
-    if creation:
-        write_5m = _int(creation.get("ephemeral_5m_input_tokens"))
+    get = usage.get
+    write_total = _int(get("cache_creation_input_tokens"))
+    creation = get("cache_creation")
+    if isinstance(creation, dict) and creation:
+        write_1h = _int(creation.get("ephemeral_1h_input_tokens"))
         # The split is authoritative when present; any remainder is billed at the 5m rate.
-        write_5m = max(write_5m, write_total - write_1h)
+        write_5m = max(_int(creation.get("ephemeral_5m_input_tokens")), write_total - write_1h)
     else:
+        write_1h = 0
         write_5m = write_total
-    server_tools = _dict(usage.get("server_tool_use"))
-    output_details = _dict(usage.get("output_tokens_details"))
+    server_tools = get("server_tool_use")
+    details = get("output_tokens_details")
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+        input_tokens=_int(get("input_tokens")),
+        output_tokens=_int(get("output_tokens")),
+        cache_read_tokens=_int(get("cache_read_input_tokens")),
         cache_write_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
-        reasoning_tokens=_int(output_details.get("thinking_tokens")),
-        web_searches=_int(server_tools.get("web_search_requests")),
+        reasoning_tokens=_int(details.get("thinking_tokens")) if isinstance(details, dict) else 0,
+        web_searches=_int(server_tools.get("web_search_requests"))
+        if isinstance(server_tools, dict)
+        else 0,
     )
 
 
