@@ -67,7 +67,7 @@ class JSONMeter(_Meter):
     def _quick(self) -> Metered | None:
         body = self._body
         openai = self.shape == "openai"
-        if openai and b'"web_search_call"' in body:
+        if openai and _WEB_SEARCH_CALL.search(body):
             return None  # Responses web searches are counted from the output items
         found = _quick_usage(body)
         if found is None:
@@ -135,6 +135,7 @@ class JSONMeter(_Meter):
 
 
 _DECODER = json.JSONDecoder()
+_WEB_SEARCH_CALL = re.compile(rb'"web_search_call"')
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
 _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,200})"')
 _ANY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
