@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from burnmap._core.decode import BodyDecoder, DecodeError
-from burnmap._core.meter import JSONMeter, Metered, SSEMeter, UsageChunkFilter
+from burnmap._core.meter import (
+    JSONMeter,
+    Metered,
+    SSEMeter,
+    UsageChunkFilter,
+    json_result,
+    quick_json_result,
+)
 from burnmap._core.sse import SSEDecoder
 from burnmap._core.usage import Usage
 from tests.conftest import wire
@@ -254,3 +261,84 @@ def test_usage_filter_keeps_azure_prompt_filter_chunk() -> None:
     events = SSEDecoder().feed(filtered([data]))
     assert json.loads(events[0].data)["prompt_filter_results"]
     assert all(b'"usage":{' not in e.data for e in events)
+
+
+# -- the quick JSON path agrees with a whole parse ---------------------------------------
+_KEYS = st.sampled_from(
+    ["usage", "model", "service_tier", "id", "choices", "data", "output", "reasoning", "x"]
+)
+_TEXT = st.text(alphabet=st.sampled_from('ab{}[]",:\\ model"usage'), max_size=12)
+_SCALARS = st.none() | st.booleans() | st.integers(-5, 10**6) | _TEXT
+_TIERS = st.sampled_from(["default", "flex", "priority", "scale"]) | _SCALARS
+_USAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "input_tokens": st.integers(0, 10**6),
+        "output_tokens": st.integers(0, 10**6),
+        "prompt_tokens": st.integers(0, 10**6),
+        "completion_tokens": st.integers(0, 10**6),
+        "cache_read_input_tokens": st.integers(0, 10**6),
+        "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": st.integers(0, 99)}),
+    },
+)
+_VALUES = st.recursive(
+    _SCALARS | _USAGE,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(_KEYS | _TEXT, inner | _TIERS, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _with_usage(members: dict[str, object], usage: object, position: int) -> dict[str, object]:
+    """``members`` with a top-level ``usage`` member at ``position``."""
+    items = [(k, v) for k, v in members.items() if k != "usage"]
+    items.insert(min(position, len(items)), ("usage", usage))
+    return dict(items)
+
+
+_MEMBERS = st.dictionaries(
+    _KEYS | _TEXT,
+    _VALUES | _USAGE | st.sampled_from(["gpt-5", "claude-sonnet-4-6", "emb-3"]) | _TIERS,
+    max_size=7,
+)
+_BODIES = _MEMBERS | st.builds(_with_usage, _MEMBERS, _USAGE, st.integers(0, 7))
+
+
+@given(_BODIES, st.sampled_from(["anthropic", "openai"]), st.sampled_from([None, 2]))
+def test_quick_json_path_agrees_with_a_whole_parse(
+    obj: dict[str, object], shape: str, indent: int | None
+) -> None:
+    """Whatever the layout, reading the usage, model and tier from the body's tail gives
+    what parsing the whole body gives, or declines (and the whole body is parsed)."""
+    body = json.dumps(obj, indent=indent).encode()
+    quick = quick_json_result(shape, body)
+    if quick is not None:
+        assert quick == json_result(shape, body)
+
+
+@pytest.mark.parametrize(
+    ("name", "quick"),
+    [
+        ("anthropic/messages.response.json", True),
+        ("openai/chat.response.json", True),
+        ("openai/embeddings.response.json", True),
+        ("openai/chat_audio.response.json", True),
+        ("providers/deepseek_chat.response.json", True),
+        ("providers/openrouter_chat.response.json", True),
+        # Responses name their service tier long before usage: parsed whole.
+        ("openai/responses.response.json", False),
+    ],
+)
+def test_quick_json_path_reads_the_apis_layouts(name: str, quick: bool) -> None:
+    body = wire(name)
+    shape = "anthropic" if name.startswith("anthropic") else "openai"
+    result = quick_json_result(shape, body)
+    assert (result is not None) is quick
+    assert _metered(shape, body) == json_result(shape, body)
+
+
+def _metered(shape: str, body: bytes) -> Metered:
+    meter = JSONMeter(shape)
+    meter.feed(body)
+    return meter.result()

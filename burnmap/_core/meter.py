@@ -21,7 +21,9 @@ __all__ = [
     "Metered",
     "SSEMeter",
     "UsageChunkFilter",
+    "json_result",
     "make_meter",
+    "quick_json_result",
 ]
 
 # A non-streamed body larger than this is not buffered for metering (none is, in practice);
@@ -49,6 +51,8 @@ class Metered:
     output_tokens_seen: int
     """An estimate of output tokens observed, for streams cut short."""
     service_tier: str | None = None
+    """The service tier an OpenAI-shaped response reports (flex and priority are priced
+    apart); Anthropic's is informational."""
 
 
 class _Meter:
@@ -63,26 +67,6 @@ class _Meter:
 
 class JSONMeter(_Meter):
     """Usage from a non-streamed JSON body (Messages, Chat, Responses, Embeddings)."""
-
-    def _quick(self) -> Metered | None:
-        body = self._body
-        openai = self.shape == "openai"
-        if openai and _WEB_SEARCH_CALL.search(body):
-            return None  # Responses web searches are counted from the output items
-        found = _quick_usage(body)
-        if found is None:
-            return None
-        usage_obj, trailing = found
-        usage = anthropic_usage(usage_obj) if not openai else openai_usage(usage_obj)
-        tier = None
-        if openai:
-            tier = trailing.get("service_tier")
-            if tier is None:
-                match = _SERVICE_TIER.search(body)
-                tier = match.group(1).decode() if match else None
-            elif not isinstance(tier, str):
-                tier = None
-        return Metered(usage, _top_model(body), True, 0, tier)
 
     def __init__(self, shape: str) -> None:
         self.shape = shape
@@ -100,66 +84,137 @@ class JSONMeter(_Meter):
             return
         self._parts.append(data)
 
-    @property
-    def _body(self) -> bytes:
-        parts = self._parts
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
     def result(self) -> Metered:
         if self._overflow:
             return Metered(None, None, False, 0)
-        quick = self._quick()
-        if quick is not None:
-            return quick
-        try:
-            obj = json.loads(self._body)
-        except ValueError:
-            return Metered(None, None, False, 0)
-        if not isinstance(obj, dict):
-            return Metered(None, None, False, 0)
-        if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
-            obj = obj["response"]
-        if self.shape == "openai" and obj.get("object") == "response":
-            usage = _response_usage(obj)
-        else:
-            usage = _usage(self.shape, obj.get("usage"))
-        model = obj.get("model")
-        tier = obj.get("service_tier")
-        return Metered(
-            usage,
-            model if isinstance(model, str) else None,
-            usage is not None,
-            0,
-            tier if isinstance(tier, str) else None,
-        )
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return quick_json_result(self.shape, body) or json_result(self.shape, body)
+
+
+def json_result(shape: str, body: bytes) -> Metered:
+    """What a whole JSON response body says: usage, model and service tier."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return Metered(None, None, False, 0)
+    if not isinstance(obj, dict):
+        return Metered(None, None, False, 0)
+    if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
+        obj = obj["response"]
+    if shape == "openai" and obj.get("object") == "response":
+        usage = _response_usage(obj)
+    else:
+        usage = _usage(shape, obj.get("usage"))
+    model = obj.get("model")
+    tier = obj.get("service_tier") if shape == "openai" else None
+    return Metered(
+        usage,
+        model if isinstance(model, str) else None,
+        usage is not None,
+        0,
+        tier if isinstance(tier, str) else None,
+    )
 
 
 _DECODER = json.JSONDecoder()
 _WEB_SEARCH_CALL = re.compile(rb'"web_search_call"')
+_RESPONSE_KEY = re.compile(rb'"response"\s*:')
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
 _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,200})"')
+_MODEL_BEFORE = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"\s*,\s*\Z')
 _ANY_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
-_SERVICE_TIER = re.compile(rb'"service_tier"\s*:\s*"([a-z_]{1,40})"')
+_SERVICE_TIER_KEY = re.compile(rb'"service_tier"')
 _NO_KEYS: dict[str, Any] = {}
+_UNSURE = object()
 
 
-def _quick_usage(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The top-level ``usage`` object of a response body, and the top-level keys that
-    follow it, without parsing the whole body (the SDK parses it too).
+def quick_json_result(shape: str, body: bytes) -> Metered | None:
+    """:func:`json_result` without parsing the whole body (the SDK parses it too), for
+    the layouts the APIs use; ``None`` when it cannot be sure, and the caller parses.
+
+    >>> quick_json_result("openai", b'{"model":"gpt-5","usage":{"prompt_tokens":3}}').model
+    'gpt-5'
+    """
+    openai = shape == "openai"
+    if _RESPONSE_KEY.search(body) or (openai and _WEB_SEARCH_CALL.search(body)):
+        # A wrapped Responses event, or web searches counted from the output items.
+        return None
+    found = _quick_usage(body)
+    if found is None:
+        return None
+    usage_obj, trailing, usage_at = found
+    if "model" in trailing:
+        model = trailing["model"]
+    else:
+        model = _top_model(body, usage_at)
+        if model is _UNSURE:
+            return None
+    tier = None
+    if openai:
+        if "service_tier" in trailing:
+            tier = trailing["service_tier"]
+        elif _SERVICE_TIER_KEY.search(body):
+            return None  # named before usage (Responses): only a whole parse can tell where
+    return Metered(
+        anthropic_usage(usage_obj) if not openai else openai_usage(usage_obj),
+        model if isinstance(model, str) else None,
+        True,
+        0,
+        tier if isinstance(tier, str) else None,
+    )
+
+
+_KEY_OPENERS = (ord("{"), ord(","))
+_SPACES = (ord(" "), ord("\n"), ord("\t"), ord("\r"))
+
+
+def _is_key(body: bytes, at: int) -> bool:
+    """Whether the quoted string at ``at`` starts an object member (``{`` or ``,`` before
+    it), rather than ending inside a string value."""
+    if at <= 0:
+        return False
+    before = body[at - 1]
+    if before in _SPACES:
+        rest = body[max(at - 64, 0) : at].rstrip()
+        before = rest[-1] if rest else 0
+    return before in _KEY_OPENERS
+
+
+def _opens_no_object_before(body: bytes, at: int) -> bool:
+    """Whether the member whose key starts at ``at`` is a top-level one because no object
+    opens or closes between the body's first ``{`` and it (arrays may).
+
+    >>> _opens_no_object_before(b'{"a":[1],"c":1}', 9), _opens_no_object_before(b'{"a":{"c":1}}', 6)
+    (True, False)
+    """
+    first = body.find(b"{")
+    return (
+        0 <= first < at
+        and not body[:first].strip()
+        and body.find(b"{", first + 1, at) < 0
+        and body.find(b"}", first, at) < 0
+        and _is_key(body, at)
+    )
+
+
+def _quick_usage(body: bytes) -> tuple[dict[str, Any], dict[str, Any], int] | None:
+    """The top-level ``usage`` object of a response body, the top-level members that
+    follow it, and where its key starts.
 
     Anthropic and OpenAI put ``usage`` at or near the end, so the last ``"usage":`` key is
     the top-level one. It is taken only when what follows it is exactly the rest of the
     top-level object (``}``, or ``, "key": value… }``): after a nested ``usage`` more
-    brackets would close than open. Anything unusual returns ``None`` and the caller
-    parses the whole body.
+    brackets would close than open. Anything unusual returns ``None``.
 
     >>> _quick_usage(b'{"id":"x","usage":{"input_tokens":3},"service_tier":"flex"}')
-    ({'input_tokens': 3}, {'service_tier': 'flex'})
+    ({'input_tokens': 3}, {'service_tier': 'flex'}, 10)
     >>> _quick_usage(b'{"a":{"usage":{"input_tokens":3}},"b":1}') is None
     True
     """
-    key = _USAGE_KEY.match(body, body.rfind(b'"usage"'))
-    if key is None:
+    at = body.rfind(b'"usage"')
+    key = _USAGE_KEY.match(body, at)
+    if key is None or not _is_key(body, at):
         return None
     try:
         tail = body[key.end() :].decode()
@@ -177,28 +232,32 @@ def _quick_usage(body: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
     if not isinstance(value, dict):
         return None
-    return value, trailing
+    return value, trailing, at
 
 
-def _top_model(body: bytes) -> str | None:
-    """The top-level ``model`` of a response body, when it comes before any nested object
-    (where both APIs put it); ``None`` otherwise.
+def _top_model(body: bytes, usage_at: int) -> object:
+    """The top-level ``model`` of a response body whose top-level ``usage`` key starts at
+    ``usage_at``: the first ``"model"`` member when no object comes before it (Messages,
+    Chat, Responses), or the member just before ``usage`` (Embeddings). ``None`` when the
+    body names no model; ``_UNSURE`` when neither rule applies.
 
-    >>> _top_model(b'{"id":"x","model":"gpt-5"}'), _top_model(b'{"a":{"model":"m"}}')
-    ('gpt-5', None)
+    >>> _top_model(b'{"id":"x","model":"gpt-5","usage":{}}', 26)
+    'gpt-5'
+    >>> _top_model(b'{"data":[{"e":1}],"model":"emb","usage":{}}', 32)
+    'emb'
+    >>> _top_model(b'{"a":{"model":"m"},"usage":{}}', 19) is _UNSURE
+    True
     """
-    first = body.find(b"{")
-    at = body.find(b'"model"', first + 1)
-    if (
-        first < 0
-        or at < 0
-        or body[:first].strip()
-        or body.find(b"{", first + 1, at) >= 0
-        or body.find(b"}", first, at) >= 0
-    ):
+    at = body.find(b'"model"')
+    if at < 0:
         return None
-    match = _MODEL_VALUE.match(body, at + 7)
-    return match.group(1).decode() if match else None
+    if _opens_no_object_before(body, at):
+        match = _MODEL_VALUE.match(body, at + 7)
+        return match.group(1).decode() if match else _UNSURE
+    match = _MODEL_BEFORE.search(body, max(usage_at - 300, 0), usage_at)
+    if match and _is_key(body, match.start()):
+        return match.group(1).decode()
+    return _UNSURE
 
 
 def _usage(shape: str, obj: object) -> Usage | None:
