@@ -335,6 +335,15 @@ class _Engine:
     @staticmethod
     def outgoing(request: Any, plan: CallPlan) -> Any:
         """The request to send: rebuilt when burnmap changed its body."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "burnmap: reserved $%s for %s %s (<=%d in, <=%d out)",
+                plan.cost,
+                plan.endpoint.kind,
+                plan.model,
+                plan.input_tokens,
+                plan.output_tokens,
+            )
         if plan.body is None:
             return request
         headers = request.headers.copy()
