@@ -469,9 +469,7 @@ class Run:
     def _refused_by_ledger(self, reservation: Reservation, exc: RefusalError) -> None:
         reservation.release(failed=False)
         with _LOCK:
-            for each in reservation.runs:
-                each._refused += 1
-                each._stop_reason = each._stop_reason or _reason(exc)
+            _count_refusal(reservation.runs, _reason(exc))
 
     def _reserve_runs(self, amount: Decimal, *, model: str, fingerprint: str | None) -> Reservation:
         runs = self.chain()
@@ -495,10 +493,7 @@ class Run:
 
     def _refuse_loop(self, runs: list[Run], r: Run, verdict: LoopVerdict) -> None:
         """Count the refusal on every run in scope and raise it (the lock is held)."""
-        reason = f"loop detected ({verdict.trigger}): {verdict.message}"
-        for each in runs:
-            each._refused += 1
-            each._stop_reason = each._stop_reason or reason
+        _count_refusal(runs, f"loop detected ({verdict.trigger}): {verdict.message}")
         raise sdk_compatible(
             LoopDetectedError(
                 f"burnmap: run {r.job_name!r} looks like a runaway loop: "
@@ -520,10 +515,7 @@ class Run:
         model: str,
     ) -> None:
         owner = runs[accounts.index(refusing)]
-        reason = f"budget {refusing.scope} would be exceeded"
-        for each in runs:
-            each._refused += 1
-            each._stop_reason = each._stop_reason or reason
+        _count_refusal(runs, f"budget {refusing.scope} would be exceeded")
         raise sdk_compatible(
             BudgetExceededError(
                 job_name=self.job_name,
@@ -536,6 +528,13 @@ class Run:
                 model=model,
             )
         )
+
+
+def _count_refusal(runs: list[Run], reason: str) -> None:
+    """A call was refused: count it on every run in scope; the first reason stays."""
+    for each in runs:
+        each._refused += 1
+        each._stop_reason = each._stop_reason or reason
 
 
 def standing_scopes(job_name: str | list[str] | None, user_id: str | None) -> list[str]:
