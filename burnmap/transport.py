@@ -84,7 +84,7 @@ class _Metering:
         self._meter: JSONMeter | SSEMeter = (
             SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
             if streaming
-            else JSONMeter(plan.endpoint.shape)
+            else JSONMeter(plan.endpoint.shape, plan.endpoint.kind)
         )
         self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
         self._decoder: BodyDecoder | None = None

@@ -68,8 +68,9 @@ class _Meter:
 class JSONMeter(_Meter):
     """Usage from a non-streamed JSON body (Messages, Chat, Responses, Embeddings)."""
 
-    def __init__(self, shape: str) -> None:
+    def __init__(self, shape: str, kind: str | None = None) -> None:
         self.shape = shape
+        self.kind = kind  # the endpoint's, when known: only Responses need some checks
         self._parts: list[bytes] = []
         self._size = 0
         self._overflow = False
@@ -89,7 +90,7 @@ class JSONMeter(_Meter):
             return Metered(None, None, False, 0)
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return quick_json_result(self.shape, body) or json_result(self.shape, body)
+        return quick_json_result(self.shape, body, self.kind) or json_result(self.shape, body)
 
 
 def json_result(shape: str, body: bytes) -> Metered:
@@ -129,15 +130,19 @@ _NO_KEYS: dict[str, Any] = {}
 _UNSURE = object()
 
 
-def quick_json_result(shape: str, body: bytes) -> Metered | None:
+def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Metered | None:
     """:func:`json_result` without parsing the whole body (the SDK parses it too), for
     the layouts the APIs use; ``None`` when it cannot be sure, and the caller parses.
+    ``kind``: the endpoint that answered, when known; only a Responses body (or one from
+    an unknown endpoint) can be a wrapped event or count web searches in its output.
 
     >>> quick_json_result("openai", b'{"model":"gpt-5","usage":{"prompt_tokens":3}}').model
     'gpt-5'
     """
     openai = shape == "openai"
-    if _RESPONSE_KEY.search(body) or (openai and _WEB_SEARCH_CALL.search(body)):
+    if (kind is None or kind == "responses") and (
+        _RESPONSE_KEY.search(body) or (openai and _WEB_SEARCH_CALL.search(body))
+    ):
         # A wrapped Responses event, or web searches counted from the output items.
         return None
     found = _quick_usage(body)
@@ -542,4 +547,4 @@ class UsageChunkFilter:
 
 
 def make_meter(shape: str, kind: str, *, streaming: bool) -> JSONMeter | SSEMeter:
-    return SSEMeter(shape, kind) if streaming else JSONMeter(shape)
+    return SSEMeter(shape, kind) if streaming else JSONMeter(shape, kind)
