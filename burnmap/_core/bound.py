@@ -96,8 +96,6 @@ class CallPlan:
 
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
 _FILE_BLOCKS = frozenset({"document", "file", "input_file"})
-# Responses-API fields that pull earlier context into the request by reference
-# (previous_response_id, conversation, prompt) are tested in bound_input_tokens.
 
 
 # Literal patterns: the regex engine finds a literal ~1.7x faster than `in` or bytes.find.
@@ -228,6 +226,7 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
+    # Responses-API fields that pull earlier context into the request by reference.
     if obj.get("previous_response_id") or obj.get("conversation") or obj.get("prompt"):
         return None
     size = len(body)
