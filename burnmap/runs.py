@@ -423,7 +423,6 @@ class Run:
         amount: Decimal,
         *,
         model: str,
-        input_tokens: int = 0,
         fingerprint: str | None = None,
     ) -> Reservation:
         """Hold ``amount`` on this run, every enclosing run and the standing budgets in
@@ -442,7 +441,6 @@ class Run:
         amount: Decimal,
         *,
         model: str,
-        input_tokens: int = 0,
         fingerprint: str | None = None,
     ) -> Reservation:
         """The async twin of :meth:`reserve` (the ledger is awaited, not blocked on)."""

@@ -286,11 +286,6 @@ class _Frame(NamedTuple):
     deltas: int
 
 
-class _Stream(NamedTuple):
-    frames: list[_Frame]
-    call: BilledCall
-
-
 def _sse(event: str | None, data: str) -> bytes:
     head = f"event: {event}\n" if event is not None else ""
     return f"{head}data: {data}\n\n".encode()

@@ -49,9 +49,6 @@ __all__ = [
 
 log = logging.getLogger("burnmap.transport")
 
-_Request = httpx.Request | httpx2.Request
-_Response = httpx.Response | httpx2.Response
-
 
 def _library(obj: Any) -> types.ModuleType:
     """httpx2 or httpx: the library an object (or class) comes from."""

@@ -13,7 +13,7 @@ from burnmap.runs import Settlement
 
 
 def settle(run: burnmap.Run, cost: str, model: str = "m", *, tokens: int = 10) -> None:
-    reservation = run.reserve(Decimal(cost), model=model, input_tokens=tokens)
+    reservation = run.reserve(Decimal(cost), model=model)
     reservation.settle(
         Settlement(
             model=model,
@@ -67,7 +67,7 @@ def test_refusal_marks_the_report_and_carries_figures() -> None:
     with burnmap.run("job", budget="0.5") as r:
         settle(r, "0.4")
         with pytest.raises(burnmap.BudgetExceededError) as info:
-            r.reserve(Decimal("0.2"), model="m", input_tokens=1)
+            r.reserve(Decimal("0.2"), model="m")
     err = info.value
     assert (err.spent_so_far, err.budget, err.call_count) == (Decimal("0.4"), Decimal("0.5"), 1)
     assert err.needed == Decimal("0.2")
@@ -78,19 +78,19 @@ def test_refusal_marks_the_report_and_carries_figures() -> None:
 
 def test_in_flight_reservations_count_against_the_budget() -> None:
     with burnmap.run("job", budget=1) as r:
-        held = r.reserve(Decimal("0.7"), model="m", input_tokens=1)
+        held = r.reserve(Decimal("0.7"), model="m")
         assert r.reserved == Decimal("0.7")
         with pytest.raises(burnmap.BudgetExceededError) as info:
-            r.reserve(Decimal("0.4"), model="m", input_tokens=1)
+            r.reserve(Decimal("0.4"), model="m")
         assert info.value.reserved == Decimal("0.7")
         held.release(failed=False)
-        r.reserve(Decimal("0.4"), model="m", input_tokens=1).release()
+        r.reserve(Decimal("0.4"), model="m").release()
     assert r.reserved == 0
 
 
 def test_settle_and_release_happen_once() -> None:
     with burnmap.run("job", budget=1) as r:
-        reservation = r.reserve(Decimal("0.5"), model="m", input_tokens=1)
+        reservation = r.reserve(Decimal("0.5"), model="m")
         reservation.release()
         reservation.release()
         reservation.settle(Settlement("m", "p", "e", Usage(), Decimal("0.5"), False, False))
@@ -134,7 +134,7 @@ def test_call_rate_limit_refuses_before_the_call() -> None:
         for _ in range(3):
             settle(r, "0.01")
         with pytest.raises(burnmap.LoopDetectedError) as info:
-            r.reserve(Decimal("0.01"), model="m", input_tokens=1)
+            r.reserve(Decimal("0.01"), model="m")
     assert info.value.trigger == "call_rate"
     assert info.value.call_count == 3
     assert r.report.stop_reason is not None
@@ -146,5 +146,5 @@ def test_context_growth_limit() -> None:
         for tokens in (9_000, 18_000, 36_000, 72_000, 144_000):
             settle(r, "0.01", tokens=tokens)
         with pytest.raises(burnmap.LoopDetectedError) as info:
-            r.reserve(Decimal("0.01"), model="m", input_tokens=1)
+            r.reserve(Decimal("0.01"), model="m")
     assert info.value.trigger == "context_growth"

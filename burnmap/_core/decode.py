@@ -130,10 +130,6 @@ class BodyDecoder:
         steps = [_step(name) for name in reversed(names)]
         self._steps = [step for step in steps if step is not None]
 
-    @property
-    def identity(self) -> bool:
-        return not self._steps
-
     def feed(self, data: bytes) -> bytes:
         for step in self._steps:
             data = step.feed(data)

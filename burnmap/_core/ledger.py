@@ -37,12 +37,6 @@ class Account:
     holds: int = 0
     """Reservations currently open."""
 
-    @property
-    def available(self) -> Decimal | None:
-        if self.limit is None:
-            return None
-        return self.limit - self.spent - self.reserved
-
 
 def first_refusal(accounts: Sequence[Account], amount: Decimal) -> Account | None:
     """The first account that cannot hold ``amount`` more, or ``None`` if all can.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from burnmap._core.sse import SSEDecoder
-from burnmap._core.usage import Usage, anthropic_usage, openai_usage
+from burnmap._core.usage import Usage, anthropic_usage, openai_usage, usage_from
 
 __all__ = [
     "JSONMeter",
@@ -22,7 +22,6 @@ __all__ = [
     "SSEMeter",
     "UsageChunkFilter",
     "json_result",
-    "make_meter",
     "quick_json_result",
 ]
 
@@ -106,7 +105,7 @@ def json_result(shape: str, body: bytes) -> Metered:
     if shape == "openai" and obj.get("object") == "response":
         usage = _response_usage(obj)
     else:
-        usage = _usage(shape, obj.get("usage"))
+        usage = usage_from(shape, obj.get("usage"))
     model = obj.get("model")
     tier = obj.get("service_tier") if shape == "openai" else None
     return Metered(
@@ -265,16 +264,10 @@ def _top_model(body: bytes, usage_at: int) -> object:
     return _UNSURE
 
 
-def _usage(shape: str, obj: object) -> Usage | None:
-    if not isinstance(obj, dict):
-        return None
-    return anthropic_usage(obj) if shape == "anthropic" else openai_usage(obj)
-
-
 def _response_usage(response: dict[str, Any]) -> Usage | None:
     """A Responses-API object's usage, with its web searches (billed per call) counted
     from the output items, since the usage object does not report them."""
-    usage = _usage("openai", response.get("usage"))
+    usage = usage_from("openai", response.get("usage"))
     output = response.get("output")
     if usage is not None and isinstance(output, list):
         searches = sum(
@@ -445,7 +438,7 @@ class SSEMeter(_Meter):
         if _USAGE_OBJECT.search(data):
             obj = _loads(data)
             if obj:
-                usage = _usage("openai", obj.get("usage"))
+                usage = usage_from("openai", obj.get("usage"))
                 if usage is not None:
                     self._usage = usage
                 self._note_model(obj)
@@ -544,7 +537,3 @@ class UsageChunkFilter:
     def flush(self) -> bytes:
         tail, self._partial = self._partial, b""
         return tail
-
-
-def make_meter(shape: str, kind: str, *, streaming: bool) -> JSONMeter | SSEMeter:
-    return SSEMeter(shape, kind) if streaming else JSONMeter(shape, kind)

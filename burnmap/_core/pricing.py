@@ -312,10 +312,6 @@ class PriceBook:
         with self._lock:
             self._overrides.clear()
 
-    def overrides(self) -> list[PriceSheet]:
-        with self._lock:
-            return list(self._overrides.values())
-
     def _override(self, model: str) -> PriceSheet | None:
         if not self._overrides:
             return None
@@ -362,13 +358,6 @@ class PriceBook:
             with self._lock:
                 self._recent[(provider, model)] = (sheet, now + RECENT_SECONDS)
         return sheet
-
-    def resolve(self, model: str, provider: str | None = None) -> PriceSheet | None:
-        """Like :meth:`lookup`, but ``None`` for an unknown model."""
-        try:
-            return self.lookup(model, provider)
-        except UnknownModelError:
-            return None
 
     def _model_info(self, model: str, provider: str | None) -> Any:
         key = (provider, model)

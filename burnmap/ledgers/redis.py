@@ -149,12 +149,6 @@ class RedisLedger(Ledger):
         raw = self._call(self._client.hgetall, f"{self.prefix}:limits")
         return {k.decode(): LimitDef.from_json(k.decode(), v) for k, v in raw.items()}
 
-    def _limit_json(self, scopes: Sequence[str]) -> dict[str, str]:
-        values = self._call(self._client.hmget, f"{self.prefix}:limits", list(scopes))
-        return {
-            s: (v.decode() if v is not None else "") for s, v in zip(scopes, values, strict=True)
-        }
-
     # -- holds -------------------------------------------------------------------------
     def _args(
         self,

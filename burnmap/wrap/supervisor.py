@@ -180,7 +180,6 @@ class Supervisor:
         self.stderr = stderr or sys.stderr
         self._run: Run | None = None
         self.outcome = _Outcome()
-        self.refusals = 0
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -497,7 +496,6 @@ class Supervisor:
         """A Python child's call was refused before it was sent. The budget is safe, so
         the program gets ``grace`` seconds to wind down by itself (its calls in flight
         finish and are counted) before it is stopped."""
-        self.refusals += 1
         self.run.stop(
             f"a call was refused: {fields.get('scope') or fields.get('trigger')}", refused=True
         )
