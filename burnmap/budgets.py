@@ -209,24 +209,22 @@ class LedgerHold:
         try:
             self.ledger.settle(self.hold_id, to_micros(cost))
         except LedgerUnavailableError as exc:
-            # The hold expires after its TTL and is charged in full: nothing is lost.
-            log.error(
-                "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
-                self.hold_id,
-                exc.url,
-                exc.cause,
-            )
+            self._unsettled(exc)
 
     async def asettle(self, cost: Decimal) -> None:
         try:
             await self.ledger.asettle(self.hold_id, to_micros(cost))
         except LedgerUnavailableError as exc:
-            log.error(
-                "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
-                self.hold_id,
-                exc.url,
-                exc.cause,
-            )
+            self._unsettled(exc)
+
+    def _unsettled(self, exc: LedgerUnavailableError) -> None:
+        # The hold expires after its TTL and is charged in full: nothing is lost.
+        log.error(
+            "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
+            self.hold_id,
+            exc.url,
+            exc.cause,
+        )
 
     def renew(self) -> None:
         try:

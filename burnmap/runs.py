@@ -371,10 +371,8 @@ class Run:
                     r._guard.settled(
                         now, record.usage.total_input_tokens, record.cost, record.fingerprint
                     )
-                r._account.spent += record.cost
-                if record.cost:
-                    r._account.calls += 1
                 r._calls.append(record)
+            ledger.spend(self._accounts, record.cost)
         return verdict
 
     def note_repeat(self, fingerprint: str) -> LoopVerdict | None:

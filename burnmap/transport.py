@@ -20,12 +20,11 @@ import httpx
 import httpx2
 
 from burnmap._core.bound import CallPlan, plan_call
-from burnmap._core.charge import charge
+from burnmap._core.charge import Charge, charge
 from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.meter import JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
-from burnmap._core.usage import Usage
 from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
@@ -154,16 +153,7 @@ class _Metering:
                 result.cost,
                 plan.cost,
             )
-        return Settlement(
-            result.model,
-            plan.sheet.provider or plan.endpoint.shape,
-            plan.endpoint.kind,
-            result.usage,
-            result.cost,
-            result.estimated,
-            plan.stream,
-            plan.fingerprint,
-        )
+        return _settlement(plan, result)
 
     def finish(self) -> None:
         settlement = self._settlement()
@@ -391,17 +381,22 @@ def _maybe_billed(exc: BaseException) -> bool:
     return isinstance(exc, _SENT_FAILURES)
 
 
-def _bound_settlement(plan: CallPlan) -> Settlement:
+def _settlement(plan: CallPlan, result: Charge) -> Settlement:
     return Settlement(
-        plan.model,
+        result.model,
         plan.sheet.provider or plan.endpoint.shape,
         plan.endpoint.kind,
-        Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens),
-        plan.cost,
-        True,
+        result.usage,
+        result.cost,
+        result.estimated,
         plan.stream,
         plan.fingerprint,
     )
+
+
+def _bound_settlement(plan: CallPlan) -> Settlement:
+    """A call that may have run but gave no answer: charged at its bound, as unreadable."""
+    return _settlement(plan, charge(plan, None, default_book))
 
 
 class Transport(httpx2.BaseTransport, httpx.BaseTransport):

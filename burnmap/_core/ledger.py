@@ -21,6 +21,7 @@ __all__ = [
     "hold",
     "release",
     "settle",
+    "spend",
 ]
 
 
@@ -58,6 +59,14 @@ def hold(accounts: Sequence[Account], amount: Decimal) -> None:
         account.holds += 1
 
 
+def spend(accounts: Sequence[Account], actual: Decimal) -> None:
+    """Record a cost that held nothing first (a call made elsewhere, seen afterwards)."""
+    for account in accounts:
+        account.spent += actual
+        if actual:
+            account.calls += 1
+
+
 def settle(accounts: Sequence[Account], held: Decimal, actual: Decimal) -> None:
     """Replace a hold by the actual cost.
 
@@ -68,9 +77,7 @@ def settle(accounts: Sequence[Account], held: Decimal, actual: Decimal) -> None:
     for account in accounts:
         account.reserved -= held
         account.holds -= 1
-        account.spent += actual
-        if actual:
-            account.calls += 1
+    spend(accounts, actual)
 
 
 def release(accounts: Sequence[Account], held: Decimal) -> None:

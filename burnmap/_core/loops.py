@@ -163,11 +163,10 @@ class LoopGuard:
                     f"call_rate_limit={limit} per minute",
                 )
         growth = self.context_growth_limit
-        if growth is not None and len(self._inputs) > GROWTH_STEPS:
-            sizes = list(self._inputs)[-(GROWTH_STEPS + 1) :]
-            if sizes[-1] >= GROWTH_FLOOR and all(
-                a > 0 and b >= a * growth for a, b in pairwise(sizes)
-            ):
+        inputs = self._inputs
+        if growth is not None and len(inputs) > GROWTH_STEPS and inputs[-1] >= GROWTH_FLOOR:
+            sizes = list(inputs)[-(GROWTH_STEPS + 1) :]
+            if all(a > 0 and b >= a * growth for a, b in pairwise(sizes)):
                 return LoopVerdict(
                     "context_growth",
                     f"input grew {sizes[-1] / sizes[0]:.1f}x over the last {GROWTH_STEPS} "
