@@ -89,6 +89,29 @@ def test_python_agent_is_refused_before_the_call_that_would_overspend(
     assert result.stdout == ""
 
 
+def test_python_agent_runs_on_while_its_next_call_fits(standin: StandIn, tmp_path: Path) -> None:
+    """A budgeted Python child is refused exactly, before the call: it is not stopped just
+    because one more call like its last would not fit, when its next call does."""
+    standin.script = Script(reply_text="word " * 3000)  # every reply runs to max_tokens
+    report = tmp_path / "report.json"
+    # Two calls of ~$0.030 (bound $0.031), then one of $0.0003: $0.0605 of $0.07.
+    result = wrap(
+        standin,
+        "--budget",
+        "0.07",
+        "--",
+        sys.executable,
+        str(AGENTS / "big_then_small.py"),
+        report=report,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "finished"
+    data = json.loads(report.read_text())
+    assert not data["stopped_early"]
+    assert data["call_count"] == len(standin.calls) == 3
+    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.07")
+
+
 def test_async_streams_are_exact(standin: StandIn, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = wrap(

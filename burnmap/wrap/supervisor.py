@@ -193,7 +193,6 @@ class Supervisor:
             self._scope = f"wrap:{uuid.uuid4().hex[:12]}"
         self._events = self._tmp / "events.jsonl"
         self._ledger = SQLiteLedger(self._tmp / "ledger.db")
-        self._seen: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._cleanups: list[Callable[[], None]] = []
         self.agent = agent_kind(options.command)
@@ -263,29 +262,25 @@ class Supervisor:
             )
 
     # -- following spend ----------------------------------------------------------------
-    def record(self, record: CallRecord, key: str | None = None) -> None:
+    def record(self, record: CallRecord, *, refused_in_advance: bool = False) -> None:
         """Count one call (from any source); stop the program if it is over budget or
-        looks like a runaway loop."""
-        with self._lock:
-            if key is not None:
-                if key in self._seen:
-                    return
-                self._seen.add(key)
+        looks like a runaway loop. ``refused_in_advance``: the call came from a budgeted
+        Python child, whose next call the ledger refuses exactly if it cannot fit."""
         if not record.estimated:
             self._exact_calls += 1
         verdict = self.run.record(record)
         if verdict is not None:
             self.stop("loop", f"loop detected ({verdict.trigger}): {verdict.message}")
-        self._check_budget(record.cost)
+        self._check_budget(None if refused_in_advance else record.cost)
 
-    def _check_budget(self, last_cost: Decimal) -> None:
+    def _check_budget(self, last_cost: Decimal | None) -> None:
         budget = self.options.budget
         if budget is None:
             return
         spent = self.run.spent
-        # Stop when the budget is reached, or when one more call like the last would
-        # pass it: for programs burnmap cannot refuse in advance, this keeps the overshoot
-        # to the calls already in flight.
+        # Stop when the budget is reached, or, for programs burnmap cannot refuse in
+        # advance, when one more call like the last would pass it: this keeps the
+        # overshoot to the calls already in flight.
         if spent >= budget or (last_cost and spent + last_cost > budget):
             self.stop("budget", f"spent ${spent:.6f} of ${budget:.2f}")
 
@@ -534,7 +529,7 @@ class Supervisor:
                 duration_seconds=float(event.get("duration_seconds", 0.0)),
                 fingerprint=event.get("fingerprint"),
             )
-            self.record(record)
+            self.record(record, refused_in_advance=True)
         elif kind == "refused":
             self.refused(event)
         elif kind == "inject-failed":
