@@ -26,6 +26,9 @@ REPLAY = """#!{python}
 import os, pathlib, sys, time
 target = pathlib.Path(os.path.expanduser(os.environ["REPLAY_TO"]))
 target.parent.mkdir(parents=True, exist_ok=True)
+if os.environ.get("REPLAY_STDOUT"):
+    sys.stdout.write(open(os.environ["REPLAY_STDOUT"]).read())
+    sys.stdout.flush()
 with open(target, "a") as out:
     for line in open(os.environ["REPLAY_FROM"]):
         out.write(line)
@@ -44,7 +47,11 @@ def fake_agent(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def wrap(tmp_path: Path, name: str, capture: str, target: str) -> dict[str, object]:
+def wrap(
+    tmp_path: Path, name: str, capture: str, target: str, *, stdout: str = ""
+) -> dict[str, object]:
+    """Wrap a stand-in ``name`` that replays ``capture`` into ``target`` (and ``stdout``,
+    a capture of what the CLI prints, to its standard output)."""
     agent = fake_agent(tmp_path, name)
     home = tmp_path / "home"
     report = tmp_path / "report.json"
@@ -53,6 +60,7 @@ def wrap(tmp_path: Path, name: str, capture: str, target: str) -> dict[str, obje
         "HOME": str(home),
         "REPLAY_FROM": str(AGENTS / capture),
         "REPLAY_TO": str(home / target),
+        "REPLAY_STDOUT": str(AGENTS / stdout) if stdout else "",
         "PATH": f"{agent.parent}{os.pathsep}{os.environ['PATH']}",
     }
     result = subprocess.run(
@@ -100,6 +108,21 @@ def test_claude_code_transcript(tmp_path: Path) -> None:
     assert data["call_count"] == 2
     assert tokens(data) == (8, 69, 29000)
     assert Decimal(str(data["total_cost"])) > 0
+
+
+def test_claude_code_stream_json_output_is_not_counted_again(tmp_path: Path) -> None:
+    """``claude -p --output-format stream-json`` repeats each reply's usage on stdout,
+    keyed by message id, while the transcript keys calls by request id: the calls are
+    counted once, from the transcript."""
+    data = wrap(
+        tmp_path,
+        "claude",
+        "claude_transcript.jsonl",
+        ".claude/projects/-home-dev-project/session.jsonl",
+        stdout="claude_stream.jsonl",
+    )
+    assert data["call_count"] == 2
+    assert tokens(data) == (8, 69, 29000)
 
 
 def test_codex_rollout(tmp_path: Path) -> None:

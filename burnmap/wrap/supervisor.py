@@ -454,7 +454,17 @@ class Supervisor:
             aider = parsers.AiderStdout()
             return lambda line: aider.feed(line) or scanner.feed(line)
         if self.agent == "claude":
-            return lambda line: parsers.claude_stream_line(line) or scanner.feed(line)
+
+            def claude(line: str) -> list[parsers.AgentCall]:
+                calls = parsers.claude_stream_line(line)
+                if not calls:
+                    return scanner.feed(line)
+                # stream-json repeats each reply's usage keyed by message id; its calls
+                # are counted from telemetry and the transcript (keyed by request id),
+                # which are always followed. Only the run's stated totals are kept.
+                return [call for call in calls if call.final]
+
+            return claude
         if self.agent == "codex":
             return lambda line: parsers.codex_line(line) or scanner.feed(line)
         if self.agent == "gemini":
