@@ -125,6 +125,36 @@ def test_claude_code_stream_json_output_is_not_counted_again(tmp_path: Path) -> 
     assert tokens(data) == (8, 69, 29000)
 
 
+def test_claude_code_run_total_counts_every_model(tmp_path: Path) -> None:
+    """With no per-call report, the run total Claude Code prints counts, for every model it
+    names (Claude Code runs a small model beside the main one)."""
+    result = json.loads((AGENTS / "claude_json.json").read_text())
+    usage = result["modelUsage"]["claude-sonnet-4-5-20250929"]
+    result["modelUsage"] = {
+        "claude-sonnet-4-5-20250929": {**usage, "costUSD": 0.25},
+        "claude-haiku-4-5-20251001": {**usage, "costUSD": 0.05},
+    }
+    result["total_cost_usd"] = 0.30
+    printed = tmp_path / "result.jsonl"
+    printed.write_text(json.dumps(result) + "\n")
+    nothing = tmp_path / "empty.jsonl"
+    nothing.write_text("")
+    data = wrap(
+        tmp_path,
+        "claude",
+        str(nothing),
+        ".claude/projects/-home-dev-project/session.jsonl",
+        stdout=str(printed),
+    )
+    assert Decimal(str(data["total_cost"])) == Decimal("0.30")
+    rows = data["cost_by_call"]
+    assert isinstance(rows, list)
+    assert {row["model"]: row["cost"] for row in rows} == {
+        "claude-sonnet-4-5-20250929": "0.25",
+        "claude-haiku-4-5-20251001": "0.05",
+    }
+
+
 def test_codex_rollout(tmp_path: Path) -> None:
     data = wrap(
         tmp_path,

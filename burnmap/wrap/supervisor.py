@@ -128,6 +128,7 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+_NANO = Decimal("0.000000001")
 _MARKERS = re.compile(rb'token|usage|Usage|Tokens|cost|"type"')
 
 
@@ -199,7 +200,8 @@ class Supervisor:
         self._dedup: parsers.Dedup | None = None
         self._exact_calls = 0
         """Calls counted from exact sources (injection, proxy, agent telemetry)."""
-        self._finals: dict[str, CallRecord] = {}
+        self._finals: dict[str, dict[str, CallRecord]] = {}
+        """The latest stated run total of each source, per model."""
         self._proxy: MeteringProxy | None = None
 
     @property
@@ -372,9 +374,9 @@ class Supervisor:
             return
         record = self._price(call)
         if call.final:
-            # A run total (Claude's `result`, Codex's running total): used at the end if
-            # nothing more precise was seen.
-            self._finals[call.source] = record
+            # A run total (Claude's `result`, one per model; Codex's running total): used
+            # at the end if nothing more precise was seen.
+            self._finals.setdefault(call.source, {})[record.model] = record
             return
         if call.source == "scan":
             if self._exact_calls:
@@ -478,17 +480,30 @@ class Supervisor:
 
         if self._exact_calls:
             return
-        for record in self._finals.values():
-            counted = self.run.spent
-            if record.cost > counted:
-                missing = record.cost - counted
+        for totals in self._finals.values():
+            records = list(totals.values())
+            stated = sum((record.cost for record in records), Decimal(0))
+            missing = stated - self.run.spent
+            if missing <= 0:
+                continue
+            # What the per-call reports missed, shared among the models in proportion to
+            # their stated costs (the last takes the remainder, so the shares add up).
+            left = missing
+            for index, record in enumerate(records):
+                if missing == stated:
+                    share = record.cost  # nothing was counted: each model's own total
+                elif index == len(records) - 1:
+                    share = left
+                else:
+                    share = (missing * record.cost / stated).quantize(_NANO)
+                left -= share
                 self.run.record(
                     CallRecord(
                         model=record.model,
                         provider=record.provider,
                         endpoint=record.endpoint + " (total)",
                         usage=Usage(),
-                        cost=missing,
+                        cost=share,
                         reserved=Decimal(0),
                         estimated=record.estimated,
                         streamed=False,
