@@ -155,6 +155,16 @@ def test_claude_code_run_total_counts_every_model(tmp_path: Path) -> None:
     }
 
 
+def test_pretty_printed_usage_in_a_programs_output_is_read(tmp_path: Path) -> None:
+    """A program that logs its calls as pretty-printed JSON (LangChain's debug output): the
+    usage object spans lines that name no usage field, and is still found, once."""
+    nothing = tmp_path / "empty.jsonl"
+    nothing.write_text("")
+    data = wrap(tmp_path, "langchain-app", str(nothing), "log.jsonl", stdout="langchain_debug.txt")
+    assert data["call_count"] == 1
+    assert tokens(data) == (812, 41, 0)
+
+
 def test_codex_rollout(tmp_path: Path) -> None:
     data = wrap(
         tmp_path,

@@ -423,7 +423,7 @@ class Supervisor:
 
     def _pump(self, source: int, sink: int) -> None:
         """Copy the program's output to ours as it comes, and read usage from a copy."""
-        feed = self._line_parser()
+        parsed = self._line_parser()
         partial = b""
         while True:
             try:
@@ -434,19 +434,26 @@ class Supervisor:
                 break
             with contextlib.suppress(OSError):
                 _write_all(sink, data)
-            if feed is None:
+            if parsed is None:
                 continue
+            feed, scanner = parsed
             lines = (partial + data).split(b"\n")
             partial = lines.pop()
             if len(partial) > 1 << 20:
                 partial = b""  # a line this long carries no usage report
             for line in lines:
-                if _MARKERS.search(line):
+                # Lines without a usage word are skipped, unless a JSON object may open on
+                # them or one spanning lines (pretty-printed) is open.
+                if scanner.buffered_chars or b"{" in line or _MARKERS.search(line):
                     for call in feed(line.decode("utf-8", "replace")):
                         self.agent_call(call)
         os.close(source)
 
-    def _line_parser(self) -> Callable[[str], list[parsers.AgentCall]] | None:
+    def _line_parser(
+        self,
+    ) -> tuple[Callable[[str], list[parsers.AgentCall]], parsers.JsonScanner] | None:
+        """How to read the program's output: the agent's own format first, then generic
+        JSON scanning; and the scanner, whose open candidate needs every line."""
         if not self.options.scan:
             return None
         from burnmap.wrap import parsers
@@ -454,7 +461,7 @@ class Supervisor:
         scanner = parsers.JsonScanner()
         if self.agent == "aider":
             aider = parsers.AiderStdout()
-            return lambda line: aider.feed(line) or scanner.feed(line)
+            return (lambda line: aider.feed(line) or scanner.feed(line)), scanner
         if self.agent == "claude":
 
             def claude(line: str) -> list[parsers.AgentCall]:
@@ -466,12 +473,12 @@ class Supervisor:
                 # which are always followed. Only the run's stated totals are kept.
                 return [call for call in calls if call.final]
 
-            return claude
+            return claude, scanner
         if self.agent == "codex":
-            return lambda line: parsers.codex_line(line) or scanner.feed(line)
+            return (lambda line: parsers.codex_line(line) or scanner.feed(line)), scanner
         if self.agent == "gemini":
-            return lambda line: parsers.gemini_stream_line(line) or scanner.feed(line)
-        return scanner.feed
+            return (lambda line: parsers.gemini_stream_line(line) or scanner.feed(line)), scanner
+        return scanner.feed, scanner
 
     def _settle_finals(self) -> None:
         """At exit: an agent's stated total counts when per-call reports fell short."""
