@@ -98,11 +98,11 @@ class Spawned:
     """A program started with ``os.posix_spawn`` (importing subprocess alone costs ~13 ms):
     the few ``Popen`` methods the supervisor uses."""
 
-    def __init__(self, pid: int, stdout: int | None, stderr: int | None) -> None:
+    def __init__(self, pid: int, stdout: int, stderr: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self.stdout = os.fdopen(stdout, "rb", buffering=0) if stdout is not None else None
-        self.stderr = os.fdopen(stderr, "rb", buffering=0) if stderr is not None else None
+        self.stdout = os.fdopen(stdout, "rb", buffering=0)
+        self.stderr = os.fdopen(stderr, "rb", buffering=0)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -138,12 +138,12 @@ def _which(name: str) -> str | None:
     return None
 
 
-def prestart(command: list[str], *, scan: bool = True) -> Prepared | None:
+def prestart(command: list[str]) -> Prepared:
     """Start a program that needs nothing but the injected budget (no proxy, no telemetry
     receiver), before the supervisor's modules load: what burnmap wrap adds to the
     program's start is then a Python start-up and this function. The program's first
     budgeted call waits until the supervisor has written its budget (``tmp/ready``).
-    ``None`` when it must take the ordinary path. Raises ``FileNotFoundError``."""
+    Raises ``FileNotFoundError``."""
     executable = _which(command[0])
     if executable is None:
         raise FileNotFoundError(command[0])
@@ -172,24 +172,22 @@ def prestart(command: list[str], *, scan: bool = True) -> Prepared | None:
             preexec_fn=foreground_preexec(tty),  # noqa: PLW1509 - single-threaded here
         )
         return Prepared(tmp, scope, proc)
-    capture = scan
+    # Not a terminal: the output is read for usage, through pipes.
     actions: list[tuple[int, ...]] = []
     ours: list[int] = []
     theirs: list[int] = []
-    if capture:
-        for target in (1, 2):
-            read, write = os.pipe()
-            actions.append((os.POSIX_SPAWN_DUP2, write, target))
-            ours.append(read)
-            theirs.append(write)
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours + theirs]
+    for target in (1, 2):
+        read, write = os.pipe()
+        actions.append((os.POSIX_SPAWN_DUP2, write, target))
+        ours.append(read)
+        theirs.append(write)
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours + theirs]
     pid = os.posix_spawn(
         executable, [executable, *command[1:]], env, file_actions=actions, setpgroup=0
     )
     for fd in theirs:
         os.close(fd)
-    spawned = Spawned(pid, ours[0], ours[1]) if ours else Spawned(pid, None, None)
-    return Prepared(tmp, scope, spawned)
+    return Prepared(tmp, scope, Spawned(pid, ours[0], ours[1]))
 
 
 def python_paths() -> str:

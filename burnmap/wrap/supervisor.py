@@ -91,7 +91,6 @@ class WrapOptions:
     """``burnmap.run()`` loop limits to override (``None`` switches one off)."""
     meter: bool | None = None
     """Live meter on stderr: ``None`` = when stderr is a terminal."""
-    scan: bool = True
 
 
 @dataclass
@@ -423,7 +422,7 @@ class Supervisor:
 
     def _pump(self, source: int, sink: int) -> None:
         """Copy the program's output to ours as it comes, and read usage from a copy."""
-        parsed = self._line_parser()
+        feed, scanner = self._line_parser()
         partial = b""
         while True:
             try:
@@ -434,9 +433,6 @@ class Supervisor:
                 break
             with contextlib.suppress(OSError):
                 _write_all(sink, data)
-            if parsed is None:
-                continue
-            feed, scanner = parsed
             lines = (partial + data).split(b"\n")
             partial = lines.pop()
             if len(partial) > 1 << 20:
@@ -451,11 +447,9 @@ class Supervisor:
 
     def _line_parser(
         self,
-    ) -> tuple[Callable[[str], list[parsers.AgentCall]], parsers.JsonScanner] | None:
+    ) -> tuple[Callable[[str], list[parsers.AgentCall]], parsers.JsonScanner]:
         """How to read the program's output: the agent's own format first, then generic
         JSON scanning; and the scanner, whose open candidate needs every line."""
-        if not self.options.scan:
-            return None
         from burnmap.wrap import parsers
 
         scanner = parsers.JsonScanner()
@@ -667,9 +661,7 @@ class Supervisor:
         argv = [executable, *_agent_args(self.agent, command, self), *command[1:]]
         # Output is read for usage only when it is not a terminal: an interactive program
         # keeps its terminal (no pipes, no pty).
-        capture = self.options.scan and not any(
-            _isatty(stream) for stream in (sys.stdout, sys.stderr)
-        )
+        capture = not any(_isatty(stream) for stream in (sys.stdout, sys.stderr))
         self._proc = subprocess.Popen(
             argv,
             env=env,
