@@ -303,3 +303,17 @@ def test_the_console_command_takes_the_fast_path(standin: StandIn, tmp_path: Pat
     # What the fast parser does not know goes to click, which takes it as the command.
     assert typo.returncode == 127
     assert "command not found: --budgte" in typo.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--grace", "abc"), ("--repeat-limit", "x"), ("--context-growth-limit", "fast")],
+)
+def test_a_bad_number_names_its_option(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from burnmap.wrap import launch
+
+    status = launch.execute(launch.parse([option, value, "--", "true"]))
+    assert status == 2
+    assert f"Invalid value for '{option}': not a number" in capsys.readouterr().err

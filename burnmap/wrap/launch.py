@@ -271,7 +271,7 @@ def execute(values: dict[str, Any]) -> int:
         if limit is None or not limit.is_finite() or limit < 0:
             return fail("--budget", f"{budget!r} is not an amount of dollars (e.g. --budget 5.00)")
     try:
-        grace = float(values.get("grace", 5.0))
+        given_grace = _number("grace", values.get("grace"), float)
         loops = {
             name: (number or None)
             for name, kind in (
@@ -279,10 +279,11 @@ def execute(values: dict[str, Any]) -> int:
                 ("context_growth_limit", float),
                 ("repeat_limit", int),
             )
-            if (number := _number(values.get(name), kind)) is not None
+            if (number := _number(name, values.get(name), kind)) is not None
         }
     except ValueError as exc:
         return fail("--" + str(exc).replace("_", "-"), "not a number")
+    grace = 5.0 if given_grace is None else given_grace
     if grace < 0:
         return fail("--grace", "must be >= 0 seconds")
     command: list[str] = values["command"]
@@ -328,13 +329,14 @@ def execute(values: dict[str, Any]) -> int:
         raise
 
 
-def _number(value: object, kind: type[int] | type[float]) -> int | float | None:
+def _number(option: str, value: object, kind: type[int] | type[float]) -> int | float | None:
+    """``value`` as a number of ``kind``; a ``ValueError`` naming ``option`` if it is not."""
     if value is None:
         return None
     try:
         return kind(str(value))
     except ValueError:
-        raise ValueError(str(value)) from None
+        raise ValueError(option) from None
 
 
 def main(argv: list[str]) -> int | None:
