@@ -233,6 +233,30 @@ def test_claude_synthetic_messages_and_missing_ids() -> None:
     assert claude_stream_line(json.dumps(delta_without_id)) == []
 
 
+def test_claude_one_hour_cache_writes_are_kept_apart() -> None:
+    """1-hour cache writes cost more than 5-minute ones: they reach the price separately."""
+    reply = {
+        "type": "assistant",
+        "requestId": "req_1h",
+        "message": {
+            "id": "msg_1h",
+            "model": "claude-sonnet-4-5",
+            "stop_reason": "end_turn",
+            "usage": {
+                "input_tokens": 4,
+                "output_tokens": 10,
+                "cache_creation_input_tokens": 3000,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 1000,
+                    "ephemeral_1h_input_tokens": 2000,
+                },
+            },
+        },
+    }
+    (call,) = claude_transcript_line(json.dumps(reply))
+    assert (call.cache_write_tokens, call.cache_write_1h_tokens) == (1000, 2000)
+
+
 # --- Codex ---------------------------------------------------------------------------------
 
 

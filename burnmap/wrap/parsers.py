@@ -33,9 +33,11 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NamedTuple
+
+from burnmap._core.usage import anthropic_usage
 
 __all__ = [
     "AgentCall",
@@ -76,6 +78,9 @@ class AgentCall:
     """Everything generated, reasoning/thinking included."""
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    """Cache writes at the 5-minute TTL (or the TTL the agent does not tell)."""
+    cache_write_1h_tokens: int = 0
+    """Cache writes at the 1-hour TTL, priced higher (Anthropic's ``cache_creation``)."""
     cost_usd: Decimal | None = None
     """The cost the agent itself stated, when it states one."""
     estimated: bool = False
@@ -92,6 +97,7 @@ class _Counts(NamedTuple):
     output: int
     cache_read: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
 
 
 # --- small, total helpers: they turn whatever JSON held into a value or None -------------
@@ -203,6 +209,7 @@ def _call(
         output_tokens=counts.output,
         cache_read_tokens=counts.cache_read,
         cache_write_tokens=counts.cache_write,
+        cache_write_1h_tokens=counts.cache_write_1h,
         cost_usd=cost,
         estimated=estimated,
         final=final,
@@ -214,21 +221,17 @@ def _any_count(usage: Mapping[str, Any], *keys: str) -> bool:
 
 
 def _anthropic_counts(usage: Mapping[str, Any]) -> _Counts | None:
-    """Anthropic ``usage``: ``input_tokens`` already excludes cache reads and writes."""
+    """Anthropic ``usage`` (read as the transport reads it, 1-hour cache writes apart)."""
     keys = ("input_tokens", "output_tokens", "cache_read_input_tokens")
     if not _any_count(usage, *keys, "cache_creation_input_tokens"):
         return None
-    written = _count(usage.get("cache_creation_input_tokens"))
-    if written is None:
-        split = _dict(usage.get("cache_creation"))
-        written = _n(split.get("ephemeral_5m_input_tokens")) + _n(
-            split.get("ephemeral_1h_input_tokens")
-        )
+    read = anthropic_usage(dict(usage))
     return _Counts(
-        _n(usage.get("input_tokens")),
-        _n(usage.get("output_tokens")),
-        _n(usage.get("cache_read_input_tokens")),
-        written,
+        read.input_tokens,
+        read.output_tokens,
+        read.cache_read_tokens,
+        read.cache_write_tokens,
+        read.cache_write_1h_tokens,
     )
 
 
@@ -1250,6 +1253,7 @@ class LatestUsage:
             output_tokens=max(before.output_tokens, call.output_tokens),
             cache_read_tokens=max(before.cache_read_tokens, call.cache_read_tokens),
             cache_write_tokens=max(before.cache_write_tokens, call.cache_write_tokens),
+            cache_write_1h_tokens=max(before.cache_write_1h_tokens, call.cache_write_1h_tokens),
             cost_usd=_larger(before.cost_usd, call.cost_usd),
             estimated=before.estimated and call.estimated,
         )
@@ -1265,11 +1269,12 @@ class LatestUsage:
             output_tokens=after.output_tokens - before.output_tokens,
             cache_read_tokens=after.cache_read_tokens - before.cache_read_tokens,
             cache_write_tokens=after.cache_write_tokens - before.cache_write_tokens,
+            cache_write_1h_tokens=after.cache_write_1h_tokens - before.cache_write_1h_tokens,
             cost_usd=cost or None,
             estimated=after.estimated,
         )
         tokens = (growth.input_tokens, growth.output_tokens)
-        caches = (growth.cache_read_tokens, growth.cache_write_tokens)
+        caches = (growth.cache_read_tokens, growth.cache_write_tokens, growth.cache_write_1h_tokens)
         if not any(tokens) and not any(caches) and growth.cost_usd is None:
             return None
         return growth
@@ -1280,18 +1285,7 @@ class LatestUsage:
 
 
 def _copy(call: AgentCall) -> AgentCall:
-    return AgentCall(
-        call.source,
-        call.request_id,
-        call.model,
-        call.input_tokens,
-        call.output_tokens,
-        call.cache_read_tokens,
-        call.cache_write_tokens,
-        call.cost_usd,
-        call.estimated,
-        call.final,
-    )
+    return replace(call)
 
 
 def _larger(first: Decimal | None, second: Decimal | None) -> Decimal | None:

@@ -394,6 +394,7 @@ class Supervisor:
             output_tokens=call.output_tokens,
             cache_read_tokens=call.cache_read_tokens,
             cache_write_tokens=call.cache_write_tokens,
+            cache_write_1h_tokens=call.cache_write_1h_tokens,
         )
         model = call.model or _default_model(self.agent, self.options.command)
         estimated = call.estimated or (call.cost_usd is None and call.model is None)
