@@ -567,19 +567,28 @@ def _notify(kind: str, fields: dict[str, Any]) -> None:
             logging.getLogger("burnmap.runs").exception("burnmap: observer failed")
 
 
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "web_searches",
+)
+
+
 def _record_fields(record: CallRecord) -> dict[str, Any]:
+    """A record as JSON-ready fields (what observers get); :func:`record_from_fields`
+    reads them back."""
     usage = record.usage
     return {
         "model": record.model,
         "provider": record.provider,
         "endpoint": record.endpoint,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "web_searches": usage.web_searches,
+        **{name: getattr(usage, name) for name in _USAGE_FIELDS},
         "cost": str(record.cost),
         "reserved": str(record.reserved),
         "estimated": record.estimated,
@@ -588,6 +597,25 @@ def _record_fields(record: CallRecord) -> dict[str, Any]:
         "duration_seconds": record.duration_seconds,
         "fingerprint": record.fingerprint,
     }
+
+
+def record_from_fields(fields: dict[str, Any]) -> CallRecord:
+    """The record an observer's fields describe (``burnmap wrap`` gets them from a child
+    process as JSON)."""
+    counts: dict[str, Any] = {name: int(fields.get(name) or 0) for name in _USAGE_FIELDS}
+    return CallRecord(
+        model=str(fields.get("model")),
+        provider=str(fields.get("provider")),
+        endpoint=str(fields.get("endpoint")),
+        usage=Usage(**counts),
+        cost=Decimal(str(fields.get("cost", "0"))),
+        reserved=Decimal(str(fields.get("reserved", "0"))),
+        estimated=bool(fields.get("estimated")),
+        streamed=bool(fields.get("streamed")),
+        started_at=float(fields.get("started_at") or time.time()),
+        duration_seconds=float(fields.get("duration_seconds") or 0.0),
+        fingerprint=fields.get("fingerprint"),
+    )
 
 
 def observed() -> bool:

@@ -148,3 +148,33 @@ def test_context_growth_limit() -> None:
         with pytest.raises(burnmap.LoopDetectedError) as info:
             r.reserve(Decimal("0.01"), model="m")
     assert info.value.trigger == "context_growth"
+
+
+def test_observer_fields_read_back_as_the_same_record() -> None:
+    """``burnmap wrap`` gets a child's calls as observer fields: nothing is lost on the way."""
+    from burnmap.runs import CallRecord, _record_fields, record_from_fields
+
+    record = CallRecord(
+        model="gpt-4o-audio-preview",
+        provider="openai",
+        endpoint="chat",
+        usage=Usage(
+            input_tokens=95,
+            output_tokens=128,
+            cache_read_tokens=3,
+            cache_write_tokens=4,
+            cache_write_1h_tokens=5,
+            reasoning_tokens=6,
+            input_audio_tokens=74,
+            output_audio_tokens=111,
+            web_searches=2,
+        ),
+        cost=Decimal("0.012345"),
+        reserved=Decimal("0.5"),
+        estimated=True,
+        streamed=True,
+        started_at=1_777_660_000.25,
+        duration_seconds=1.5,
+        fingerprint="abc",
+    )
+    assert record_from_fields(json.loads(json.dumps(_record_fields(record)))) == record

@@ -530,33 +530,11 @@ class Supervisor:
             )
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        from burnmap._core.usage import Usage
-        from burnmap.runs import CallRecord
+        from burnmap.runs import record_from_fields
 
         kind = event.get("kind")
         if kind == "call":
-            record = CallRecord(
-                model=str(event.get("model")),
-                provider=str(event.get("provider")),
-                endpoint=str(event.get("endpoint")),
-                usage=Usage(
-                    input_tokens=int(event.get("input_tokens", 0)),
-                    output_tokens=int(event.get("output_tokens", 0)),
-                    cache_read_tokens=int(event.get("cache_read_tokens", 0)),
-                    cache_write_tokens=int(event.get("cache_write_tokens", 0)),
-                    cache_write_1h_tokens=int(event.get("cache_write_1h_tokens", 0)),
-                    reasoning_tokens=int(event.get("reasoning_tokens", 0)),
-                    web_searches=int(event.get("web_searches", 0)),
-                ),
-                cost=Decimal(str(event.get("cost", "0"))),
-                reserved=Decimal(str(event.get("reserved", "0"))),
-                estimated=bool(event.get("estimated")),
-                streamed=bool(event.get("streamed")),
-                started_at=float(event.get("started_at", time.time())),
-                duration_seconds=float(event.get("duration_seconds", 0.0)),
-                fingerprint=event.get("fingerprint"),
-            )
-            self.record(record, refused_in_advance=True)
+            self.record(record_from_fields(event), refused_in_advance=True)
         elif kind == "refused":
             self.refused(event)
         elif kind == "inject-failed":
