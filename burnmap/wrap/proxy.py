@@ -18,6 +18,7 @@ it arrives from upstream, so streamed events are never held back.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -69,8 +70,10 @@ _REQUEST_DROP = _HOP_BY_HOP | {"host", "content-length", "expect"}
 _TIMEOUT = httpx2.Timeout(600.0, connect=5.0)
 
 
+@functools.lru_cache(maxsize=64)
 def _meterable(encoding: str) -> bool:
-    """Whether burnmap can decode a content-coding (br and zstd need optional modules)."""
+    """Whether burnmap can decode a content-coding (br and zstd need optional modules; a
+    failed import is not retried on every request)."""
     try:
         BodyDecoder(encoding)
     except DecodeError:
