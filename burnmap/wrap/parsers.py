@@ -494,8 +494,11 @@ def claude_transcript_line(line: str) -> list[AgentCall]:
     ``cost-state`` line holds the session's totals and cost → ``final=True`` calls.
     """
     record = _json_object(line)
-    if record is None:
-        return []
+    return [] if record is None else _transcript_record(record)
+
+
+def _transcript_record(record: Mapping[str, Any]) -> list[AgentCall]:
+    """:func:`claude_transcript_line` for a line already parsed."""
     if record.get("type") == "assistant":
         # The request id (req_...) is also what the OpenTelemetry events carry: keying on it
         # lets the two sources de-duplicate each other.
@@ -1313,8 +1316,8 @@ class ClaudeTranscript:
             return []
         message = _dict(record.get("message"))
         blocks = [b for b in _list(message.get("content")) if isinstance(b, dict)]
+        calls = _transcript_record(record)
         if record.get("type") == "assistant":
-            calls = claude_transcript_line(line)
             for call in calls:
                 call.fingerprint = self._tail
             uses = [[b.get("name"), b.get("input")] for b in blocks if b.get("type") == "tool_use"]
@@ -1328,4 +1331,4 @@ class ClaudeTranscript:
                 self._tail = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
             elif not results:
                 self._tail = None  # a new prompt from the user: not a tool loop
-        return []
+        return calls

@@ -138,6 +138,10 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+def _listed(root: Path, pattern: str) -> list[Path]:
+    return list(root.glob(pattern)) if root.is_dir() else []
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -242,8 +246,13 @@ class Supervisor:
                 receiver.stop()
                 log.info("burnmap wrap: your OTEL settings are kept; following output instead")
             env.update(extra)
-        if self.agent in ("claude", "codex", "gemini"):
-            self._thread(lambda: self._tail_sessions(env))
+        sessions = self._session_files(env)
+        if sessions is not None:
+            root, pattern, make_reader = sessions
+            # Files that exist before the program starts are read from where they end: the
+            # sizes are taken now, before the agent can write its new session.
+            start = {path: path.stat().st_size for path in _listed(root, pattern)}
+            self._thread(lambda: self._tail_sessions(root, pattern, make_reader, start))
         self._set_limit()
         if not self.options.proxy:
             paths = [str(_INJECT_DIR)]
@@ -310,26 +319,32 @@ class Supervisor:
             return home / ".gemini" / "tmp", "*/chats/*.jsonl", lambda: parsers.gemini_session
         return None
 
-    def _tail_sessions(self, env: dict[str, str]) -> None:
+    def _tail_sessions(
+        self,
+        root: Path,
+        pattern: str,
+        make_reader: Callable[[], Callable[[str], list[parsers.AgentCall]]],
+        start: dict[Path, int],
+    ) -> None:
         """Read new lines from every session file the agent writes while it runs (files
-        that existed before start are read from where they ended)."""
-        where = self._session_files(env)
-        if where is None:
-            return
-        root, pattern, make_reader = where
-
-        def files() -> list[Path]:
-            return list(root.glob(pattern)) if root.is_dir() else []
-
-        start = {path: path.stat().st_size for path in files()}
+        in ``start`` are read from the size they had then)."""
         positions: dict[Path, int] = {}
         partial: dict[Path, bytes] = {}
         readers: dict[Path, Callable[[str], list[parsers.AgentCall]]] = {}
+        known: list[Path] = []
+        next_glob = 0.0
         while True:
             done = self._stop_event.is_set()
-            for path in files():
+            now = time.monotonic()
+            if done or now >= next_glob:
+                # Session folders hold the agent's whole history: listed twice a second.
+                known = _listed(root, pattern)
+                next_glob = now + 0.5
+            for path in known:
                 position = positions.get(path, start.get(path, 0))
                 try:
+                    if path.stat().st_size == position:
+                        continue  # nothing new: no open, no read
                     with open(path, "rb") as handle:
                         handle.seek(position)
                         data = handle.read()
