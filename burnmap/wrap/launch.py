@@ -23,7 +23,10 @@ __all__ = [
     "agent_kind",
     "execute",
     "foreground_preexec",
+    "inject",
+    "isatty",
     "main",
+    "not_proxied",
     "parse",
     "prestart",
     "python_paths",
@@ -87,11 +90,29 @@ def foreground_preexec(tty: int | None) -> Any:
     return take_foreground
 
 
-def _isatty(stream: Any) -> bool:
+def isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def not_proxied(env: dict[str, str]) -> None:
+    """Loopback servers (the supervisor's, the proxy, telemetry) are never reached through
+    an HTTP proxy the environment names."""
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(
+        filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"])
+    )
+
+
+def inject(env: dict[str, str], *, ledger: str, scope: str, events: str) -> None:
+    """The environment that budgets every Python process the program starts: the injected
+    ``sitecustomize``, the shared ledger and scope, where to report calls."""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_INJECT_DIR, env.get("PYTHONPATH")]))
+    env["BURNMAP_LEDGER"] = ledger
+    env["BURNMAP_SCOPES"] = scope
+    env["BURNMAP_WRAP_EVENTS"] = events
+    env["BURNMAP_WRAP_PATHS"] = python_paths()
 
 
 class Spawned:
@@ -151,14 +172,14 @@ def prestart(command: list[str]) -> Prepared:
     os.mkdir(tmp, 0o700)
     scope = "wrap:" + os.urandom(6).hex()
     env = dict(os.environ)
-    no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
-    env["NO_PROXY"] = env["no_proxy"] = no_proxy
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_INJECT_DIR, env.get("PYTHONPATH")]))
-    env["BURNMAP_LEDGER"] = f"sqlite:///{os.path.join(tmp, 'ledger.db')}"
-    env["BURNMAP_SCOPES"] = scope
-    env["BURNMAP_WRAP_EVENTS"] = os.path.join(tmp, "events.jsonl")
+    not_proxied(env)
+    inject(
+        env,
+        ledger=f"sqlite:///{os.path.join(tmp, 'ledger.db')}",
+        scope=scope,
+        events=os.path.join(tmp, "events.jsonl"),
+    )
     env["BURNMAP_WRAP_READY"] = os.path.join(tmp, "ready")
-    env["BURNMAP_WRAP_PATHS"] = python_paths()
     tty = terminal()
     if tty is not None:
         # Interactive: the program must take the terminal before it runs, which needs a

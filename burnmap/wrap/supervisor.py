@@ -49,7 +49,9 @@ from burnmap.wrap.launch import (
     Prepared,
     agent_kind,
     foreground_preexec,
-    python_paths,
+    inject,
+    isatty,
+    not_proxied,
     terminal,
 )
 
@@ -75,8 +77,6 @@ EXIT_BUDGET = 80
 EXIT_LOOP = 81
 """Exit status when burnmap stopped the program for a runaway loop."""
 EXIT_NOT_FOUND = 127
-
-_INJECT_DIR = Path(__file__).resolve().parent / "inject"
 
 
 @dataclass
@@ -129,13 +129,6 @@ def descendants(root: int) -> list[int]:
 
 _NANO = Decimal("0.000000001")
 _MARKERS = re.compile(rb'token|usage|Usage|Tokens|cost|"type"')
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _listed(root: Path, pattern: str) -> list[Path]:
@@ -218,9 +211,7 @@ class Supervisor:
     # -- the child's environment --------------------------------------------------------
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Loopback servers (proxy, telemetry) must never be reached through a proxy.
-        no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
-        env["NO_PROXY"] = env["no_proxy"] = no_proxy
+        not_proxied(env)
         if self.options.proxy:
             from burnmap.wrap.proxy import MeteringProxy
 
@@ -255,14 +246,7 @@ class Supervisor:
             self._thread(lambda: self._tail_sessions(root, pattern, make_reader, start))
         self._set_limit()
         if not self.options.proxy:
-            paths = [str(_INJECT_DIR)]
-            if env.get("PYTHONPATH"):
-                paths.append(env["PYTHONPATH"])
-            env["PYTHONPATH"] = os.pathsep.join(paths)
-            env["BURNMAP_LEDGER"] = self._ledger.url
-            env["BURNMAP_SCOPES"] = self._scope
-            env["BURNMAP_WRAP_EVENTS"] = str(self._events)
-            env["BURNMAP_WRAP_PATHS"] = python_paths()
+            inject(env, ledger=self._ledger.url, scope=self._scope, events=str(self._events))
         return env
 
     def _set_limit(self) -> None:
@@ -626,12 +610,7 @@ class Supervisor:
     @contextlib.contextmanager
     def _foreground(self, pgid: int) -> Iterator[None]:
         """With a terminal, give the program the foreground (Ctrl-C reaches it)."""
-        tty = None
-        for stream in (sys.stdin, sys.stdout, sys.stderr):
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                if stream.isatty():
-                    tty = stream.fileno()
-                    break
+        tty = terminal()
         if tty is None:
             yield
             return
@@ -655,7 +634,7 @@ class Supervisor:
         argv = [executable, *_agent_args(self.agent, command, self), *command[1:]]
         # Output is read for usage only when it is not a terminal: an interactive program
         # keeps its terminal (no pipes, no pty).
-        capture = not any(_isatty(stream) for stream in (sys.stdout, sys.stderr))
+        capture = not any(isatty(stream) for stream in (sys.stdout, sys.stderr))
         self._proc = subprocess.Popen(
             argv,
             env=env,
