@@ -202,3 +202,11 @@ def test_costs_use_prices_for_the_named_or_flagged_model(tmp_path: Path) -> None
             cache_read_tokens=row["cache_read_tokens"],
         )
         assert Decimal(row["cost"]) == burnmap.prices.cost(row["model"], usage)
+
+
+def test_only_a_known_agents_model_flag_names_its_model() -> None:
+    from burnmap.wrap.supervisor import _default_model
+
+    assert _default_model("codex", ["codex", "exec", "-m", "gpt-5", "fix it"]) == "gpt-5"
+    # `python -m tool` names a module, not a model.
+    assert _default_model(None, ["python", "-m", "tool", "run"]) == "claude-sonnet-4-6"

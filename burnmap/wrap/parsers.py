@@ -1031,13 +1031,12 @@ class JsonScanner:
     ) -> None:
         self._max_chars = max_chars
         self._max_lines = max_lines
-        self._max_ids = max_ids
+        self._ids = Dedup(max_ids)
         self._parts: list[str] = []
         self._chars = 0
         self._depth = 0
         self._in_string = False
         self._rescanning = False
-        self._seen: dict[str, None] = {}
         # The Anthropic message whose stream is open: id, model, counts so far.
         self._message: tuple[str, str | None, _Counts] | None = None
 
@@ -1166,11 +1165,8 @@ class JsonScanner:
                     continue
                 counts, model = growth
             elif found.request_id is not None:
-                if found.request_id in self._seen:
+                if not self._ids.first(found.request_id):
                     continue
-                self._seen[found.request_id] = None
-                if len(self._seen) > self._max_ids:
-                    del self._seen[next(iter(self._seen))]
                 if found.parent_type == "message":  # Anthropic message_start
                     self._message = (found.request_id, model, counts)
             calls.append(_call("scan", found.request_id, model, counts, estimated=True))
@@ -1208,9 +1204,10 @@ class Dedup:
 
     def add(self, call: AgentCall) -> bool:
         """True if ``call`` is the first report of its request (or has no id)."""
-        request_id = call.request_id
-        if request_id is None:
-            return True
+        return call.request_id is None or self.first(call.request_id)
+
+    def first(self, request_id: str) -> bool:
+        """True the first time ``request_id`` is seen."""
         if request_id in self._seen:
             return False
         self._seen[request_id] = None

@@ -143,8 +143,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _default_model(agent: str | None, command: list[str]) -> str:
-    """The model an agent runs when its report does not name one (Codex never does)."""
-    for flag in ("--model", "-m"):
+    """The model an agent runs when its report does not name one (Codex never does). Only
+    a known agent's ``--model`` / ``-m`` names one (``python -m tool`` names a module)."""
+    for flag in ("--model", "-m") if agent is not None else ():
         if flag in command[:-1]:
             return command[command.index(flag) + 1]
     return {"codex": "gpt-5-codex", "gemini": "gemini-2.5-pro", "aider": "gpt-4o"}.get(
