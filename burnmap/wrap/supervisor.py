@@ -371,16 +371,13 @@ class Supervisor:
                 if verdict is not None:
                     self.stop("loop", f"loop detected ({verdict.trigger}): {verdict.message}")
             return
+        if call.source == "scan" and self._exact_calls:
+            return  # exact sources are counting: scanning is only a last resort
         record = self._price(call)
         if call.final:
             # A run total (Claude's `result`, one per model; Codex's running total): used
             # at the end if nothing more precise was seen.
             self._finals.setdefault(call.source, {})[record.model] = record
-            return
-        if call.source == "scan":
-            if self._exact_calls:
-                return  # exact sources are counting: scanning is only a last resort
-            self.record(record)
             return
         self.record(record)
 
