@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NamedTuple
 
+from burnmap._core.usage import Usage
 from burnmap._loopback import LoopbackHandler, LoopbackServer
 
 __all__ = [
@@ -122,6 +123,16 @@ class BilledCall:
     def total_input_tokens(self) -> int:
         """All input tokens: OpenAI's ``prompt_tokens`` / ``input_tokens`` figure."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def usage(self) -> Usage:
+        """What was billed, as burnmap counts usage (price it with ``burnmap.prices``)."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
 
 
 @dataclass(frozen=True)

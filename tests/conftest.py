@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 import burnmap
-from burnmap.standin import Script, StandIn
+from burnmap.standin import BilledCall, Script, StandIn
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIRE = FIXTURES / "wire"
@@ -16,6 +17,16 @@ WIRE = FIXTURES / "wire"
 
 def wire(name: str) -> bytes:
     return (WIRE / name).read_bytes()
+
+
+def call_cost(call: BilledCall) -> Decimal:
+    """What the stand-in charged for one call, priced with burnmap's price sheets."""
+    return burnmap.prices.cost(call.model, call.usage)
+
+
+def billed(calls: Iterable[BilledCall]) -> Decimal:
+    """What the stand-in charged for ``calls``."""
+    return sum((call_cost(call) for call in calls), Decimal(0))
 
 
 @pytest.fixture(scope="module")

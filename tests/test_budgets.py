@@ -19,6 +19,7 @@ import burnmap
 from burnmap import budgets
 from burnmap.cli import main
 from burnmap.standin import Script, StandIn
+from tests.conftest import billed
 
 pytestmark = pytest.mark.sdk
 
@@ -50,18 +51,6 @@ def claude(server: StandIn) -> Iterator[anthropic.Anthropic]:
     client.close()
 
 
-def billed(server: StandIn) -> Decimal:
-    return sum(
-        (
-            burnmap.prices.cost(
-                c.model, burnmap.Usage(input_tokens=c.input_tokens, output_tokens=c.output_tokens)
-            )
-            for c in server.calls
-        ),
-        Decimal(0),
-    )
-
-
 def test_user_budget_refuses_across_runs_and_names_its_scope(
     claude: anthropic.Anthropic, server: StandIn, tmp_path: Path
 ) -> None:
@@ -81,7 +70,7 @@ def test_user_budget_refuses_across_runs_and_names_its_scope(
     assert refusal.budget == Decimal("0.05")
     assert "resets at" in str(refusal)
     status = burnmap.spent("user:usr_123")
-    assert status.spent == billed(server) <= Decimal("0.05")
+    assert status.spent == billed(server.calls) <= Decimal("0.05")
     assert status.reserved == 0
     assert status.window.startswith("day:") and status.window.endswith("@Europe/Paris")
     # Every call also counted on global and its job.
@@ -100,7 +89,7 @@ def test_global_limit_applies_outside_runs(claude: anthropic.Anthropic, server: 
     with pytest.raises(burnmap.BudgetExceededError) as info:
         loop()
     assert info.value.scope == "global"
-    assert burnmap.spent("global").spent == billed(server) <= Decimal("0.02")
+    assert burnmap.spent("global").spent == billed(server.calls) <= Decimal("0.02")
 
 
 def test_unreachable_ledger_fails_closed_and_can_opt_open(
@@ -169,7 +158,7 @@ def test_processes_share_one_sqlite_budget(server: StandIn, tmp_path: Path) -> N
     assert all(out[1] == "user:shared" for out in outputs), outputs
     total_calls = sum(int(out[0]) for out in outputs)
     assert total_calls == len(server.calls)
-    assert burnmap.spent("user:shared").spent == billed(server) <= Decimal("0.10")
+    assert burnmap.spent("user:shared").spent == billed(server.calls) <= Decimal("0.10")
 
 
 def test_cli_limits_and_spent(tmp_path: Path) -> None:
@@ -223,5 +212,5 @@ async def test_async_clients_share_a_redis_user_budget(server: StandIn, redis_ur
     assert all(r.scope == "user:async" for r in refused)
     assert len(results) - len(refused) == len(server.calls)
     status = burnmap.spent("user:async")
-    assert status.spent == billed(server) <= Decimal("0.08")
+    assert status.spent == billed(server.calls) <= Decimal("0.08")
     assert status.reserved == 0

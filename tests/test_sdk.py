@@ -19,7 +19,8 @@ import pydantic
 import pytest
 
 import burnmap
-from burnmap.standin import BilledCall, Script, StandIn
+from burnmap.standin import Script, StandIn
+from tests.conftest import billed
 
 pytestmark = pytest.mark.sdk
 
@@ -52,20 +53,6 @@ def gpt(standin: StandIn) -> Iterator[openai.OpenAI]:
     )
     yield client
     client.close()
-
-
-def billed(calls: list[BilledCall]) -> Decimal:
-    """What the stand-in charged, priced with the same price sheets."""
-    total = Decimal(0)
-    for call in calls:
-        usage = burnmap.Usage(
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cache_read_tokens=call.cache_read_tokens,
-            cache_write_tokens=call.cache_write_tokens,
-        )
-        total += burnmap.prices.cost(call.model, usage)
-    return total
 
 
 # -- Anthropic -------------------------------------------------------------------------------

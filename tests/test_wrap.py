@@ -18,6 +18,7 @@ import pytest
 
 import burnmap
 from burnmap.standin import Script, StandIn
+from tests.conftest import billed
 
 pytestmark = [pytest.mark.wrap, pytest.mark.sdk]  # also run with the httpx-generation SDKs
 
@@ -39,24 +40,6 @@ def wrap(
     env = {**os.environ, "STANDIN_URL": standin.url}
     return subprocess.run(
         [*command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def billed(standin: StandIn) -> Decimal:
-    return sum(
-        (
-            burnmap.prices.cost(
-                c.model,
-                burnmap.Usage(
-                    input_tokens=c.input_tokens,
-                    output_tokens=c.output_tokens,
-                    cache_read_tokens=c.cache_read_tokens,
-                    cache_write_tokens=c.cache_write_tokens,
-                ),
-            )
-            for c in standin.calls
-        ),
-        Decimal(0),
     )
 
 
@@ -83,7 +66,7 @@ def test_python_agent_is_refused_before_the_call_that_would_overspend(
     total = Decimal(data["total_cost"])
     # Overshoot: 0 calls. Reported total: what the stand-in billed, to the micro-dollar.
     assert total <= Decimal("0.05")
-    assert total == billed(standin)
+    assert total == billed(standin.calls)
     assert data["call_count"] == len(standin.calls) == len(standin.requests)
     assert "burnmap run 'auth-refactor'" in result.stderr  # the summary goes to stderr
     assert result.stdout == ""
@@ -109,7 +92,7 @@ def test_python_agent_runs_on_while_its_next_call_fits(standin: StandIn, tmp_pat
     data = json.loads(report.read_text())
     assert not data["stopped_early"]
     assert data["call_count"] == len(standin.calls) == 3
-    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.07")
+    assert Decimal(data["total_cost"]) == billed(standin.calls) <= Decimal("0.07")
 
 
 def test_async_streams_are_exact(standin: StandIn, tmp_path: Path) -> None:
@@ -125,7 +108,7 @@ def test_async_streams_are_exact(standin: StandIn, tmp_path: Path) -> None:
     )
     assert result.returncode == 80, result.stderr
     data = json.loads(report.read_text())
-    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.10")
+    assert Decimal(data["total_cost"]) == billed(standin.calls) <= Decimal("0.10")
     assert data["call_count"] == len(standin.calls)
     assert not any(row["estimated"] for row in data["cost_by_call"])
     # OpenAI streams had usage added for metering and were counted exactly.
@@ -140,7 +123,7 @@ def test_spawn_children_and_grandchildren_share_the_budget(
         standin, "--budget", "0.06", "--", sys.executable, str(AGENTS / "family.py"), report=report
     )
     data = json.loads(report.read_text())
-    assert Decimal(data["total_cost"]) == billed(standin) <= Decimal("0.06")
+    assert Decimal(data["total_cost"]) == billed(standin.calls) <= Decimal("0.06")
     assert data["call_count"] == len(standin.calls) >= 4  # 3 from the spawn child
     assert result.returncode == 80, result.stderr
 
@@ -161,7 +144,7 @@ def test_a_program_that_ignores_sigterm_is_killed_after_the_grace(
     )
     assert result.returncode == 80, result.stderr
     assert time.monotonic() - started < 30
-    assert billed(standin) <= Decimal("0.03")
+    assert billed(standin.calls) <= Decimal("0.03")
 
 
 def test_exit_status_is_the_programs_own(standin: StandIn) -> None:
@@ -292,7 +275,7 @@ def test_the_console_command_takes_the_fast_path(standin: StandIn, tmp_path: Pat
         check=False,
     )
     assert result.returncode == 80, result.stderr
-    assert Decimal(json.loads(report.read_text())["total_cost"]) == billed(standin)
+    assert Decimal(json.loads(report.read_text())["total_cost"]) == billed(standin.calls)
     typo = subprocess.run(
         [sys.executable, "-m", "burnmap", "wrap", "--budgte", "1", "--", "true"],
         capture_output=True,

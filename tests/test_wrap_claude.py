@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-import burnmap
-from burnmap.standin import BilledCall, Script, StandIn
+from burnmap.standin import Script, StandIn
 from burnmap.wrap.supervisor import descendants
+from tests.conftest import billed, call_cost
 
 pytestmark = [pytest.mark.wrap, pytest.mark.claude]
 
@@ -83,28 +83,12 @@ def standin(standin: StandIn) -> StandIn:
     return standin
 
 
-def cost(call: BilledCall) -> Decimal:
-    return burnmap.prices.cost(
-        call.model,
-        burnmap.Usage(
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cache_read_tokens=call.cache_read_tokens,
-            cache_write_tokens=call.cache_write_tokens,
-        ),
-    )
-
-
-def billed(standin: StandIn) -> Decimal:
-    return sum((cost(call) for call in standin.calls), Decimal(0))
-
-
 def calls_past(standin: StandIn, budget: Decimal) -> int:
     """How many billed calls brought the stand-in's cumulative bill past ``budget``."""
     past = 0
     total = Decimal(0)
     for call in standin.calls:
-        total += cost(call)
+        total += call_cost(call)
         if total > budget:
             past += 1
     return past
@@ -203,7 +187,7 @@ def summary(capsys: pytest.CaptureFixture[str], name: str, standin: StandIn, run
     line = (
         f"\n[claude wrap: {name}] budget ${budget}, exit {run.returncode} in "
         f"{run.seconds:.1f} s: stand-in billed {len(standin.calls)} calls "
-        f"${billed(standin):.6f}, burnmap reported {run.report['call_count']} calls "
+        f"${billed(standin.calls):.6f}, burnmap reported {run.report['call_count']} calls "
         f"${Decimal(run.report['total_cost']):.6f}, calls past the budget "
         f"{calls_past(standin, budget)}"
     )
@@ -213,7 +197,7 @@ def summary(capsys: pytest.CaptureFixture[str], name: str, standin: StandIn, run
 
 def rows_match_billed_calls(run: Wrapped, standin: StandIn) -> None:
     """Every reported call is one the stand-in billed, with the same usage and price."""
-    billed_calls = {(c.input_tokens, c.output_tokens): cost(c) for c in standin.calls}
+    billed_calls = {(c.input_tokens, c.output_tokens): call_cost(c) for c in standin.calls}
     for row in run.report["cost_by_call"]:
         key = (row["input_tokens"], row["output_tokens"])
         assert key in billed_calls, f"reported call {key} was never billed"
@@ -244,7 +228,7 @@ def test_claude_code_is_stopped_at_its_budget_from_its_telemetry(
     assert not any(row["estimated"] for row in rows)
     rows_match_billed_calls(run, standin)
     total = Decimal(run.report["total_cost"])
-    assert total <= billed(standin)
+    assert total <= billed(standin.calls)
     assert run.report["call_count"] <= len(standin.calls)
     # Followed after each call, not refused before it: the calls in flight when the budget
     # was reached may pass it, no more.
@@ -268,10 +252,10 @@ def test_with_proxy_the_call_that_would_overspend_is_never_sent(
     # ...and the stand-in never saw that request: every request it received was billed.
     assert len(standin.requests) == len(standin.calls) > 1
     assert calls_past(standin, budget) == 0
-    assert billed(standin) <= budget
+    assert billed(standin.calls) <= budget
     # Counted once, exactly, at the proxy.
     sources = Counter(row["endpoint"] for row in run.report["cost_by_call"])
-    assert Decimal(run.report["total_cost"]) == billed(standin), f"rows by source: {sources}"
+    assert Decimal(run.report["total_cost"]) == billed(standin.calls), f"rows by source: {sources}"
     assert run.report["call_count"] == len(standin.calls)
     rows_match_billed_calls(run, standin)
 
@@ -297,7 +281,7 @@ def test_the_users_own_otel_setting_is_kept_and_the_transcript_followed(
     assert rows, run.stderr
     assert {row["endpoint"] for row in rows} == {"claude-transcript"}
     rows_match_billed_calls(run, standin)
-    assert Decimal(run.report["total_cost"]) <= billed(standin)
+    assert Decimal(run.report["total_cost"]) <= billed(standin.calls)
     assert calls_past(standin, budget) <= 2
 
 

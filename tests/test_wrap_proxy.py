@@ -19,8 +19,9 @@ import openai
 import pytest
 
 import burnmap
-from burnmap.standin import BilledCall, Script, StandIn
+from burnmap.standin import Script, StandIn
 from burnmap.wrap.proxy import MeteringProxy, _accept_encoding
+from tests.conftest import billed
 
 pytestmark = pytest.mark.sdk  # the proxy must serve both SDK generations alike
 
@@ -69,20 +70,6 @@ def eventually(predicate: Callable[[], object], timeout: float = 2.0) -> bool:
             return False
         time.sleep(0.005)
     return True
-
-
-def billed(calls: list[BilledCall]) -> Decimal:
-    """What the stand-in charged, priced with the same price sheets."""
-    total = Decimal(0)
-    for call in calls:
-        usage = burnmap.Usage(
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cache_read_tokens=call.cache_read_tokens,
-            cache_write_tokens=call.cache_write_tokens,
-        )
-        total += burnmap.prices.cost(call.model, usage)
-    return total
 
 
 # -- passing through -----------------------------------------------------------------------
