@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -51,7 +56,8 @@ def _clean_prices() -> Iterator[None]:
     burnmap.prices.clear()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
     import socket
 
     with socket.socket() as sock:
@@ -59,50 +65,81 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a random loopback port, for this test session."""
-    import os
-    import shutil
-    import subprocess
-    import time
-
+def redis_binary() -> str:
+    """The redis-server to start; a missing one skips (and fails in CI, which installs it)."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed: .ci/run must install it")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    pytest.importorskip("redis")
+    return binary
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port; ``durable``: AOF, fsync on every write."""
+
+    def __init__(self, directory: Path, *, durable: bool) -> None:
+        self.binary = redis_binary()
+        self.directory = directory
+        self.durable = durable
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.crashes = 0
+
+    def start(self) -> None:
+        """Start it and wait until it answers (raises if it does not within 20 s)."""
+        assert self.proc is None
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *(persistence if self.durable else ["--appendonly", "no"]),
+                *("--dir", str(self.directory), "--daemonize", "no"),
+                *("--logfile", str(self.directory / "redis.log")),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:  # refused, or LOADING while the AOF replays
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def crash_and_restart(self, down: float = 0.5) -> None:
+        self.kill()
+        self.crashes += 1
+        time.sleep(down)
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a random loopback port, for this test session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), durable=False)
+    try:
+        server.start()
+        yield server.url
     finally:
-        proc.kill()
-        proc.wait()
+        server.kill()

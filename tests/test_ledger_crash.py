@@ -23,11 +23,8 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -41,6 +38,7 @@ import pytest
 
 from burnmap.errors import LedgerUnavailableError
 from burnmap.ledgers import LimitDef, open_ledger
+from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.crash
 
@@ -70,8 +68,6 @@ FIELDS = 5
 
 Hold = tuple[str, int, list[tuple[str, str]], str]
 """A hold as stored: state, charged, its (scope, window) entries, the scope that refused."""
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def _limits() -> list[LimitDef]:
@@ -366,85 +362,9 @@ def test_sqlite_ledger_survives_sigkills(tmp_path: Path) -> None:
 
 
 # -- Redis ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server on a free loopback port, AOF with fsync on every write."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.crashes = 0
-
-    def start(self) -> None:
-        assert self.proc is None
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--dir",
-                str(self.directory),
-                "--daemonize",
-                "no",
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.RedisError:  # refused, or LOADING while the AOF replays
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def crash_and_restart(self, down: float = 0.5) -> None:
-        self.kill()
-        self.crashes += 1
-        time.sleep(down)
-        self.start()
-
-
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip("redis-server is not installed")
-    pytest.importorskip("redis")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), durable=True)
     try:
         server.start()
         yield server

@@ -7,7 +7,6 @@ a loopback stand-in, and every figure is checked against what the stand-in bille
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,7 +20,7 @@ import pytest
 import burnmap
 from burnmap.standin import Script, StandIn
 from burnmap.wrap.proxy import MeteringProxy, _accept_encoding
-from tests.conftest import billed
+from tests.conftest import billed, free_port
 
 pytestmark = pytest.mark.sdk  # the proxy must serve both SDK generations alike
 
@@ -271,14 +270,8 @@ def test_budget_stops_an_agent_loop_before_it_is_exceeded(
 # -- failures and plumbing -------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_upstream_down_is_a_502(make_proxy: MakeProxy) -> None:
-    down = f"http://127.0.0.1:{_closed_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     proxy = make_proxy(anthropic_upstream=down, openai_upstream=down + "/v1")
     with claude_for(proxy, retries=0) as claude, pytest.raises(anthropic.APIStatusError) as info:
         claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
