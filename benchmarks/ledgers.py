@@ -22,6 +22,7 @@ table and PASS/FAIL per goal; always exits 0.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -37,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _table import format_table
 
 import burnmap
 from burnmap.ledgers import Ledger, LimitDef, open_ledger
@@ -331,7 +334,7 @@ def bench_redis() -> list[Result]:
             ]
             best = max(results[1:], key=lambda r: r.rate)
             return [
-                r if r is best or r.goal is None else Result(**{**r.__dict__, "goal": None})
+                r if r is best or r.goal is None else dataclasses.replace(r, goal=None)
                 for r in results
             ]
         finally:
@@ -365,17 +368,7 @@ def table(results: list[Result]) -> str:
         )
         for r in results
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for index, row in enumerate([header, *rows]):
-        cells = [
-            cell.ljust(widths[i]) if i in (0, 6, 7) else cell.rjust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, rows, left=(6,))
 
 
 def main() -> int:

@@ -59,6 +59,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
+from _table import format_table
 
 import burnmap
 
@@ -548,18 +549,7 @@ def bench_memory() -> list[Result]:
 
 # -- report -----------------------------------------------------------------------------
 def table(header: tuple[str, ...], results: list[Result]) -> str:
-    rows = [(r.name, *r.cells, f"{r.ratio:.3f}x", r.target) for r in results]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for index, row in enumerate([header, *rows]):
-        cells = [
-            cell.ljust(widths[i]) if i in (0, len(row) - 1) else cell.rjust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, [(r.name, *r.cells, f"{r.ratio:.3f}x", r.target) for r in results])
 
 
 def environment() -> str:

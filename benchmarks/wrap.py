@@ -44,6 +44,8 @@ from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
+from _table import format_table
+
 import burnmap
 from burnmap.wrap.supervisor import Supervisor, WrapOptions
 
@@ -51,7 +53,6 @@ PY = sys.executable
 STARTUP_ROUNDS = 15
 CHILD_ROUNDS = 15
 WARMUP = 2
-BREAKDOWN_RUNS = 5
 OUTPUT_ROUNDS = 3
 OUTPUT_MIB = 500
 MARKER_MIB = 10
@@ -125,11 +126,11 @@ def paired(
         for name, run in variants if index % 2 == 0 else variants[::-1]:
             times[name].append(run())
     added = [w - b for b, w in zip(times["bare"], times["wrapped"], strict=True)]
-    return statistics.median(times["bare"]), statistics.median(times["wrapped"]), median(added)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+    return (
+        statistics.median(times["bare"]),
+        statistics.median(times["wrapped"]),
+        statistics.median(added),
+    )
 
 
 def timed_row(
@@ -276,12 +277,12 @@ def output_row(name: str, line: bytes, mib: int, rounds: int, goal: bool) -> Res
         for key, command in variants if index % 2 == 0 else variants[::-1]:
             rates[key].append(throughput(command, env, mib * MIB))
     ratios = [w / b for b, w in zip(rates["bare"], rates["wrapped"], strict=True)]
-    bare, wrapped_rate = median(rates["bare"]), median(rates["wrapped"])
+    bare, wrapped_rate = statistics.median(rates["bare"]), statistics.median(rates["wrapped"])
     return Result(
         name,
         f"{bare:,.0f} MB/s",
         f"{wrapped_rate:,.1f} MB/s",
-        f"{median(ratios):.3f}x",
+        f"{statistics.median(ratios):.3f}x",
         f"{wrapped_rate:,.1f} MB/s",
         f">= {OUTPUT_GOAL_MBS:.0f} MB/s" if goal else "(diag.)",
         wrapped_rate >= OUTPUT_GOAL_MBS if goal else None,
@@ -303,17 +304,7 @@ def bench_output() -> list[Result]:
 def table(results: list[Result]) -> str:
     header = ("measurement", "without", "burnmap wrap", "ratio", "figure", "goal")
     rows = [(r.name, r.bare, r.wrapped, r.ratio, r.figure, r.goal) for r in results]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for index, row in enumerate([header, *rows]):
-        cells = [
-            cell.ljust(widths[i]) if i in (0, len(row) - 1) else cell.rjust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, rows)
 
 
 def environment() -> str:

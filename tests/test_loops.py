@@ -382,15 +382,15 @@ def _write_docs_table() -> None:
     DOCS.write_text(f"{head}{START}\n{traces_table()}{END}{tail}")
 
 
-if __name__ == "__main__":
-    if "--write" in sys.argv:
-        _write_docs_table()
-    print(traces_table(), end="")
-
-
 def test_a_batch_fanning_out_is_not_a_burst() -> None:
     guard = LoopGuard(**only("call_rate"))
     for n in range(200):  # 200 calls started together, each while others are in flight
         assert guard.check(0.001 * n) is None
         guard.started(0.001 * n, concurrent=n > 0)
     assert guard.check(0.5) is None
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        _write_docs_table()
+    print(traces_table(), end="")

@@ -77,12 +77,6 @@ if CLAUDE is None:
     )
 
 
-@pytest.fixture
-def standin(standin: StandIn) -> StandIn:
-    standin.script = STUCK
-    return standin
-
-
 def calls_past(standin: StandIn, budget: Decimal) -> int:
     """How many billed calls brought the stand-in's cumulative bill past ``budget``."""
     past = 0
