@@ -38,13 +38,10 @@ def _fresh_budgets() -> Iterator[None]:
 
 
 @pytest.fixture
-def claude(server: StandIn) -> Iterator[anthropic.Anthropic]:
-    server.script = Script()
-    server.calls.clear()
-    server.requests.clear()
+def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
     client = anthropic.Anthropic(
         api_key="test",
-        base_url=server.anthropic_base_url,
+        base_url=standin.anthropic_base_url,
         http_client=burnmap.client(STACK),  # type: ignore[call-overload]
     )
     yield client
@@ -140,15 +137,14 @@ AGENT = textwrap.dedent(
 )
 
 
-def test_processes_share_one_sqlite_budget(server: StandIn, tmp_path: Path) -> None:
-    server.script = Script(output_tokens=500)
-    server.calls.clear()
+def test_processes_share_one_sqlite_budget(standin: StandIn, tmp_path: Path) -> None:
+    standin.script = Script(output_tokens=500)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     burnmap.configure(ledger=url)
     burnmap.limit("user:shared", "0.10")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", AGENT, url, server.anthropic_base_url, STACK],
+            [sys.executable, "-c", AGENT, url, standin.anthropic_base_url, STACK],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -157,8 +153,8 @@ def test_processes_share_one_sqlite_budget(server: StandIn, tmp_path: Path) -> N
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(out[1] == "user:shared" for out in outputs), outputs
     total_calls = sum(int(out[0]) for out in outputs)
-    assert total_calls == len(server.calls)
-    assert burnmap.spent("user:shared").spent == billed(server.calls) <= Decimal("0.10")
+    assert total_calls == len(standin.calls)
+    assert burnmap.spent("user:shared").spent == billed(standin.calls) <= Decimal("0.10")
 
 
 def test_cli_limits_and_spent(tmp_path: Path) -> None:
@@ -186,17 +182,16 @@ def test_status_in_dollars(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-async def test_async_clients_share_a_redis_user_budget(server: StandIn, redis_url: str) -> None:
+async def test_async_clients_share_a_redis_user_budget(standin: StandIn, redis_url: str) -> None:
     import asyncio
     import uuid
 
-    server.script = Script(output_tokens=600)
-    server.calls.clear()
+    standin.script = Script(output_tokens=600)
     burnmap.configure(ledger=f"{redis_url}?prefix={uuid.uuid4().hex[:8]}")
     burnmap.limit("user:async", "0.08", per="day")
     client = anthropic.AsyncAnthropic(
         api_key="test",
-        base_url=server.anthropic_base_url,
+        base_url=standin.anthropic_base_url,
         http_client=burnmap.async_client(STACK),  # type: ignore[call-overload]
     )
 
@@ -210,7 +205,7 @@ async def test_async_clients_share_a_redis_user_budget(server: StandIn, redis_ur
     refused = [r for r in results if isinstance(r, burnmap.BudgetExceededError)]
     assert refused
     assert all(r.scope == "user:async" for r in refused)
-    assert len(results) - len(refused) == len(server.calls)
+    assert len(results) - len(refused) == len(standin.calls)
     status = burnmap.spent("user:async")
-    assert status.spent == billed(server.calls) <= Decimal("0.08")
+    assert status.spent == billed(standin.calls) <= Decimal("0.08")
     assert status.reserved == 0
