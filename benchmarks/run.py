@@ -187,22 +187,24 @@ def chunks(body: bytes, bounds: list[tuple[int, int]]) -> Iterator[bytes]:
         yield body[start:end]
 
 
+# The streamed requests, as SDK keyword arguments (OpenAI's without include_usage).
+ANTHROPIC_STREAM: dict[str, Any] = {
+    "model": ANTHROPIC_MODEL,
+    "max_tokens": MAX_TOKENS,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Count."}],
+}
+OPENAI_STREAM: dict[str, Any] = {
+    "model": OPENAI_MODEL,
+    "max_completion_tokens": MAX_TOKENS,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Count."}],
+}
+
+
 def stream_requests() -> tuple[bytes, bytes]:
-    """The Anthropic and OpenAI streamed request bodies (OpenAI's without include_usage)."""
-    messages = [{"role": "user", "content": "Count."}]
-    anthropic_body = {
-        "model": ANTHROPIC_MODEL,
-        "max_tokens": MAX_TOKENS,
-        "stream": True,
-        "messages": messages,
-    }
-    openai_body = {
-        "model": OPENAI_MODEL,
-        "max_completion_tokens": MAX_TOKENS,
-        "stream": True,
-        "messages": messages,
-    }
-    return _compact(anthropic_body), _compact(openai_body)
+    """The Anthropic and OpenAI streamed request bodies."""
+    return _compact(ANTHROPIC_STREAM), _compact(OPENAI_STREAM)
 
 
 def json_handler(body: bytes) -> Handler:
@@ -428,29 +430,9 @@ def bench_streams() -> list[Result]:
     def byte_reader(client: httpx2.Client, url: str, request: bytes) -> Callable[[], object]:
         return lambda: read_bytes(client, url, request)
 
-    def a_events(client: anthropic.Anthropic) -> Callable[[], object]:
-        def consume() -> int:
-            stream = client.messages.create(
-                model=ANTHROPIC_MODEL,
-                max_tokens=MAX_TOKENS,
-                stream=True,
-                messages=[{"role": "user", "content": "Count."}],
-            )
-            return sum(1 for _ in stream)
-
-        return consume
-
-    def o_events(client: openai.OpenAI) -> Callable[[], object]:
-        def consume() -> int:
-            stream = client.chat.completions.create(
-                model=OPENAI_MODEL,
-                max_completion_tokens=MAX_TOKENS,
-                stream=True,
-                messages=[{"role": "user", "content": "Count."}],
-            )
-            return sum(1 for _ in stream)
-
-        return consume
+    def events(create: Callable[..., Any], request: dict[str, Any]) -> Callable[[], object]:
+        """Iterate one streamed SDK call to its end."""
+        return lambda: sum(1 for _ in create(**request))
 
     cases: list[tuple[str, Callable[[], object], Callable[[], object], int, int]] = [
         (
@@ -460,7 +442,13 @@ def bench_streams() -> list[Result]:
             BYTE_ROUNDS,
             3,
         ),
-        ("stream SDK: anthropic", a_events(a_sdk[0]), a_events(a_sdk[1]), SDK_ROUNDS, 1),
+        (
+            "stream SDK: anthropic",
+            events(a_sdk[0].messages.create, ANTHROPIC_STREAM),
+            events(a_sdk[1].messages.create, ANTHROPIC_STREAM),
+            SDK_ROUNDS,
+            1,
+        ),
         (
             "stream bytes: openai (+usage filter)",
             byte_reader(o_http[0], OPENAI_URL, o_request),
@@ -470,8 +458,8 @@ def bench_streams() -> list[Result]:
         ),
         (
             "stream SDK: openai (+usage filter)",
-            o_events(o_sdk[0]),
-            o_events(o_sdk[1]),
+            events(o_sdk[0].chat.completions.create, OPENAI_STREAM),
+            events(o_sdk[1].chat.completions.create, OPENAI_STREAM),
             SDK_ROUNDS,
             1,
         ),

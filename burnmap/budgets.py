@@ -103,13 +103,13 @@ def configure(
     if hold_ttl <= 0:
         raise ValueError("hold_ttl must be a positive number of seconds")
     charge = expired_holds == "charge"
-    if ledger is None and _config.ledger is not None and _config.charge_expired == charge:
+    if ledger is None and _config.ledger is not None:
         opened = _config.ledger  # changing only the policies keeps the ledger and its limits
     else:
         url = ledger if ledger is not None else os.environ.get("BURNMAP_LEDGER", "memory://")
-        opened = open_ledger(url, charge_expired=charge) if isinstance(url, str) else url
-        if not isinstance(url, str) and hasattr(opened, "charge_expired"):
-            opened.charge_expired = charge  # a ledger object follows expired_holds too
+        opened = open_ledger(url) if isinstance(url, str) else url
+    if hasattr(opened, "charge_expired"):
+        opened.charge_expired = charge  # the ledger in use follows expired_holds
     with _config.lock:
         previous = _config.ledger
         _config.ledger = opened

@@ -209,3 +209,11 @@ async def test_async_clients_share_a_redis_user_budget(standin: StandIn, redis_u
     status = burnmap.spent("user:async")
     assert status.spent == billed(standin.calls) <= Decimal("0.08")
     assert status.reserved == 0
+
+
+def test_changing_only_a_policy_keeps_the_ledger_and_its_limits(tmp_path: Path) -> None:
+    opened = burnmap.configure(ledger=f"sqlite:///{tmp_path / 'spend.db'}")
+    burnmap.limit("global", 5)
+    assert burnmap.configure(expired_holds="release", on_unavailable="open") is opened
+    assert opened.charge_expired is False  # type: ignore[attr-defined]
+    assert [row.scope for row in burnmap.limits()] == ["global"]
