@@ -299,3 +299,32 @@ async def test_async_reservations_race_without_overspending(ledger: Ledger) -> N
     await ledger.aclose()
     assert spent == totals(ledger, "race")[0] <= 5_000
     assert spent == 4_800
+
+
+@pytest.mark.redis
+def test_a_prefix_given_twice_is_the_arguments_and_never_reaches_redis(redis_url: str) -> None:
+    from burnmap.ledgers.redis import RedisLedger
+
+    prefix = uuid.uuid4().hex[:8]
+    store = RedisLedger(f"{redis_url}?prefix=from-url", prefix=prefix)
+    assert store.prefix == "{" + prefix + "}"
+    store.set_limit(LimitDef("user:p", 1_000, None, "UTC"))
+    assert store.reserve(hold(), ["user:p"], 600) is None
+    store.close()
+
+
+@pytest.mark.redis
+def test_a_callers_redis_client_serves_async_calls_too(redis_url: str) -> None:
+    import asyncio
+
+    import redis
+
+    from burnmap.ledgers.redis import RedisLedger
+
+    client = redis.Redis.from_url(redis_url)
+    store = RedisLedger(redis_url, client=client, prefix=uuid.uuid4().hex[:8])
+    store.set_limit(LimitDef("user:c", 1_000, None, "UTC"))
+    assert store.reserve(hold(), ["user:c"], 600) is None
+    assert asyncio.run(store.areserve(hold(), ["user:c"], 600)) is not None  # refused
+    store.close()
+    client.close()

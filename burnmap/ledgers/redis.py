@@ -63,7 +63,9 @@ class RedisLedger(Ledger):
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         parts = urlsplit(url)
         query = parse_qs(parts.query)
-        self.prefix = prefix or query.pop("prefix", ["{burnmap}"])[0]
+        # prefix= is ours, never redis-py's, even when the argument overrides it.
+        url_prefix = query.pop("prefix", [None])[0]
+        self.prefix = prefix or url_prefix or "{burnmap}"
         if "{" not in self.prefix:
             self.prefix = "{" + self.prefix + "}"
         # redis-py reads the other query parameters (db=, ssl_cert_reqs=...): keep them.
@@ -293,7 +295,8 @@ class RedisLedger(Ledger):
         return scope_statuses(names, limits, self._now(), totals)
 
     def close(self) -> None:
-        self._client.close()
+        if self._own_client:  # a client passed in stays its owner's to close
+            self._client.close()
         self._async.clear()
 
     async def aclose(self) -> None:
