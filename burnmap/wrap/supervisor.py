@@ -707,14 +707,14 @@ class Supervisor:
         (the provider may have billed those calls)."""
         if self.options.proxy:
             return
+        from burnmap._core.money import from_micros
         from burnmap._core.usage import Usage
         from burnmap.runs import CallRecord
 
         with contextlib.suppress(Exception):
-            self._ledger.reap()
-            held = self._ledger.status([self._scope])[0].reserved
+            held = self._ledger.status([self._scope])[0].reserved  # status reaps first
             if held:
-                cost = Decimal(held) / 1_000_000
+                cost = from_micros(held)
                 self.run.record(
                     CallRecord(
                         model="(unsettled: the program was stopped mid-call)",
