@@ -128,7 +128,9 @@ def descendants(root: int) -> list[int]:
 
 
 _NANO = Decimal("0.000000001")
-_MARKERS = re.compile(rb'token|usage|Usage|Tokens|cost|"type"')
+# What makes a line of a program's output worth parsing: a usage word, or a brace that
+# may open a JSON object.
+_WORTH_READING = re.compile(rb'token|usage|Usage|Tokens|cost|"type"|\{')
 
 
 def _listed(root: Path, pattern: str) -> list[Path]:
@@ -431,14 +433,18 @@ class Supervisor:
                 break
             with contextlib.suppress(OSError):
                 _write_all(sink, data)
-            lines = (partial + data).split(b"\n")
-            partial = lines.pop()
+            block = partial + data
+            end = block.rfind(b"\n") + 1
+            partial = block[end:]
             if len(partial) > 1 << 20:
                 partial = b""  # a line this long carries no usage report
-            for line in lines:
-                # Lines without a usage word are skipped, unless a JSON object may open on
-                # them or one spanning lines (pretty-printed) is open.
-                if scanner.buffered_chars or b"{" in line or _MARKERS.search(line):
+            # Lines without a usage word are skipped, unless a JSON object may open on them
+            # or one spanning lines (pretty-printed) is open: whole blocks of plain text at
+            # once, by C-level searches.
+            if not end or (not scanner.buffered_chars and not _WORTH_READING.search(block, 0, end)):
+                continue
+            for line in block[: end - 1].split(b"\n"):
+                if scanner.buffered_chars or _WORTH_READING.search(line):
                     for call in feed(line.decode("utf-8", "replace")):
                         self.agent_call(call)
         os.close(source)
