@@ -9,13 +9,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from burnmap._core.windows import window
 from burnmap.ledgers.base import (
     DEFAULT_HOLD_TTL,
     Ledger,
     LimitDef,
     Refusal,
     ScopeStatus,
+    entries_for,
     scope_statuses,
 )
 
@@ -105,8 +105,6 @@ class MemoryLedger(Ledger):
         *,
         ttl: float = DEFAULT_HOLD_TTL,
     ) -> Refusal | None:
-        if len(set(scopes)) != len(scopes):
-            scopes = list(dict.fromkeys(scopes))
         with self._lock:
             now = self.clock()
             if (self._expiry and self._expiry[0][0] <= now) or (
@@ -117,19 +115,13 @@ class MemoryLedger(Ledger):
                 return None  # a re-send: its first answer
             if hold_id in self._refused:
                 return self._refused[hold_id]
-            limits = self._limits
             all_totals = self._totals
             keys: list[tuple[str, str]] = []
-            for scope in scopes:
-                definition = limits.get(scope)
-                if definition is None or definition.per is None:
-                    key = (scope, "all")
-                else:
-                    key = (scope, window(definition.per, definition.tz, now).key)
+            for scope, win, definition in entries_for(scopes, self._limits, now):
+                key = (scope, win.key)
                 if definition is not None:
                     spent, reserved = all_totals.get(key, (0, 0))
                     if spent + reserved + amount > definition.limit:
-                        win = window(definition.per, definition.tz, now)
                         refusal = Refusal(
                             scope, definition.limit, spent, reserved, win.key, win.end
                         )
