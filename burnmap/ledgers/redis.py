@@ -15,6 +15,7 @@ Needs ``pip install "burnmap[redis]"`` (redis-py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import weakref
@@ -172,7 +173,7 @@ class RedisLedger(Ledger):
         ]
         for scope in scopes:
             text = limits.get(scope, "")
-            win = _window(scope, text, now)
+            win = _window(text, now)
             args += [
                 scope,
                 text,
@@ -315,11 +316,17 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _window(scope: str, limit_json: str, now: float) -> Window:
+def _window(limit_json: str, now: float) -> Window:
     if not limit_json:
         return window(None, "UTC", now)
-    definition = LimitDef.from_json(scope, limit_json)
+    definition = _parsed_limit(limit_json)
     return window(definition.per, definition.tz, now)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_limit(limit_json: str) -> LimitDef:
+    """A limit as the store holds it, parsed once (each reservation sends every scope's)."""
+    return LimitDef.from_json("", limit_json)
 
 
 def _refusal(raw: bytes | str) -> Refusal:
