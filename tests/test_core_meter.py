@@ -219,6 +219,21 @@ def test_decoder_undoes_compression_in_any_chunking(compress: object) -> None:
     assert out + decoder.flush() == data
 
 
+@given(st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=20))
+def test_deflate_of_either_kind_decodes_whatever_its_first_chunks(sizes: list[int]) -> None:
+    """Raw and zlib-wrapped deflate are told apart by their first two bytes, even when
+    they arrive one at a time."""
+    data = wire("anthropic/messages_stream.sse")
+    for blob in (zlib.compress(data), zlib.compress(data)[2:-4]):
+        decoder = BodyDecoder("deflate")
+        out, at = [], 0
+        for size in sizes:
+            out.append(decoder.feed(blob[at : at + size]))
+            at += size
+        out.append(decoder.feed(blob[at:]))
+        assert b"".join(out) + decoder.flush() == data
+
+
 def test_unknown_encoding_is_reported() -> None:
     with pytest.raises(DecodeError, match="unsupported content-encoding"):
         BodyDecoder("compress")

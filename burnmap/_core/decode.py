@@ -28,24 +28,32 @@ class _Step(Protocol):
 class _Zlib:
     def __init__(self, wbits: int) -> None:
         self._obj = zlib.decompressobj(wbits)
-        self._deflate_fallback = wbits == zlib.MAX_WBITS
-        self._started = False
+        self._undecided = wbits == zlib.MAX_WBITS
+        """"deflate" is raw DEFLATE on some servers, zlib-wrapped on others: the first two
+        bytes (a zlib header, or not) decide, and are held until both have arrived."""
+        self._head = b""
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            out = self._obj.decompress(data)
-        except zlib.error as exc:
-            if self._deflate_fallback and not self._started:
-                # "deflate" is raw DEFLATE on some servers, zlib-wrapped on others.
+        if self._undecided:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            self._head = b""
+            self._undecided = False
+            try:
+                return self._obj.decompress(data)
+            except zlib.error:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._deflate_fallback = False
-                return self.feed(data)
+        try:
+            return self._obj.decompress(data)
+        except zlib.error as exc:
             raise DecodeError(f"corrupt compressed body: {exc}") from exc
-        self._started = True
-        return out
 
     def flush(self) -> bytes:
         try:
+            if self._head:  # a body of one byte
+                return self._obj.decompress(self._head) + self._obj.flush()
             return self._obj.flush()
         except zlib.error as exc:  # pragma: no cover - zlib rarely fails at flush
             raise DecodeError(f"corrupt compressed body: {exc}") from exc
@@ -60,15 +68,13 @@ class _Brotli:
                 import brotlicffi as brotli  # type: ignore[import-not-found, no-redef, unused-ignore]
             except ImportError as exc:
                 raise DecodeError("br-encoded body and no brotli module installed") from exc
-        self._obj = brotli.Decompressor()
+        decompressor = brotli.Decompressor()
+        # brotli names it process(), brotlicffi decompress().
+        self._process = getattr(decompressor, "process", None) or decompressor.decompress
 
     def feed(self, data: bytes) -> bytes:
         try:
-            out = (
-                self._obj.process(data)
-                if hasattr(self._obj, "process")
-                else (self._obj.decompress(data))
-            )
+            out = self._process(data)
         except Exception as exc:
             raise DecodeError(f"corrupt br body: {exc}") from exc
         return bytes(out)
