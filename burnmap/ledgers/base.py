@@ -71,6 +71,25 @@ class Refusal:
     window: str
     resets_at: float | None
 
+    def to_json(self) -> str:
+        """As the stores keep it: ``[scope, limit, spent, reserved, window, resets_at]``."""
+        return json.dumps(
+            [self.scope, self.limit, self.spent, self.reserved, self.window, self.resets_at]
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Refusal:
+        """From :meth:`to_json`'s form (Lua sends numbers as floats, no reset as ``""``)."""
+        scope, limit, spent, reserved, key, resets = json.loads(text)
+        return cls(
+            scope,
+            int(limit),
+            int(spent),
+            int(reserved),
+            key,
+            float(resets) if resets not in ("", None) else None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ScopeStatus:

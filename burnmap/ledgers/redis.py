@@ -252,7 +252,7 @@ class RedisLedger(Ledger):
         if kind == "ok":
             return None
         if kind == "refused":
-            return _refusal(answer[1])
+            return Refusal.from_json(answer[1])
         current = json.loads(answer[2])
         limits = current if isinstance(current, dict) else {}
         self._limit_cache.update(limits)
@@ -327,15 +327,3 @@ def _window(limit_json: str, now: float) -> Window:
 def _parsed_limit(limit_json: str) -> LimitDef:
     """A limit as the store holds it, parsed once (each reservation sends every scope's)."""
     return LimitDef.from_json("", limit_json)
-
-
-def _refusal(raw: bytes | str) -> Refusal:
-    scope, limit, spent, reserved, key, stop = json.loads(raw)
-    return Refusal(
-        scope,
-        int(limit),
-        int(spent),
-        int(reserved),
-        key,
-        float(stop) if stop not in ("", None) else None,
-    )

@@ -210,7 +210,7 @@ class SQLiteLedger(Ledger):
                 "SELECT state, refusal FROM holds WHERE id = ?", (hold_id,)
             ).fetchone()
             if known is not None:
-                return _refusal_from_json(known[1]) if known[0] == "refused" else None
+                return Refusal.from_json(known[1]) if known[0] == "refused" else None
             entries = entries_for(scopes, self._limits(conn, scopes), now)
             for scope, win, definition in entries:
                 if definition is None:
@@ -225,7 +225,7 @@ class SQLiteLedger(Ledger):
                     conn.execute(
                         "INSERT INTO holds (id, amount, expires, entries, state, refusal, "
                         "done_at) VALUES (?, 0, 0, '[]', 'refused', ?, ?)",
-                        (hold_id, _refusal_to_json(refusal), now),
+                        (hold_id, refusal.to_json(), now),
                     )
                     return refusal
             keys = [(scope, win.key) for scope, win, _ in entries]
@@ -294,21 +294,3 @@ class SQLiteLedger(Ledger):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-
-def _refusal_to_json(refusal: Refusal) -> str:
-    return json.dumps(
-        [
-            refusal.scope,
-            refusal.limit,
-            refusal.spent,
-            refusal.reserved,
-            refusal.window,
-            refusal.resets_at,
-        ]
-    )
-
-
-def _refusal_from_json(text: str) -> Refusal:
-    scope, limit, spent, reserved, key, resets = json.loads(text)
-    return Refusal(scope, limit, spent, reserved, key, resets)
