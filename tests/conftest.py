@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import anthropic
 import pytest
 
 import burnmap
@@ -48,6 +49,23 @@ def standin(server: StandIn) -> StandIn:
     server.calls.clear()
     server.requests.clear()
     return server
+
+
+# The HTTP stack of the installed anthropic SDK (httpx2 from 1.0 on).
+ANTHROPIC_STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
+
+
+@pytest.fixture
+def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
+    """The real anthropic SDK on a burnmap client, talking to the stand-in."""
+    client = anthropic.Anthropic(
+        api_key="test",
+        base_url=standin.anthropic_base_url,
+        http_client=burnmap.client(ANTHROPIC_STACK),  # type: ignore[call-overload]
+        max_retries=2,
+    )
+    yield client
+    client.close()
 
 
 @pytest.fixture(autouse=True)

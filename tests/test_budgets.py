@@ -19,13 +19,12 @@ import burnmap
 from burnmap import budgets
 from burnmap.cli import main
 from burnmap.standin import Script, StandIn
-from tests.conftest import billed
+from tests.conftest import ANTHROPIC_STACK, billed
 
 pytestmark = pytest.mark.sdk
 
 CLAUDE = "claude-sonnet-4-6"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
-STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +34,6 @@ def _fresh_budgets() -> Iterator[None]:
     if budgets._config.ledger is not None:
         budgets._config.ledger.close()
     budgets._config = budgets._Config()
-
-
-@pytest.fixture
-def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url=standin.anthropic_base_url,
-        http_client=burnmap.client(STACK),  # type: ignore[call-overload]
-    )
-    yield client
-    client.close()
 
 
 def test_user_budget_refuses_across_runs_and_names_its_scope(
@@ -144,7 +132,7 @@ def test_processes_share_one_sqlite_budget(standin: StandIn, tmp_path: Path) -> 
     burnmap.limit("user:shared", "0.10")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", AGENT, url, standin.anthropic_base_url, STACK],
+            [sys.executable, "-c", AGENT, url, standin.anthropic_base_url, ANTHROPIC_STACK],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -192,7 +180,7 @@ async def test_async_clients_share_a_redis_user_budget(standin: StandIn, redis_u
     client = anthropic.AsyncAnthropic(
         api_key="test",
         base_url=standin.anthropic_base_url,
-        http_client=burnmap.async_client(STACK),  # type: ignore[call-overload]
+        http_client=burnmap.async_client(ANTHROPIC_STACK),  # type: ignore[call-overload]
     )
 
     async def call(i: int) -> object:

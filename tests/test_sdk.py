@@ -20,27 +20,14 @@ import pytest
 
 import burnmap
 from burnmap.standin import Script, StandIn
-from tests.conftest import billed
+from tests.conftest import ANTHROPIC_STACK, billed
 
 pytestmark = pytest.mark.sdk
 
 CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-4o-mini"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
-ANTHROPIC_STACK = "httpx2" if int(anthropic.__version__.split(".")[0]) >= 1 else "httpx"
 OPENAI_STACK = "httpx2" if int(openai.__version__.split(".")[0]) >= 3 else "httpx"
-
-
-@pytest.fixture
-def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(
-        api_key="test",
-        base_url=standin.anthropic_base_url,
-        http_client=burnmap.client(ANTHROPIC_STACK),  # type: ignore[call-overload]
-        max_retries=2,
-    )
-    yield client
-    client.close()
 
 
 @pytest.fixture
