@@ -51,12 +51,16 @@ MIN_AMOUNT = 1_000
 MAX_AMOUNT = 200_000
 USERS = 4
 JOBS = 8
-# Limits are lifetime (per day for users) and fill up during the run: about 2,500 calls
-# fit, then mostly refusals (small asks still fit). The three kinds hold about as much in
-# all (8 jobs x 13M, 4 users x 26M, global 100M), so each kind refuses some calls.
-GLOBAL_LIMIT = 100_000_000
-USER_LIMIT = 26_000_000  # per day, Europe/Paris: the windowed path
-JOB_LIMIT = 13_000_000
+# Limits are lifetime (per day for users) and fill up during the run: about 750 calls fit
+# (an allowed call is charged 40k on average), then mostly refusals (small asks still
+# fit). The three kinds hold about as much in all (8 jobs x 3.6M, 4 users x 7.5M, global
+# 30M), so which one refuses first varies. A slow disk (CI once served 100 SQLite
+# reserves/s) still fills them within the chaos seconds, and the chaos goes on until a
+# refusal was seen.
+GLOBAL_LIMIT = 30_000_000
+USER_LIMIT = 7_500_000  # per day, Europe/Paris: the windowed path
+JOB_LIMIT = 3_600_000
+REFUSAL_WAIT = 30.0  # at most this long past CHAOS_SECONDS for the first refusal
 SLOW_CALLS = 0.01  # share of calls that outlive their hold: settle after expiry
 ZERO_ACTUAL = 0.2
 
@@ -160,7 +164,7 @@ class Chaos:
     def __post_init__(self) -> None:
         self.counters = self.ctx.RawArray("q", MAX_SLOTS * THREADS * FIELDS)
         self.stop = self.ctx.RawValue("i", 0)
-        self.hard_deadline = time.time() + 55.0  # a safety net: workers stop by themselves
+        self.hard_deadline = time.time() + 90.0  # a safety net: workers stop by themselves
         self.rng = random.Random(self.seed)
 
     def ack_path(self, slot: int) -> Path:
@@ -217,16 +221,16 @@ class Chaos:
             ):
                 time.sleep(0.05)
             chaos_start = time.monotonic()
-            end = chaos_start + CHAOS_SECONDS
             pending = sorted(server_crashes, key=lambda item: item[0])
-            while time.monotonic() < end:
+            while (elapsed := time.monotonic() - chaos_start) < CHAOS_SECONDS or (
+                (pending or self.total(REFUSED) == 0) and elapsed < CHAOS_SECONDS + REFUSAL_WAIT
+            ):
                 time.sleep(self.rng.uniform(0.2, 0.9))
                 if pending and time.monotonic() - chaos_start >= pending[0][0]:
                     pending.pop(0)[1]()
                     continue
                 self.kill_one()
-                if time.monotonic() < end - 0.5:
-                    self.spawn()
+                self.spawn()
             self.stop.value = 1
             join_by = time.monotonic() + 20
             for proc in self.procs.values():
