@@ -375,6 +375,21 @@ def test_openai_legacy_completions(standin: StandIn, gpt: openai.OpenAI) -> None
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello from the stand-in."
 
 
+def test_stream_is_billed_before_its_finish_reason_leaves(
+    standin: StandIn, gpt: openai.OpenAI
+) -> None:
+    # The last legacy completion chunk carries both text and finish_reason: a caller that
+    # stops reading there must find the call billed already.
+    standin.script = Script(stream_chunk_delay=0.05)
+    with gpt.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say", stream=True) as s:
+        for chunk in s:
+            if chunk.choices[0].finish_reason is not None:
+                assert [call.completed for call in standin.calls] == [True]
+                break
+        else:
+            pytest.fail("no chunk carried a finish_reason")
+
+
 def test_model_listings_are_free(standin: StandIn, gpt: openai.OpenAI, claude: Claude) -> None:
     assert any(model.id == GPT for model in gpt.models.list())
     assert any(model.id == CLAUDE for model in claude.models.list())
