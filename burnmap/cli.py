@@ -223,28 +223,22 @@ def report(path: Path) -> None:
     """Show a run report written by ``burnmap wrap --report-json`` (or ``to_json()``)."""
     import json
 
+    from burnmap.runs import RunReport
+
     try:
-        data = json.loads(path.read_text())
-        rows = data["cost_by_call"]
-    except (ValueError, KeyError, TypeError) as exc:
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        saved = RunReport.from_dict(data)
+    except ValueError as exc:
         raise click.ClickException(f"{path} is not a burnmap run report ({exc})") from None
-    budget = data.get("budget")
-    click.echo(
-        f"burnmap run {data.get('job_name')!r}: ${data.get('total_cost')} spent"
-        + (f" of ${budget}" if budget is not None else "")
-        + f", {data.get('call_count')} calls in {data.get('duration_seconds')} s"
-    )
-    for model, row in (data.get("model_breakdown") or {}).items():
-        click.echo(
-            f"  {model}: {row['calls']} calls, {row['input_tokens']} in / "
-            f"{row['output_tokens']} out tokens, ${row['cost']}"
-        )
-    if any(row.get("estimated") for row in rows):
-        click.echo("  (some costs are estimates)")
-    if data.get("stopped_early"):
-        click.echo(f"  stopped early: {data.get('stop_reason')}")
+    click.echo(saved.summary())
     if "exit_status" in data:
-        click.echo(f"  exit status {data['exit_status']}")
+        stopped = data.get("stopped_by_burnmap")
+        click.echo(
+            f"  exit status {data['exit_status']}"
+            + (f" (burnmap stopped the program: {stopped})" if stopped else "")
+        )
 
 
 @main.command()

@@ -222,6 +222,75 @@ class RunReport:
         """JSON text; money is written as decimal strings so no cent is lost to floats."""
         return json.dumps(self.to_dict(), **kwargs)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        """The report :meth:`to_dict` wrote (extra keys, such as ``burnmap wrap``'s
+        ``exit_status``, are ignored). Each call comes back with the figures its row
+        holds; cache writes all at the 5-minute TTL, since a row adds both up.
+
+        >>> report = RunReport.from_dict({"job_name": "j", "total_cost": "0.5",
+        ...     "cost_by_call": [{"model": "m", "cost": "0.5", "output_tokens": 9}]})
+        >>> report.call_count, report.total_cost, report.calls[0].usage.output_tokens
+        (1, Decimal('0.5'), 9)
+
+        Raises ``ValueError`` naming what is missing or malformed.
+        """
+        try:
+            rows = data["cost_by_call"]
+            calls = tuple(_call_from_row(row) for row in rows)
+            budget = data.get("budget")
+            started = data.get("started_at")
+            return cls(
+                job_name=str(data["job_name"]),
+                budget=None if budget is None else usd(budget),
+                total_cost=usd(data["total_cost"]),
+                calls=calls,
+                refused_calls=int(data.get("refused_calls", 0)),
+                failed_attempts=int(data.get("failed_attempts", 0)),
+                stopped_early=bool(data.get("stopped_early", False)),
+                stop_reason=data.get("stop_reason"),
+                started_at=datetime.fromisoformat(started).timestamp() if started else 0.0,
+                duration_seconds=float(data.get("duration_seconds", 0.0)),
+                user_id=data.get("user_id"),
+            )
+        except KeyError as exc:
+            raise ValueError(f"not a burnmap run report: no {exc.args[0]!r}") from None
+        except (TypeError, ArithmeticError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a burnmap run report: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunReport:
+        """The report :meth:`to_json` wrote; ``ValueError`` when it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a burnmap run report: not a JSON object")
+        return cls.from_dict(data)
+
+
+def _call_from_row(row: dict[str, Any]) -> CallRecord:
+    """A call back from its ``cost_by_call`` row."""
+    usage = Usage(
+        input_tokens=int(row.get("input_tokens", 0)),
+        output_tokens=int(row.get("output_tokens", 0)),
+        cache_read_tokens=int(row.get("cache_read_tokens", 0)),
+        cache_write_tokens=int(row.get("cache_write_tokens", 0)),
+        reasoning_tokens=int(row.get("reasoning_tokens", 0)),
+        web_searches=int(row.get("web_searches", 0)),
+    )
+    cost = usd(row["cost"])
+    return CallRecord(
+        model=str(row.get("model", "")),
+        provider=str(row.get("provider", "")),
+        endpoint=str(row.get("endpoint", "")),
+        usage=usage,
+        cost=cost,
+        reserved=usd(row.get("reserved", cost)),
+        estimated=bool(row.get("estimated", False)),
+        streamed=bool(row.get("streamed", False)),
+        started_at=0.0,
+        duration_seconds=float(row.get("duration_seconds", 0.0)),
+    )
+
 
 @dataclass(eq=False)
 class Run:

@@ -35,8 +35,9 @@ def test_report_reads_a_saved_run_report(tmp_path: Path) -> None:
     path.write_text(r.report.to_json())
     result = CliRunner().invoke(main, ["report", str(path)])
     assert result.exit_code == 0, result.output
-    assert "burnmap run 'saved': $0 spent of $1, 0 calls" in result.output
-    path.write_text("{}")
-    result = CliRunner().invoke(main, ["report", str(path)])
-    assert result.exit_code == 1
-    assert "not a burnmap run report" in result.output
+    assert result.output == r.report.summary() + "\n"
+    for text in ("{}", "[]", '{"job_name": "x", "total_cost": "a lot", "cost_by_call": []}'):
+        path.write_text(text)
+        result = CliRunner().invoke(main, ["report", str(path)])
+        assert result.exit_code == 1
+        assert "not a burnmap run report" in result.output

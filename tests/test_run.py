@@ -63,6 +63,28 @@ def test_report_fields_and_json() -> None:
         assert part in text
 
 
+def test_a_saved_report_reads_back_the_same() -> None:
+    with burnmap.run("job", budget="0.5", user_id="usr_1") as r:
+        settle(r, "0.25", "a", tokens=7)
+        settle(r, "0.125", "b")
+        with pytest.raises(burnmap.BudgetExceededError):
+            settle(r, "0.25", "a")
+    report = r.report
+    back = burnmap.RunReport.from_json(report.to_json())
+    assert back.to_dict() == report.to_dict()
+    assert back.summary() == report.summary()
+    assert back.calls[0].usage.output_tokens == 14
+    for broken, says in (
+        ({"job_name": "j", "cost_by_call": []}, "no 'total_cost'"),
+        ({"job_name": "j", "total_cost": "-1", "cost_by_call": []}, ">= 0"),
+        ({"job_name": "j", "total_cost": "1", "cost_by_call": [{"model": "m"}]}, "'cost'"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            burnmap.RunReport.from_dict(broken)
+    with pytest.raises(ValueError, match="not a JSON object"):
+        burnmap.RunReport.from_json("[]")
+
+
 def test_refusal_marks_the_report_and_carries_figures() -> None:
     with burnmap.run("job", budget="0.5") as r:
         settle(r, "0.4")

@@ -14,8 +14,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import burnmap
+from burnmap.cli import main as cli_main
 from burnmap.standin import Script, StandIn
 from tests.conftest import billed
 
@@ -245,6 +247,10 @@ def test_report_json_has_the_run_report_shape(standin: StandIn, tmp_path: Path) 
         pass
     assert set(r.report.to_dict()) <= set(data)
     assert data["total_cost"] == "0"
+    shown = CliRunner().invoke(cli_main, ["report", str(report)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("burnmap run ")
+    assert shown.output.endswith("\n  exit status 0\n")
 
 
 def test_the_console_command_takes_the_fast_path(standin: StandIn, tmp_path: Path) -> None:
