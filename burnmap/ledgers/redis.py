@@ -19,7 +19,7 @@ import functools
 import json
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -183,6 +183,23 @@ class RedisLedger(Ledger):
             ]
         return args
 
+    def _reserving(
+        self, hold_id: str, scopes: Sequence[str], amount: int, ttl: float
+    ) -> Generator[list[Any], Any, Refusal | None]:
+        """The reservation's steps, for a sync or async driver: yields the script's
+        arguments, is sent its answer; retried (at most twice) with the store's clock and
+        limits when the ones it was sent are stale."""
+        names = list(dict.fromkeys(scopes))
+        limits = {s: self._limit_cache.get(s, "") for s in names}
+        now = time.time()
+        for _ in range(3):
+            answer = yield self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now)
+            outcome = self._outcome(answer)
+            if outcome is None or isinstance(outcome, Refusal):
+                return outcome
+            now, limits = outcome  # the store's clock and its current limits
+        raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+
     def reserve(
         self,
         hold_id: str,
@@ -191,20 +208,15 @@ class RedisLedger(Ledger):
         *,
         ttl: float = DEFAULT_HOLD_TTL,
     ) -> Refusal | None:
-        names = list(dict.fromkeys(scopes))
-        limits = {s: self._limit_cache.get(s, "") for s in names}
-        now = time.time()
-        for _ in range(3):
-            answer = self._call(
-                self._reserve,
-                keys=[self.prefix],
-                args=self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now),
-            )
-            outcome = self._outcome(answer)
-            if outcome is None or isinstance(outcome, Refusal):
-                return outcome
-            now, limits = outcome  # the store's clock and its current limits
-        raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+        steps = self._reserving(hold_id, scopes, amount, ttl)
+        args = next(steps)
+        while True:
+            answer = self._call(self._reserve, keys=[self.prefix], args=args)
+            try:
+                args = steps.send(answer)
+            except StopIteration as done:
+                refusal: Refusal | None = done.value
+                return refusal
 
     async def areserve(
         self,
@@ -217,20 +229,15 @@ class RedisLedger(Ledger):
         if not self._own_client:  # a caller's (e.g. Cluster) client has no async twin here
             return await super().areserve(hold_id, scopes, amount, ttl=ttl)
         _, reserve, _, _ = self._async_parts()
-        names = list(dict.fromkeys(scopes))
-        limits = {s: self._limit_cache.get(s, "") for s in names}
-        now = time.time()
-        for _ in range(3):
-            answer = await self._acall(
-                reserve,
-                keys=[self.prefix],
-                args=self._args(hold_id, names, amount, ttl=ttl, limits=limits, now=now),
-            )
-            outcome = self._outcome(answer)
-            if outcome is None or isinstance(outcome, Refusal):
-                return outcome
-            now, limits = outcome
-        raise LedgerUnavailableError(self.url, "limits kept changing during the reservation")
+        steps = self._reserving(hold_id, scopes, amount, ttl)
+        args = next(steps)
+        while True:
+            answer = await self._acall(reserve, keys=[self.prefix], args=args)
+            try:
+                args = steps.send(answer)
+            except StopIteration as done:
+                refusal: Refusal | None = done.value
+                return refusal
 
     async def asettle(self, hold_id: str, actual: int) -> None:
         if not self._own_client:

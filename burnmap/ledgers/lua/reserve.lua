@@ -53,16 +53,14 @@ for i = 0, n - 1 do
   local b = 7 + i * 5
   local s = {scope = ARGV[b], limit = ARGV[b + 1], window = ARGV[b + 2],
              start = tonumber(ARGV[b + 3]), stop = ARGV[b + 4]}
-  local current = redis.call('HGET', P .. ':limits', s.scope) or ''
-  if current ~= s.limit then stale = true end
+  s.current = redis.call('HGET', P .. ':limits', s.scope) or ''
+  if s.current ~= s.limit then stale = true end
   if now < s.start or (s.stop ~= '' and now >= tonumber(s.stop)) then stale = true end
   scopes[#scopes + 1] = s
 end
 if stale then
   local current = {}
-  for _, s in ipairs(scopes) do
-    current[s.scope] = redis.call('HGET', P .. ':limits', s.scope) or ''
-  end
+  for _, s in ipairs(scopes) do current[s.scope] = s.current end
   return {'retry', tostring(now), cjson.encode(current)}
 end
 
