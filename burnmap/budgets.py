@@ -8,10 +8,11 @@
     with burnmap.run("summarise", budget=0.10, user_id="usr_123"):
         client.messages.create(...)   # reserves on the run, user:usr_123, job:summarise, global
 
-Each call reserves, in one atomic ledger step, on ``global``, ``job:<innermost run>`` and
-``user:<user_id>`` (the nearest run's). Scopes with a limit are checked; spend is recorded on
-all of them, so ``burnmap.spent("job:nightly")`` answers even without a limit. Nothing is
-written to a ledger until a limit is set or a ledger configured: plain runs stay in memory.
+Each call reserves, in one atomic ledger step, on ``global``, ``job:<name>`` of every run in
+scope and ``user:<user_id>`` (the nearest run's). Scopes with a limit are checked; spend is
+recorded on all of them, so ``burnmap.spent("job:nightly")`` answers even without a limit.
+Nothing is written to a ledger until a limit is set or a ledger configured: plain runs stay
+in memory.
 """
 
 from __future__ import annotations

@@ -63,6 +63,27 @@ def test_user_budget_refuses_across_runs_and_names_its_scope(
     assert burnmap.spent("job:summarise-0").spent > 0
 
 
+def test_a_job_limit_caps_the_runs_nested_in_it(
+    claude: anthropic.Anthropic, server: StandIn
+) -> None:
+    burnmap.limit("job:nightly", "0.001")
+
+    sent = 0
+
+    def steps() -> None:
+        nonlocal sent
+        for n in range(100):
+            with burnmap.run(f"step-{n}"):  # the innermost run names another job
+                claude.messages.create(model=CLAUDE, max_tokens=16, messages=HELLO)
+            sent += 1
+
+    with burnmap.run("nightly"), pytest.raises(burnmap.BudgetExceededError) as refused:
+        steps()
+    assert refused.value.scope == "job:nightly"
+    assert len(server.calls) == sent > 0
+    assert burnmap.spent("job:nightly").spent == billed(server.calls) <= Decimal("0.001")
+
+
 def test_global_limit_applies_outside_runs(claude: anthropic.Anthropic, server: StandIn) -> None:
     server.script = Script(output_tokens=800)
     burnmap.limit("global", "0.02")
