@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         LoopDetectedError,
         RefusalError,
         UnknownModelError,
+        UnmeteredEndpointError,
     )
     from burnmap.runs import CallRecord, Run, RunReport, current_run, run
     from burnmap.transport import AsyncTransport, Transport, async_client, client
@@ -45,6 +46,7 @@ _HOME = {
     "RunReport": "burnmap.runs",
     "Transport": "burnmap.transport",
     "UnknownModelError": "burnmap.errors",
+    "UnmeteredEndpointError": "burnmap.errors",
     "Usage": "burnmap._core.usage",
     "async_client": "burnmap.transport",
     "client": "burnmap.transport",
@@ -91,6 +93,7 @@ __all__ = [
     "RunReport",
     "Transport",
     "UnknownModelError",
+    "UnmeteredEndpointError",
     "Usage",
     "__version__",
     "async_client",

@@ -25,6 +25,7 @@ __all__ = [
     "LoopDetectedError",
     "RefusalError",
     "UnknownModelError",
+    "UnmeteredEndpointError",
     "sdk_compatible",
 ]
 
@@ -128,6 +129,26 @@ class UnknownModelError(RefusalError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_unknown, (self.model, self.provider), {})
+
+
+class UnmeteredEndpointError(RefusalError):
+    """A paid endpoint whose cost burnmap cannot read (images, audio, batches…) was called
+    with a budget in scope and no declared price, so it was not sent."""
+
+    def __init__(self, path: str, what: str = "") -> None:
+        self.path = path
+        self.what = what
+        kind = f" ({what})" if what else ""
+        super().__init__(
+            f"burnmap: POST {path}{kind} costs money but reports no usage burnmap can price, "
+            "so with a budget in scope it was not sent. Declare what one call may cost "
+            "(USD); it is reserved and charged per call:\n"
+            f"    burnmap.prices.register_endpoint({path!r}, per_call=0.25)\n"
+            "or per_call=0 to let it through uncounted."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UnmeteredEndpointError, (self.path, self.what), {})
 
 
 class LedgerError(BurnmapError):

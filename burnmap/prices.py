@@ -5,6 +5,12 @@ A registered price wins over the bundled one, for that model name and its dated 
 
     burnmap.prices.register("my-finetune", input=3.00, output=15.00)   # USD per 1M tokens
     burnmap.prices.lookup("claude-sonnet-4-6").cost(Usage(input_tokens=1000))
+
+Paid endpoints whose responses carry no usage burnmap can price (images, audio, batches,
+fine-tuning, Assistants runs…) are refused with a budget in scope until their cost per
+call is declared::
+
+    burnmap.prices.register_endpoint("/v1/images/generations", per_call=0.25)
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ __all__ = [
     "lookup",
     "max_output_for",
     "register",
+    "register_endpoint",
     "unregister",
+    "unregister_endpoint",
 ]
 
 default_book = PriceBook()
@@ -32,6 +40,8 @@ default_book = PriceBook()
 
 register = default_book.register
 unregister = default_book.unregister
+register_endpoint = default_book.register_endpoint
+unregister_endpoint = default_book.unregister_endpoint
 clear = default_book.clear
 
 

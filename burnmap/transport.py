@@ -84,7 +84,9 @@ class _Metering:
         )
         self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
         self._decoder: BodyDecoder | None = None
-        if not (streaming or b"json" in content_type):
+        if plan.endpoint.kind == "unmetered":
+            pass  # charged its declared price: nothing to read
+        elif not (streaming or b"json" in content_type):
             log.warning(
                 "burnmap: unexpected content-type %r from %s; charging the call's bound",
                 content_type.decode("latin-1"),
@@ -385,7 +387,7 @@ def _settlement(plan: CallPlan, result: Charge) -> Settlement:
     return Settlement(
         result.model,
         plan.sheet.provider or plan.endpoint.shape,
-        plan.endpoint.kind,
+        plan.endpoint.path or plan.endpoint.kind,  # an unmetered endpoint shows its path
         result.usage,
         result.cost,
         result.estimated,

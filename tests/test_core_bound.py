@@ -18,7 +18,7 @@ from burnmap._core.bound import (
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.pricing import PriceBook
 from burnmap._core.usage import Usage
-from burnmap.errors import UnknownModelError
+from burnmap.errors import UnknownModelError, UnmeteredEndpointError
 from tests.conftest import wire
 
 ANTHROPIC = Endpoint("anthropic", "messages", "anthropic")
@@ -276,10 +276,41 @@ def test_unknown_model_is_refused() -> None:
         ("POST", "api.openai.com", "/v1/embeddings", ("openai", "embeddings", "openai")),
         ("POST", "api.openai.com", "/v1/completions", ("openai", "completions", "openai")),
         ("POST", "api.anthropic.com", "/v1/messages/count_tokens", None),
-        ("POST", "api.anthropic.com", "/v1/messages/batches", None),
+        ("POST", "api.anthropic.com", "/v1/messages/batches/msgbatch_1/cancel", None),
         ("GET", "api.openai.com", "/v1/models", None),
         ("POST", "api.openai.com", "/v1/responses/input_tokens", None),
         ("POST", "api.openai.com", "/v1/files", None),
+        ("POST", "api.openai.com", "/v1/moderations", None),
+        ("POST", "api.openai.com", "/v1/threads/thread_1/runs/run_1/cancel", None),
+        # Paid, but with no usage burnmap can price: declared per call, or refused.
+        (
+            "POST",
+            "api.anthropic.com",
+            "/v1/messages/batches",
+            ("anthropic", "unmetered", "anthropic"),
+        ),
+        ("POST", "api.openai.com", "/v1/batches", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/images/generations", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/images/edits", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/audio/speech", ("openai", "unmetered", "openai")),
+        ("POST", "gw.corp", "/v1/audio/transcriptions", ("openai", "unmetered", None)),
+        ("POST", "api.openai.com", "/v1/fine_tuning/jobs", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/threads/runs", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/threads/t_1/runs", ("openai", "unmetered", "openai")),
+        (
+            "POST",
+            "api.openai.com",
+            "/v1/threads/t_1/runs/run_1/submit_tool_outputs",
+            ("openai", "unmetered", "openai"),
+        ),
+        ("POST", "api.openai.com", "/v1/videos", ("openai", "unmetered", "openai")),
+        (
+            "POST",
+            "api.openai.com",
+            "/v1/realtime/client_secrets",
+            ("openai", "unmetered", "openai"),
+        ),
+        ("GET", "api.openai.com", "/v1/images/generations", None),
     ],
 )
 def test_identify(
@@ -424,6 +455,36 @@ def test_content_by_reference_bounds_input_at_the_window(
 ) -> None:
     plan = plan_call(endpoint, body(obj), BOOK)
     assert plan.input_tokens == plan.sheet.context_window
+
+
+def test_unmetered_endpoints_are_refused_until_declared_then_charged_per_call() -> None:
+    images = identify("POST", "api.openai.com", "/v1/images/generations")
+    assert images is not None
+    request = body({"model": "gpt-image-1", "prompt": "a cat"})
+    book = PriceBook()
+    with pytest.raises(UnmeteredEndpointError, match="register_endpoint") as info:
+        plan_call(images, request, book)
+    assert (info.value.path, info.value.what) == ("/v1/images/generations", "image generation")
+    book.register_endpoint("images/generations/", per_call="0.19")
+    plan = plan_call(images, request, book)
+    assert (plan.model, plan.cost, plan.stream, plan.body) == (
+        "gpt-image-1",
+        Decimal("0.19"),
+        False,
+        None,
+    )
+    # A multipart body (an audio upload) is not JSON: the path names the call.
+    audio = identify("POST", "api.openai.com", "/v1/audio/transcriptions")
+    assert audio is not None
+    book.register_endpoint("/v1/audio", per_call=0)  # too short to match: suffixes only
+    with pytest.raises(UnmeteredEndpointError):
+        plan_call(audio, b"--boundary\r\nContent-Disposition: form-data", book)
+    book.register_endpoint("/audio/transcriptions", per_call=0)
+    plan = plan_call(audio, b"--boundary\r\nContent-Disposition: form-data", book)
+    assert (plan.model, plan.cost) == ("/v1/audio/transcriptions", 0)
+    assert book.unregister_endpoint("/audio/transcriptions")
+    with pytest.raises(ValueError, match="endpoint path"):
+        book.register_endpoint("/", per_call=1)
 
 
 def test_openai_assistants_thread_messages_are_free() -> None:

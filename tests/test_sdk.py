@@ -8,6 +8,7 @@ burnmap's figures against what the stand-in billed.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -233,6 +234,50 @@ def test_openai_refusal_is_not_retried(gpt: openai.OpenAI, standin: StandIn) -> 
         gpt.chat.completions.create(model=GPT, messages=HELLO)
     assert isinstance(info.value, openai.OpenAIError)
     assert standin.requests == []
+
+
+def test_paid_endpoints_burnmap_cannot_meter_are_refused_until_priced(
+    gpt: openai.OpenAI, claude: anthropic.Anthropic, standin: StandIn
+) -> None:
+    batch = [{"custom_id": "a", "params": {"model": CLAUDE, "max_tokens": 8, "messages": HELLO}}]
+    with burnmap.run("media", budget=1):
+        with pytest.raises(burnmap.UnmeteredEndpointError, match="register_endpoint") as info:
+            gpt.images.generate(model="gpt-image-1", prompt="a cat")
+        assert isinstance(info.value, openai.OpenAIError)  # not wrapped, not retried
+        with pytest.raises(burnmap.UnmeteredEndpointError, match="batch"):
+            claude.messages.batches.create(requests=batch)  # type: ignore[arg-type]
+    assert standin.requests == []
+
+    # Declared: reserved and charged per call, against a mock that answers like OpenAI.
+    lib = importlib.import_module(OPENAI_STACK)
+    image = {"created": 1, "data": [{"b64_json": "aGk="}], "usage": {"input_tokens": 9}}
+    sent: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        sent.append(request)
+        return lib.Response(200, json=image)
+
+    mocked = openai.OpenAI(
+        api_key="test",
+        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
+    )
+    burnmap.prices.register_endpoint("/v1/images/generations", per_call="0.04")
+    try:
+        with burnmap.run("media", budget="0.1") as r:
+            for _ in range(2):
+                mocked.images.generate(model="gpt-image-1", prompt="a cat")
+            with pytest.raises(burnmap.BudgetExceededError):  # a third would pass $0.10
+                mocked.images.generate(model="gpt-image-1", prompt="a cat")
+    finally:
+        burnmap.prices.unregister_endpoint("/v1/images/generations")
+    assert len(sent) == 2
+    assert r.spent == Decimal("0.08")
+    row = r.report.cost_by_call[0]
+    assert (row["model"], row["endpoint"], row["estimated"]) == (
+        "gpt-image-1",
+        "/v1/images/generations",
+        True,
+    )
 
 
 # -- async and concurrency -------------------------------------------------------------------

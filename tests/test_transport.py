@@ -171,6 +171,36 @@ def test_free_endpoints_are_never_charged_or_refused(lib: types.ModuleType) -> N
 
 
 @pytest.mark.parametrize("lib", LIBS)
+def test_a_declared_endpoint_is_charged_per_call_and_passes_its_bytes(
+    lib: types.ModuleType,
+) -> None:
+    speech = "https://api.openai.com/v1/audio/speech"
+    audio = bytes(range(256)) * 64
+    statuses = iter([200, 500, 200])
+    rec = Recorder(
+        lambda r: lib.Response(
+            next(statuses), headers={"content-type": "audio/mpeg"}, stream=Chunked([audio])
+        )
+    )
+    request = {"model": "gpt-4o-mini-tts", "input": "hello", "voice": "alloy"}
+    with sync_client(lib, rec) as client:
+        client.post(speech, json=request)  # outside any run or standing budget: untouched
+        with burnmap.run("tts", budget=1) as r, pytest.raises(burnmap.UnmeteredEndpointError):
+            client.post(speech, json=request)
+        assert len(rec.requests) == 1
+        burnmap.prices.register_endpoint("/audio/speech", per_call="0.015")
+        try:
+            with burnmap.run("tts", budget=1) as r:
+                assert client.post(speech, json=request).status_code == 500  # free
+                assert client.post(speech, json=request).content == audio
+        finally:
+            burnmap.prices.unregister_endpoint("/audio/speech")
+    assert (r.spent, r.reserved, r.call_count) == (Decimal("0.015"), 0, 1)
+    assert r.report.failed_attempts == 1
+    assert r.report.cost_by_call[0]["model"] == "gpt-4o-mini-tts"
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_unknown_model_is_refused_before_sending(lib: types.ModuleType) -> None:
     rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
     with sync_client(lib, rec) as client, burnmap.run("job", budget=100):

@@ -36,7 +36,7 @@ from typing import Any
 from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
 from burnmap._core.pricing import PriceBook, PriceSheet
-from burnmap.errors import RefusalError
+from burnmap.errors import RefusalError, UnmeteredEndpointError
 
 __all__ = [
     "CallPlan",
@@ -301,6 +301,8 @@ def plan_call(
     """Read a request body and bound its cost; raises a refusal when it cannot.
     ``fingerprint``: digest the request tail for the repeat trigger (skipped when no
     repeat limit or observer will read it)."""
+    if endpoint.kind == "unmetered":
+        return _declared_plan(endpoint, body, book)
     try:
         obj = json.loads(body) if body else None
     except ValueError as exc:
@@ -383,6 +385,31 @@ def plan_call(
         fingerprint=request_fingerprint(obj, body)
         if fingerprint and endpoint.kind != "embeddings"
         else None,
+    )
+
+
+def _declared_plan(endpoint: Endpoint, body: bytes, book: PriceBook) -> CallPlan:
+    """A paid endpoint burnmap cannot meter: its declared price per call, or a refusal.
+    The body may be multipart (audio, image edits): the model is read only from JSON."""
+    sheet = book.endpoint_price(endpoint.path)
+    if sheet is None:
+        raise UnmeteredEndpointError(endpoint.path, endpoint.what)
+    model = endpoint.path
+    if body[:1] == b"{":
+        try:
+            named = json.loads(body).get("model")
+        except (ValueError, AttributeError):
+            named = None
+        if isinstance(named, str) and named:
+            model = named
+    return CallPlan(
+        endpoint=endpoint,
+        model=model,
+        sheet=sheet,
+        stream=False,
+        input_tokens=0,
+        output_tokens=0,
+        cost=sheet.per_request or Decimal(0),
     )
 
 

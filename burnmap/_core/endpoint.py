@@ -4,13 +4,15 @@ The provider comes from the host where it is a known one; otherwise the API shap
 path) decides, so a corporate gateway or a loopback server speaking the Anthropic or
 OpenAI API is priced by model name the same way. Requests that cost nothing (token
 counting, listings, anything that is not a POST to a generation endpoint) are not
-identified and pass untouched.
+identified and pass untouched. POSTs that cost money but report no usage burnmap can
+price (images, audio, batches, fine-tuning, Assistants runs…) are identified as
+``unmetered``: they are charged the price the user declared for them, or refused.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 __all__ = [
@@ -25,11 +27,17 @@ class Endpoint:
     shape: str
     """Wire format: ``"anthropic"`` or ``"openai"``."""
     kind: str
-    """``messages``, ``chat``, ``responses``, ``embeddings`` or ``completions``."""
+    """``messages``, ``chat``, ``responses``, ``embeddings``, ``completions``, or
+    ``unmetered`` (a paid call whose cost burnmap cannot read)."""
     provider: str | None
     """genai-prices provider id known from the host, else ``None`` (resolved by model)."""
     model_in_url: str | None = None
     """Azure deployments and Vertex put the model in the path."""
+    path: str = field(default="", repr=False)
+    """The request path, for an ``unmetered`` endpoint (its declared price is looked up
+    by it)."""
+    what: str = field(default="", repr=False)
+    """What an ``unmetered`` endpoint does, in words, for error messages."""
 
 
 _KNOWN_HOSTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -71,6 +79,23 @@ def provider_for_host(host: str) -> str | None:
     return None
 
 
+# POSTs that cost money but whose responses carry no usage burnmap can price, or whose cost
+# comes later or elsewhere (a batch, a fine-tuning job, a realtime session's WebSocket).
+_UNMETERED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), what)
+    for pattern, what in (
+        (r"/images/(generations|edits|variations)$", "image generation"),
+        (r"/audio/(speech|transcriptions|translations)$", "audio"),
+        (r"/batches$", "a batch job"),
+        (r"/fine_tuning/jobs$", "a fine-tuning job"),
+        (r"/threads(/[^/]+)?/runs(/[^/]+/submit_tool_outputs)?$", "an Assistants run"),
+        (r"/evals/[^/]+/runs$", "an eval run"),
+        (r"/videos(/[^/]+/remix)?$", "video generation"),
+        (r"/realtime/(sessions|client_secrets|transcription_sessions)$", "a realtime session"),
+        (r"/containers$", "a code interpreter container"),
+    )
+)
+
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
 _BEDROCK_MODEL = re.compile(r"/model/([^/]+)/invoke$")
@@ -85,6 +110,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
     True
     >>> identify("POST", "x.openai.azure.com", "/openai/deployments/gpt4o/chat/completions")
     Endpoint(shape='openai', kind='chat', provider='azure', model_in_url='gpt4o')
+    >>> identify("POST", "api.openai.com", "/v1/images/generations").kind
+    'unmetered'
     """
     if method != "POST":
         return None
@@ -107,6 +134,10 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
     match = _BEDROCK_MODEL.search(path)
     if match and "anthropic" in match.group(1):
         return Endpoint("anthropic", "messages", "aws", match.group(1))
+    for pattern, what in _UNMETERED:
+        if pattern.search(path):
+            shape = "anthropic" if path.endswith("/messages/batches") else "openai"
+            return Endpoint(shape, "unmetered", provider, path=path, what=what)
     return None
 
 

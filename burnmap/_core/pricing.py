@@ -252,6 +252,13 @@ def _per_unit(value: Any, per: int) -> Decimal | None:
     return None if rate is None else rate.highest / per
 
 
+def _endpoint_key(path: str) -> str:
+    key = "/" + path.strip().strip("/")
+    if key == "/":
+        raise ValueError("an endpoint path is needed, e.g. /v1/images/generations")
+    return key
+
+
 @dataclass
 class PriceBook:
     """Resolves (provider, model) to a :class:`PriceSheet`: overrides first, then genai-prices.
@@ -261,6 +268,7 @@ class PriceBook:
     """
 
     _overrides: dict[str, PriceSheet] = field(default_factory=dict)
+    _endpoints: dict[str, PriceSheet] = field(default_factory=dict)
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
     _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
@@ -308,9 +316,54 @@ class PriceBook:
         with self._lock:
             return self._overrides.pop(model.strip().lower(), None) is not None
 
+    def register_endpoint(
+        self, path: str, *, per_call: float | Decimal | str, provider: str = "custom"
+    ) -> PriceSheet:
+        """Declare what one call to a paid endpoint burnmap cannot meter may cost (USD).
+
+        ``path`` matches the end of the request path (``"/v1/images/generations"`` or
+        ``"/images/generations"``). Each call then reserves ``per_call`` and is charged it,
+        marked estimated; ``per_call=0`` lets such calls through uncounted.
+
+        >>> book = PriceBook()
+        >>> book.register_endpoint("/images/generations", per_call="0.04").per_request
+        Decimal('0.04')
+        >>> book.endpoint_price("/v1/images/generations").per_request
+        Decimal('0.04')
+        """
+        from burnmap._core.money import usd
+
+        key = _endpoint_key(path)
+        sheet = PriceSheet(
+            model=key,
+            provider=provider,
+            input=Rate(Decimal(0)),
+            output=Rate(Decimal(0)),
+            per_request=usd(per_call),
+            source="endpoint",
+        )
+        with self._lock:
+            self._endpoints[key] = sheet
+        return sheet
+
+    def unregister_endpoint(self, path: str) -> bool:
+        with self._lock:
+            return self._endpoints.pop(_endpoint_key(path), None) is not None
+
+    def endpoint_price(self, path: str) -> PriceSheet | None:
+        """The declared price of the endpoint ``path`` calls (the longest match), if any."""
+        if not self._endpoints:
+            return None
+        path = path.rstrip("/")
+        with self._lock:
+            found = [key for key in self._endpoints if path.endswith(key)]
+            return self._endpoints[max(found, key=len)] if found else None
+
     def clear(self) -> None:
+        """Drop every registered model and endpoint price."""
         with self._lock:
             self._overrides.clear()
+            self._endpoints.clear()
 
     def _override(self, model: str) -> PriceSheet | None:
         if not self._overrides:

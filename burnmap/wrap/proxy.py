@@ -34,6 +34,7 @@ from burnmap.errors import (
     LoopDetectedError,
     RefusalError,
     UnknownModelError,
+    UnmeteredEndpointError,
 )
 from burnmap.runs import Run
 from burnmap.transport import client as budgeted_client
@@ -112,6 +113,7 @@ def _refusal_code(exc: RefusalError) -> str:
         (BudgetExceededError, "burnmap_budget_exceeded"),
         (LoopDetectedError, "burnmap_loop_detected"),
         (UnknownModelError, "burnmap_unknown_model"),
+        (UnmeteredEndpointError, "burnmap_unmetered_endpoint"),
         (LedgerUnavailableError, "burnmap_ledger_unavailable"),
     ):
         if isinstance(exc, cls):
