@@ -23,7 +23,7 @@ from burnmap._core.bound import CallPlan, plan_call
 from burnmap._core.charge import Charge, charge
 from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
-from burnmap._core.meter import JSONMeter, SSEMeter, UsageChunkFilter
+from burnmap._core.meter import BedrockStreamMeter, JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
 from burnmap.budgets import standing_active
 from burnmap.errors import RefusalError, sdk_compatible
@@ -77,11 +77,14 @@ class _Metering:
         self.reservation = reservation
         self._done = False
         streaming = b"text/event-stream" in content_type
-        self._meter: JSONMeter | SSEMeter = (
-            SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
-            if streaming
-            else JSONMeter(plan.endpoint.shape, plan.endpoint.kind)
-        )
+        self._meter: JSONMeter | SSEMeter | BedrockStreamMeter
+        if streaming:
+            self._meter = SSEMeter(plan.endpoint.shape, plan.endpoint.kind)
+        elif b"vnd.amazon.eventstream" in content_type:
+            streaming = True
+            self._meter = BedrockStreamMeter()
+        else:
+            self._meter = JSONMeter(plan.endpoint.shape, plan.endpoint.kind)
         self._filter = UsageChunkFilter() if plan.inject_usage and streaming else None
         self._decoder: BodyDecoder | None = None
         if plan.endpoint.kind == "unmetered":

@@ -311,6 +311,18 @@ def test_unknown_model_is_refused() -> None:
             ("openai", "unmetered", "openai"),
         ),
         ("GET", "api.openai.com", "/v1/images/generations", None),
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/invoke-with-response-stream",
+            ("anthropic", "messages", "aws"),
+        ),
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/converse",
+            ("openai", "unmetered", "aws"),
+        ),
     ],
 )
 def test_identify(

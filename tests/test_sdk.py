@@ -8,7 +8,9 @@ burnmap's figures against what the stand-in billed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
+import json
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,6 +22,8 @@ import pydantic
 import pytest
 
 import burnmap
+from burnmap._core.eventstream import encode_message
+from burnmap.prices import Usage
 from burnmap.standin import Script, StandIn
 from tests.conftest import ANTHROPIC_STACK, billed
 
@@ -77,6 +81,67 @@ def test_anthropic_streams_are_billed_exactly(
     assert len(standin.calls) == 3
     assert r.spent == billed(standin.calls)
     assert [c["streamed"] for c in r.report.cost_by_call] == [True, True, False]
+
+
+def _bedrock_chunk(event: dict[str, Any]) -> bytes:
+    payload = {"bytes": base64.b64encode(json.dumps(event).encode()).decode(), "p": "abc"}
+    headers = {":event-type": "chunk", ":content-type": "application/json"}
+    return encode_message({**headers, ":message-type": "event"}, json.dumps(payload).encode())
+
+
+def test_bedrock_invoke_and_its_event_stream_are_billed_exactly() -> None:
+    pytest.importorskip("botocore")  # AnthropicBedrock signs its requests with it
+    lib = importlib.import_module(ANTHROPIC_STACK)
+    model = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    usage = {"input_tokens": 1200, "output_tokens": 1}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": CLAUDE}
+    events = [
+        {"type": "message_start", "message": {**message, "content": [], "usage": usage}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 250},
+        },
+        {"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 1200}},
+    ]
+    whole = {
+        **message,
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1200, "output_tokens": 250},
+    }
+    paths: list[str] = []
+
+    def answer(request: Any) -> Any:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/invoke"):
+            return lib.Response(200, json=whole)
+        frames = [_bedrock_chunk(event) for event in events]
+        stream = lib.ByteStream(b"".join(frames))
+        return lib.Response(
+            200, headers={"content-type": "application/vnd.amazon.eventstream"}, stream=stream
+        )
+
+    client = anthropic.AnthropicBedrock(
+        aws_access_key="AKIDEXAMPLE",
+        aws_secret_key="secret",
+        aws_region="us-east-1",
+        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
+    )
+    with burnmap.run("bedrock", budget=1) as r:
+        reply = client.messages.create(model=model, max_tokens=1024, messages=HELLO)
+        with client.messages.stream(model=model, max_tokens=1024, messages=HELLO) as stream:
+            final = stream.get_final_message()
+    assert reply.usage.output_tokens == final.usage.output_tokens == 250
+    assert [path.rsplit("/", 1)[1] for path in paths] == ["invoke", "invoke-with-response-stream"]
+    one = burnmap.prices.cost(model, Usage(input_tokens=1200, output_tokens=250), "aws")
+    assert r.spent == 2 * one
+    assert [row["estimated"] for row in r.report.cost_by_call] == [False, False]
+    assert [row["streamed"] for row in r.report.cost_by_call] == [False, True]
 
 
 def test_count_tokens_is_free(claude: anthropic.Anthropic, standin: StandIn) -> None:

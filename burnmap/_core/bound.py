@@ -361,7 +361,7 @@ def plan_call(
     if sheet.per_request:
         cost += sheet.per_request
 
-    stream = obj.get("stream") is True
+    stream = obj.get("stream") is True or endpoint.streams
     new_body: bytes | None = None
     inject = False
     if stream and endpoint.kind in ("chat", "completions"):

@@ -38,6 +38,8 @@ class Endpoint:
     by it)."""
     what: str = field(default="", repr=False)
     """What an ``unmetered`` endpoint does, in words, for error messages."""
+    streams: bool = field(default=False, repr=False)
+    """The path itself asks for a stream (Bedrock's ``invoke-with-response-stream``)."""
 
 
 _KNOWN_HOSTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -93,12 +95,13 @@ _UNMETERED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"/videos(/[^/]+/remix)?$", "video generation"),
         (r"/realtime/(sessions|client_secrets|transcription_sessions)$", "a realtime session"),
         (r"/containers$", "a code interpreter container"),
+        (r"/model/[^/]+/converse(-stream)?$", "a Bedrock Converse call"),
     )
 )
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
-_BEDROCK_MODEL = re.compile(r"/model/([^/]+)/invoke$")
+_BEDROCK_MODEL = re.compile(r"/model/([^/]+)/invoke(-with-response-stream)?$")
 
 
 def identify(method: str, host: str, path: str) -> Endpoint | None:
@@ -133,7 +136,9 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
     match = _BEDROCK_MODEL.search(path)
     if match and "anthropic" in match.group(1):
-        return Endpoint("anthropic", "messages", "aws", match.group(1))
+        return Endpoint(
+            "anthropic", "messages", "aws", match.group(1), streams=match.group(2) is not None
+        )
     for pattern, what in _UNMETERED:
         if pattern.search(path):
             shape = "anthropic" if path.endswith("/messages/batches") else "openai"

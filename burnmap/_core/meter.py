@@ -8,15 +8,20 @@ recognised by their event name or a byte search, which keeps a 10k-event stream 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from burnmap._core.decode import DecodeError
+from burnmap._core.eventstream import EventStreamDecoder
 from burnmap._core.sse import SSEDecoder
 from burnmap._core.usage import Usage, anthropic_usage, openai_usage, usage_from
 
 __all__ = [
+    "BedrockStreamMeter",
     "JSONMeter",
     "Metered",
     "SSEMeter",
@@ -481,6 +486,56 @@ class SSEMeter(_Meter):
         for event in self._sse.close():
             self._on_event(event.event, event.data)
         return Metered(self._usage, self._model, self._complete, self._seen, self._tier)
+
+
+class BedrockStreamMeter(_Meter):
+    """Usage from Bedrock's ``invoke-with-response-stream``: AWS event stream frames, each
+    ``chunk`` carrying one Anthropic stream event (base64 JSON), metered as the SSE meter
+    meters them. A frame that is not one stops metering: the call settles at its bound.
+
+    >>> from burnmap._core.eventstream import encode_message
+    >>> def chunk(event):
+    ...     payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()})
+    ...     return encode_message({":message-type": "event", ":event-type": "chunk"},
+    ...                           payload.encode())
+    >>> meter = BedrockStreamMeter()
+    >>> meter.feed(chunk({"type": "message_start", "message": {"model": "claude-x",
+    ...     "usage": {"input_tokens": 12, "output_tokens": 1}}}))
+    >>> meter.feed(chunk({"type": "message_delta", "usage": {"output_tokens": 30}}))
+    >>> meter.feed(chunk({"type": "message_stop"}))
+    >>> got = meter.result()
+    >>> got.usage.input_tokens, got.usage.output_tokens, got.complete
+    (12, 30, True)
+    """
+
+    def __init__(self) -> None:
+        self._frames: EventStreamDecoder | None = EventStreamDecoder()
+        self._events = SSEMeter("anthropic", "messages")
+
+    def feed(self, data: bytes) -> None:
+        if self._frames is None:
+            return
+        try:
+            frames = self._frames.feed(data)
+        except DecodeError:
+            self._frames = None
+            self._events = SSEMeter("anthropic", "messages")  # nothing it saw is trusted
+            return
+        for headers, payload in frames:
+            if headers.get(":message-type") != "event" or headers.get(":event-type") != "chunk":
+                continue  # an exception frame: the stream ends with it, usage as far as seen
+            try:
+                raw = base64.b64decode(json.loads(payload)["bytes"], validate=True)
+                name = json.loads(raw)["type"]
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                continue
+            if isinstance(name, str):
+                self._events._anthropic(name.encode(), raw)
+
+    def result(self) -> Metered:
+        if self._frames is None:
+            return Metered(None, None, False, 0)
+        return self._events.result()
 
 
 class UsageChunkFilter:
