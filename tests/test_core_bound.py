@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from burnmap._core.bound import (
+    BASE_OVERHEAD_TOKENS,
     IMAGE_TOKENS,
     RequestNotUnderstoodError,
     plan_call,
@@ -460,6 +461,7 @@ def test_images_by_url_count_at_their_cap(endpoint: Endpoint, obj: dict[str, obj
         ),
         (RESPONSES, {"model": "o3", "input": "and then?", "previous_response_id": "resp_1"}),
         (RESPONSES, {"model": "o3", "input": "and then?", "conversation": "conv_1"}),
+        (RESPONSES, {"model": "o3", "prompt": {"id": "pmpt_1", "version": "2"}}),
     ],
 )
 def test_content_by_reference_bounds_input_at_the_window(
@@ -467,6 +469,14 @@ def test_content_by_reference_bounds_input_at_the_window(
 ) -> None:
     plan = plan_call(endpoint, body(obj), BOOK)
     assert plan.input_tokens == plan.sheet.context_window
+
+
+def test_a_legacy_completion_prompt_is_text_not_a_stored_prompt() -> None:
+    completions = Endpoint("openai", "completions", "openai")
+    request = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this", "max_tokens": 16}
+    plan = plan_call(completions, body(request), BOOK)
+    assert plan.input_tokens == len(body(request)) + BASE_OVERHEAD_TOKENS
+    assert plan.input_tokens < 200 < plan.sheet.context_window  # was bounded at the window
 
 
 def test_unmetered_endpoints_are_refused_until_declared_then_charged_per_call() -> None:

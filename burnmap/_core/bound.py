@@ -226,8 +226,13 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
-    # Responses-API fields that pull earlier context into the request by reference.
-    if obj.get("previous_response_id") or obj.get("conversation") or obj.get("prompt"):
+    # Responses-API fields that pull earlier context into the request by reference (a
+    # stored prompt is an object; a legacy completion's "prompt" is the text itself).
+    if (
+        obj.get("previous_response_id")
+        or obj.get("conversation")
+        or isinstance(obj.get("prompt"), dict)
+    ):
         return None
     size = len(body)
     discount = 0
