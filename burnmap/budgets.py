@@ -219,12 +219,14 @@ class LedgerHold:
             self._unsettled(exc)
 
     def _unsettled(self, exc: LedgerUnavailableError) -> None:
-        # The hold expires after its TTL and is charged in full: nothing is lost.
+        # The hold expires after its TTL: charged in full by default, so nothing is lost.
+        fate = "charged in full" if getattr(self.ledger, "charge_expired", True) else "released"
         log.error(
-            "burnmap: could not settle hold %s on %s (%s); it expires and is charged in full",
+            "burnmap: could not settle hold %s on %s (%s); it expires and is %s",
             self.hold_id,
             exc.url,
             exc.cause,
+            fate,
         )
 
     def renew(self) -> None:

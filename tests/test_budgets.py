@@ -226,3 +226,26 @@ def test_changing_only_a_policy_keeps_the_ledger_and_its_limits(tmp_path: Path) 
     assert burnmap.configure(expired_holds="release", on_unavailable="open") is opened
     assert opened.charge_expired is False  # type: ignore[attr-defined]
     assert [row.scope for row in burnmap.limits()] == ["global"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "fate"), [("charge", "charged in full"), ("release", "released")]
+)
+def test_a_lost_settlement_is_logged_with_what_happens_to_its_hold(
+    policy: str, fate: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from burnmap.errors import LedgerUnavailableError
+    from burnmap.ledgers.memory import MemoryLedger
+
+    class Down(MemoryLedger):
+        def settle(self, hold_id: str, actual: int) -> None:
+            raise LedgerUnavailableError(self.url, "connection refused")
+
+    ledger = burnmap.configure(ledger=Down(), expired_holds=policy)  # type: ignore[arg-type]
+    hold = budgets.LedgerHold(ledger, "h1", 60.0)
+    with caplog.at_level("ERROR", logger="burnmap.budgets"):
+        hold.settle(Decimal("0.01"))
+    assert (
+        f"could not settle hold h1 on memory:// (connection refused); it expires and is {fate}"
+        in caplog.text
+    )
