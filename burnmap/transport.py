@@ -122,10 +122,28 @@ class _Metering:
             log.warning("burnmap: cannot meter this response (%s); charging its bound", exc)
             return chunk
         if data:
-            self._meter.feed(data)
+            self._meter_feed(data)
             if self._filter is not None:
                 return self._filter.feed(data)
         return b"" if self._filter is not None else chunk
+
+    def _meter_feed(self, data: bytes) -> None:
+        """The meter never breaks the caller's response: whatever it cannot read (absurd
+        numbers, nesting past the recursion limit…) makes the call cost its bound."""
+        if self._meter.failed:
+            return
+        try:
+            self._meter.feed(data)
+        except Exception as exc:
+            self._unreadable(exc)
+
+    def _unreadable(self, exc: Exception) -> None:
+        self._meter.failed = True
+        log.warning(
+            "burnmap: cannot meter this response (%s: %s); charging its bound",
+            type(exc).__name__,
+            exc,
+        )
 
     def tail(self) -> bytes:
         if self._decoder is None:
@@ -138,7 +156,7 @@ class _Metering:
                 raise
             return b""
         if data:
-            self._meter.feed(data)
+            self._meter_feed(data)
         if self._filter is not None:
             return (self._filter.feed(data) if data else b"") + self._filter.flush()
         return b""
@@ -149,7 +167,12 @@ class _Metering:
             return None
         self._done = True
         plan = self._plan
-        metered = self._meter.result() if self._decoder is not None else None
+        metered = None
+        if self._decoder is not None and not self._meter.failed:
+            try:
+                metered = self._meter.result()
+            except Exception as exc:
+                self._unreadable(exc)
         result = charge(plan, metered, self._book)
         if result.exceeds_bound and not result.estimated:
             log.warning(

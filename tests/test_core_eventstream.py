@@ -113,6 +113,7 @@ def test_bedrock_meter_gives_up_on_what_is_not_an_event_stream() -> None:
     meter.feed(STREAM[:100])
     meter.feed(b"\x00" * 64)  # a corrupted frame: nothing the meter read is trusted
     meter.feed(STREAM[100:])
+    assert meter.failed  # the transport charges the call its bound
     got = meter.result()
     assert (got.usage, got.complete) == (None, False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import threading
@@ -18,6 +19,7 @@ import pytest
 import burnmap
 from burnmap._core.bound import plan_call
 from burnmap._core.endpoint import identify
+from burnmap._core.eventstream import encode_message
 from burnmap._core.sse import SSEDecoder
 from tests.conftest import wire
 
@@ -247,6 +249,72 @@ def test_corrupt_gzip_settles_at_the_bound_and_loses_nothing(lib: types.ModuleTy
     assert r.reserved == 0
     assert r.report.calls[0].estimated
     assert r.spent == r.report.calls[0].reserved
+
+
+def _bedrock_frame(event: dict[str, Any]) -> bytes:
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()})
+    headers = {":message-type": "event", ":event-type": "chunk"}
+    return encode_message(headers, payload.encode())
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_corrupt_bedrock_frame_charges_the_bound_and_the_caller_reads_on(
+    lib: types.ModuleType,
+) -> None:
+    url = (
+        "https://bedrock-runtime.us-east-1.amazonaws.com"
+        "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/invoke-with-response-stream"
+    )
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 20}}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"text": "word " * 50}}
+    bad = bytearray(_bedrock_frame(delta))
+    bad[-1] ^= 0xFF  # its checksum no longer matches
+    frames = [
+        _bedrock_frame(start),
+        *[_bedrock_frame(delta)] * 80,
+        bytes(bad),
+        _bedrock_frame({"type": "message_delta", "usage": {"output_tokens": 4000}}),
+        _bedrock_frame({"type": "message_stop"}),
+    ]
+    headers = {"content-type": "application/vnd.amazon.eventstream"}
+    with sync_client(
+        lib, lambda r: lib.Response(200, headers=headers, stream=Chunked(frames))
+    ) as c:
+        with burnmap.run("bedrock", budget=1) as r:
+            body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 4096, "messages": []}
+            got = c.post(url, json=body).content
+    assert got == b"".join(frames)  # what the provider sent, corrupt frame included
+    call = r.report.calls[0]
+    assert (call.estimated, r.spent) == (True, call.reserved)  # the bound, not 20 tokens in
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        b'"output_tokens": 1e400',  # read as inf
+        b'"output_tokens": ' + b"[" * 100_000 + b"]" * 100_000,  # past the recursion limit
+    ],
+    ids=["infinite", "deep"],
+)
+@pytest.mark.parametrize("lib", LIBS)
+def test_usage_the_meter_cannot_read_never_breaks_the_response(
+    lib: types.ModuleType, poison: bytes
+) -> None:
+    data = (
+        b'event: message_start\ndata: {"type": "message_start", "message": {"usage": '
+        b'{"input_tokens": 20}}}\n\n'
+        b'event: message_delta\ndata: {"type": "message_delta", "usage": {' + poison + b"}}\n\n"
+        b'event: message_stop\ndata: {"type": "message_stop"}\n\n'
+    )
+    headers = {"content-type": "text/event-stream"}
+    with sync_client(
+        lib, lambda r: lib.Response(200, headers=headers, stream=Chunked([data]))
+    ) as c:
+        with burnmap.run("poison", budget=1) as r:
+            got = c.post(ANTHROPIC_URL, json=message_body(stream=True)).content
+    assert got == data
+    assert r.reserved == 0
+    assert r.spent <= r.report.calls[0].reserved
 
 
 def sse_chunks(data: bytes, size: int) -> list[bytes]:

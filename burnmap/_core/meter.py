@@ -61,6 +61,8 @@ class Metered:
 
 class _Meter:
     shape: str
+    failed = False
+    """Set when the response turned out unreadable: the call is charged its bound."""
 
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
@@ -491,7 +493,8 @@ class SSEMeter(_Meter):
 class BedrockStreamMeter(_Meter):
     """Usage from Bedrock's ``invoke-with-response-stream``: AWS event stream frames, each
     ``chunk`` carrying one Anthropic stream event (base64 JSON), metered as the SSE meter
-    meters them. A frame that is not one stops metering: the call settles at its bound.
+    meters them. A frame that is not one stops metering (``failed``): the call is charged
+    its bound.
 
     >>> from burnmap._core.eventstream import encode_message
     >>> def chunk(event):
@@ -509,31 +512,29 @@ class BedrockStreamMeter(_Meter):
     """
 
     def __init__(self) -> None:
-        self._frames: EventStreamDecoder | None = EventStreamDecoder()
+        self._frames = EventStreamDecoder()
         self._events = SSEMeter("anthropic", "messages")
 
     def feed(self, data: bytes) -> None:
-        if self._frames is None:
+        if self.failed:
             return
         try:
             frames = self._frames.feed(data)
         except DecodeError:
-            self._frames = None
-            self._events = SSEMeter("anthropic", "messages")  # nothing it saw is trusted
+            self.failed = True  # nothing it saw is trusted
             return
         for headers, payload in frames:
             if headers.get(":message-type") != "event" or headers.get(":event-type") != "chunk":
                 continue  # an exception frame: the stream ends with it, usage as far as seen
             try:
                 raw = base64.b64decode(json.loads(payload)["bytes"], validate=True)
-                name = json.loads(raw)["type"]
-            except (ValueError, KeyError, TypeError, binascii.Error):
+                name = json.loads(raw)["type"].encode()
+            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
                 continue
-            if isinstance(name, str):
-                self._events._anthropic(name.encode(), raw)
+            self._events._anthropic(name, raw)
 
     def result(self) -> Metered:
-        if self._frames is None:
+        if self.failed:
             return Metered(None, None, False, 0)
         return self._events.result()
 

@@ -77,7 +77,8 @@ def _int(value: object) -> int:
     if kind is int:
         return value if value > 0 else 0  # type: ignore[operator, return-value]
     if kind is float:
-        return int(value) if value > 0 else 0  # type: ignore[operator, call-overload]
+        # inf or nan is no count a provider meant (json reads 1e400 as inf).
+        return int(value) if 0 < value < 1e18 else 0  # type: ignore[operator, call-overload]
     return 0
 
 
