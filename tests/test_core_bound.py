@@ -324,6 +324,34 @@ def test_unknown_model_is_refused() -> None:
             "/model/anthropic.claude-sonnet-4-5-20250929-v1:0/converse",
             ("openai", "unmetered", "aws"),
         ),
+        # Inference-profile ARNs arrive with their slashes decoded.
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile"
+            "/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke",
+            ("anthropic", "messages", "aws"),
+        ),
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile"
+            "/us.anthropic.claude-sonnet-4-5-20250929-v1:0/converse-stream",
+            ("openai", "unmetered", "aws"),
+        ),
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/arn:aws:bedrock:us-east-1:123456789012:application-inference-profile"
+            "/a1b2c3/invoke-with-response-stream",
+            ("anthropic", "messages", "aws"),
+        ),
+        (
+            "POST",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/meta.llama3-70b-instruct-v1:0/invoke",
+            ("openai", "unmetered", "aws"),
+        ),
     ],
 )
 def test_identify(
@@ -332,6 +360,27 @@ def test_identify(
     endpoint = identify(method, host, path)
     got = None if endpoint is None else (endpoint.shape, endpoint.kind, endpoint.provider)
     assert got == expected
+
+
+def test_a_bedrock_inference_profile_is_priced_as_its_model() -> None:
+    endpoint = identify(
+        "POST",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile"
+        "/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke",
+    )
+    assert endpoint is not None
+    plan = plan_call(endpoint, body({"max_tokens": 64, "messages": []}), BOOK)
+    assert plan.model == "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert plan.sheet.input.base > 0
+    opaque = identify(
+        "POST",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "/model/arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3/invoke",
+    )
+    assert opaque is not None
+    with pytest.raises(UnknownModelError, match="'a1b2c3'"):  # register its price first
+        plan_call(opaque, body({"max_tokens": 64, "messages": []}), BOOK)
 
 
 def test_azure_deployment_in_url() -> None:

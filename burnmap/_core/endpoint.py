@@ -95,13 +95,14 @@ _UNMETERED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"/videos(/[^/]+/remix)?$", "video generation"),
         (r"/realtime/(sessions|client_secrets|transcription_sessions)$", "a realtime session"),
         (r"/containers$", "a code interpreter container"),
-        (r"/model/[^/]+/converse(-stream)?$", "a Bedrock Converse call"),
+        (r"/model/.+/converse(-stream)?$", "a Bedrock Converse call"),
     )
 )
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
-_BEDROCK_MODEL = re.compile(r"/model/([^/]+)/invoke(-with-response-stream)?$")
+# The model id may be an ARN with slashes (an inference profile): the path is decoded.
+_BEDROCK_MODEL = re.compile(r"/model/(.+)/invoke(-with-response-stream)?$")
 
 
 def identify(method: str, host: str, path: str) -> Endpoint | None:
@@ -135,10 +136,16 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
     if match:
         return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
     match = _BEDROCK_MODEL.search(path)
-    if match and "anthropic" in match.group(1):
-        return Endpoint(
-            "anthropic", "messages", "aws", match.group(1), streams=match.group(2) is not None
-        )
+    if match:
+        model_id = match.group(1)
+        name = model_id.rsplit("/", 1)[-1]
+        # An application inference profile's id names no model: it is priced (or refused)
+        # as whatever price is registered for it; any other model's format is not metered.
+        if "anthropic" in name or "application-inference-profile/" in model_id:
+            streams = match.group(2) is not None
+            return Endpoint("anthropic", "messages", "aws", name, streams=streams)
+        what = "a Bedrock model burnmap does not meter"
+        return Endpoint("openai", "unmetered", "aws", path=path, what=what)
     for pattern, what in _UNMETERED:
         if pattern.search(path):
             shape = "anthropic" if path.endswith("/messages/batches") else "openai"
