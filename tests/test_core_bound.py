@@ -526,6 +526,14 @@ def test_a_legacy_completion_prompt_is_text_not_a_stored_prompt() -> None:
     plan = plan_call(completions, body(request), BOOK)
     assert plan.input_tokens == len(body(request)) + BASE_OVERHEAD_TOKENS
     assert plan.input_tokens < 200 < plan.sheet.context_window  # was bounded at the window
+    # A batch of prompts generates for each one, n times.
+    for prompt, outputs in (
+        (["a", "b", "c"], 3 * 2 * 16),
+        ([[1, 2], [3]], 2 * 2 * 16),
+        ([1, 2, 3], 1 * 2 * 16),
+    ):
+        batch = plan_call(completions, body({**request, "prompt": prompt, "n": 2}), BOOK)
+        assert batch.output_tokens == outputs
 
 
 def test_unmetered_endpoints_are_refused_until_declared_then_charged_per_call() -> None:

@@ -292,6 +292,12 @@ def _output_bound(endpoint: Endpoint, obj: dict[str, Any], sheet: PriceSheet) ->
     choices = 1
     if endpoint.shape == "openai":
         choices = max(_positive_int(obj.get("n")) or 1, _positive_int(obj.get("best_of")) or 1)
+    if endpoint.kind == "completions":
+        # A legacy completion generates for each prompt of a batch (a list of strings or
+        # of token lists; a flat list of token ids is one prompt).
+        prompt = obj.get("prompt")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            choices *= len(prompt)
     return limit * choices
 
 
