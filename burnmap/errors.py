@@ -135,20 +135,21 @@ class UnmeteredEndpointError(RefusalError):
     """A paid endpoint whose cost burnmap cannot read (images, audio, batches…) was called
     with a budget in scope and no declared price, so it was not sent."""
 
-    def __init__(self, path: str, what: str = "") -> None:
+    def __init__(self, path: str, what: str = "", template: str = "") -> None:
         self.path = path
         self.what = what
+        self.template = template or path
         kind = f" ({what})" if what else ""
         super().__init__(
             f"burnmap: POST {path}{kind} costs money but reports no usage burnmap can price, "
             "so with a budget in scope it was not sent. Declare what one call may cost "
             "(USD); it is reserved and charged per call:\n"
-            f"    burnmap.prices.register_endpoint({path!r}, per_call=0.25)\n"
+            f"    burnmap.prices.register_endpoint({self.template!r}, per_call=0.25)\n"
             "or per_call=0 to let it through uncounted."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (UnmeteredEndpointError, (self.path, self.what), {})
+        return (UnmeteredEndpointError, (self.path, self.what, self.template), {})
 
 
 class LedgerError(BurnmapError):

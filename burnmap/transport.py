@@ -413,7 +413,7 @@ def _settlement(plan: CallPlan, result: Charge) -> Settlement:
     return Settlement(
         result.model,
         plan.sheet.provider or plan.endpoint.shape,
-        plan.endpoint.path or plan.endpoint.kind,  # an unmetered endpoint shows its path
+        plan.endpoint.template or plan.endpoint.kind,  # an unmetered one: its template
         result.usage,
         result.cost,
         result.estimated,

@@ -560,10 +560,45 @@ def test_unmetered_endpoints_are_refused_until_declared_then_charged_per_call() 
         plan_call(audio, b"--boundary\r\nContent-Disposition: form-data", book)
     book.register_endpoint("/audio/transcriptions", per_call=0)
     plan = plan_call(audio, b"--boundary\r\nContent-Disposition: form-data", book)
-    assert (plan.model, plan.cost) == ("/v1/audio/transcriptions", 0)
+    assert (plan.model, plan.cost) == ("/audio/transcriptions", 0)
     assert book.unregister_endpoint("/audio/transcriptions")
     with pytest.raises(ValueError, match="endpoint path"):
         book.register_endpoint("/", per_call=1)
+
+
+def test_an_endpoint_with_ids_is_declared_by_its_template() -> None:
+    book = PriceBook()
+    run_a = identify("POST", "api.openai.com", "/v1/threads/thread_A/runs")
+    run_b = identify("POST", "api.openai.com", "/v1/threads/thread_B/runs")
+    assert run_a is not None and run_b is not None
+    with pytest.raises(UnmeteredEndpointError) as info:
+        plan_call(run_a, body({"assistant_id": "asst_1"}), book)
+    assert info.value.template == "/threads/{id}/runs"
+    assert "register_endpoint('/threads/{id}/runs', per_call=0.25)" in str(info.value)
+    book.register_endpoint(info.value.template, per_call="0.5")
+    assert plan_call(run_b, body({"assistant_id": "asst_1"}), book).cost == Decimal("0.5")
+    evals = identify("POST", "api.openai.com", "/v1/evals/eval_1/runs")
+    assert evals is not None
+    with pytest.raises(UnmeteredEndpointError):  # another template: not declared
+        plan_call(evals, body({}), book)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "unmetered"),
+    [
+        ("www.googleapis.com", "/upload/youtube/v3/videos", False),
+        ("api.vimeo.com", "/me/videos", False),
+        ("api.example.com", "/batches", False),
+        ("gw.corp", "/v1/images/generations", True),  # an OpenAI-compatible gateway
+        ("127.0.0.1", "/openai/deployments/dalle/images/generations", True),
+        ("api.openai.com", "/videos", True),  # a known provider: whatever the path
+    ],
+)
+def test_only_llm_api_shaped_paths_are_taken_for_paid_endpoints(
+    host: str, path: str, unmetered: bool
+) -> None:
+    endpoint = identify("POST", host, path)
+    assert (endpoint is not None and endpoint.kind == "unmetered") is unmetered
 
 
 def test_openai_assistants_thread_messages_are_free() -> None:

@@ -340,7 +340,7 @@ def test_paid_endpoints_burnmap_cannot_meter_are_refused_until_priced(
     row = r.report.cost_by_call[0]
     assert (row["model"], row["endpoint"], row["estimated"]) == (
         "gpt-image-1",
-        "/v1/images/generations",
+        "/images/generations",
         True,
     )
 

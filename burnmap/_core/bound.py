@@ -404,8 +404,8 @@ def _declared_plan(endpoint: Endpoint, body: bytes, book: PriceBook) -> CallPlan
     The body may be multipart (audio, image edits): the model is read only from JSON."""
     sheet = book.endpoint_price(endpoint.path)
     if sheet is None:
-        raise UnmeteredEndpointError(endpoint.path, endpoint.what)
-    model = endpoint.path
+        raise UnmeteredEndpointError(endpoint.path, endpoint.what, endpoint.template)
+    model = endpoint.template
     if body[:1] == b"{":
         try:
             named = json.loads(body).get("model")

@@ -36,6 +36,9 @@ class Endpoint:
     path: str = field(default="", repr=False)
     """The request path, for an ``unmetered`` endpoint (its declared price is looked up
     by it)."""
+    template: str = field(default="", repr=False)
+    """An ``unmetered`` endpoint's path template (``/threads/{id}/runs``): what to declare
+    a price for, and what its report rows name."""
     what: str = field(default="", repr=False)
     """What an ``unmetered`` endpoint does, in words, for error messages."""
     streams: bool = field(default=False, repr=False)
@@ -82,22 +85,39 @@ def provider_for_host(host: str) -> str | None:
 
 
 # POSTs that cost money but whose responses carry no usage burnmap can price, or whose cost
-# comes later or elsewhere (a batch, a fine-tuning job, a realtime session's WebSocket).
-_UNMETERED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), what)
-    for pattern, what in (
-        (r"/images/(generations|edits|variations)$", "image generation"),
-        (r"/audio/(speech|transcriptions|translations)$", "audio"),
-        (r"/batches$", "a batch job"),
-        (r"/fine_tuning/jobs$", "a fine-tuning job"),
-        (r"/threads(/[^/]+)?/runs(/[^/]+/submit_tool_outputs)?$", "an Assistants run"),
-        (r"/evals/[^/]+/runs$", "an eval run"),
-        (r"/videos(/[^/]+/remix)?$", "video generation"),
-        (r"/realtime/(sessions|client_secrets|transcription_sessions)$", "a realtime session"),
-        (r"/containers$", "a code interpreter container"),
-        (r"/model/.+/converse(-stream)?$", "a Bedrock Converse call"),
-    )
+# comes later or elsewhere (a batch, a fine-tuning job, a realtime session's WebSocket), as
+# path templates ({id}: any one segment), matched on the end of the path. A declared price
+# is looked up with the same templates (see PriceBook.register_endpoint).
+_UNMETERED_TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("/images/generations", "image generation"),
+    ("/images/edits", "image generation"),
+    ("/images/variations", "image generation"),
+    ("/audio/speech", "audio"),
+    ("/audio/transcriptions", "audio"),
+    ("/audio/translations", "audio"),
+    ("/batches", "a batch job"),
+    ("/fine_tuning/jobs", "a fine-tuning job"),
+    ("/threads/runs", "an Assistants run"),
+    ("/threads/{id}/runs", "an Assistants run"),
+    ("/threads/{id}/runs/{id}/submit_tool_outputs", "an Assistants run"),
+    ("/evals/{id}/runs", "an eval run"),
+    ("/videos", "video generation"),
+    ("/videos/{id}/remix", "video generation"),
+    ("/realtime/sessions", "a realtime session"),
+    ("/realtime/client_secrets", "a realtime session"),
+    ("/realtime/transcription_sessions", "a realtime session"),
+    ("/containers", "a code interpreter container"),
+    ("/converse", "a Bedrock Converse call"),
+    ("/converse-stream", "a Bedrock Converse call"),
 )
+_UNMETERED: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(re.escape(template).replace(r"\{id\}", "[^/]+") + "$"), template, what)
+    for template, what in _UNMETERED_TEMPLATES
+)
+# On a host that is not a known provider, only paths shaped like an LLM API are taken for
+# one: an agent's own tools may POST to /videos or /batches of other services.
+_API_SHAPED = re.compile(r"/v1/|^/openai/|^/model/")
+
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
@@ -144,12 +164,15 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         if "anthropic" in name or "application-inference-profile/" in model_id:
             streams = match.group(2) is not None
             return Endpoint("anthropic", "messages", "aws", name, streams=streams)
+        template = f"/model/{name}/invoke{match.group(2) or ''}"
         what = "a Bedrock model burnmap does not meter"
-        return Endpoint("openai", "unmetered", "aws", path=path, what=what)
-    for pattern, what in _UNMETERED:
+        return Endpoint("openai", "unmetered", "aws", path=path, template=template, what=what)
+    if provider is None and not _API_SHAPED.search(path):
+        return None
+    for pattern, template, what in _UNMETERED:
         if pattern.search(path):
             shape = "anthropic" if path.endswith("/messages/batches") else "openai"
-            return Endpoint(shape, "unmetered", provider, path=path, what=what)
+            return Endpoint(shape, "unmetered", provider, path=path, template=template, what=what)
     return None
 
 

@@ -252,6 +252,18 @@ def _per_unit(value: Any, per: int) -> Decimal | None:
     return None if rate is None else rate.highest / per
 
 
+def _suffix_matches(key: str, segments: list[str]) -> bool:
+    """Whether the path ``segments`` end with the ``key``'s, ``{…}`` matching any one."""
+    wanted = key.split("/")[1:]
+    if len(wanted) > len(segments) - 1:
+        return False
+    tail = segments[len(segments) - len(wanted) :]
+    return all(
+        w == s or (w.startswith("{") and w.endswith("}") and s != "")
+        for w, s in zip(wanted, tail, strict=True)
+    )
+
+
 def _endpoint_key(path: str) -> str:
     key = "/" + path.strip().strip("/")
     if key == "/":
@@ -321,15 +333,20 @@ class PriceBook:
     ) -> PriceSheet:
         """Declare what one call to a paid endpoint burnmap cannot meter may cost (USD).
 
-        ``path`` matches the end of the request path (``"/v1/images/generations"`` or
-        ``"/images/generations"``). Each call then reserves ``per_call`` and is charged it,
-        marked estimated; ``per_call=0`` lets such calls through uncounted.
+        ``path`` matches the end of the request path, segment by segment, and ``{id}``
+        (any name in braces) matches any one segment: ``"/images/generations"``,
+        ``"/v1/images/generations"``, ``"/threads/{id}/runs"``. Each call then reserves
+        ``per_call`` and is charged it, marked estimated; ``per_call=0`` lets such calls
+        through uncounted.
 
         >>> book = PriceBook()
         >>> book.register_endpoint("/images/generations", per_call="0.04").per_request
         Decimal('0.04')
         >>> book.endpoint_price("/v1/images/generations").per_request
         Decimal('0.04')
+        >>> _ = book.register_endpoint("/threads/{id}/runs", per_call=1)
+        >>> book.endpoint_price("/v1/threads/thread_B/runs").per_request
+        Decimal('1')
         """
         from burnmap._core.money import usd
 
@@ -354,10 +371,10 @@ class PriceBook:
         """The declared price of the endpoint ``path`` calls (the longest match), if any."""
         if not self._endpoints:
             return None
-        path = path.rstrip("/")
+        segments = path.rstrip("/").split("/")
         with self._lock:
-            found = [key for key in self._endpoints if path.endswith(key)]
-            return self._endpoints[max(found, key=len)] if found else None
+            found = [key for key in self._endpoints if _suffix_matches(key, segments)]
+            return self._endpoints[max(found, key=lambda k: k.count("/"))] if found else None
 
     def clear(self) -> None:
         """Drop every registered model and endpoint price."""
