@@ -237,21 +237,27 @@ class RunReport:
         """
         try:
             rows = data["cost_by_call"]
+            if not isinstance(rows, list):
+                raise TypeError("cost_by_call is not a list")
             calls = tuple(_call_from_row(row) for row in rows)
             budget = data.get("budget")
             started = data.get("started_at")
+            user_id = data.get("user_id")
+            stop_reason = data.get("stop_reason")
+            if not all(isinstance(v, str | None) for v in (user_id, stop_reason, started)):
+                raise TypeError("user_id, stop_reason and started_at are text or null")
             return cls(
-                job_name=str(data["job_name"]),
-                budget=None if budget is None else usd(budget),
-                total_cost=usd(data["total_cost"]),
+                job_name=_field(data, "job_name", str),
+                budget=None if budget is None else _money(budget),
+                total_cost=_money(data["total_cost"]),
                 calls=calls,
-                refused_calls=int(data.get("refused_calls", 0)),
-                failed_attempts=int(data.get("failed_attempts", 0)),
-                stopped_early=bool(data.get("stopped_early", False)),
-                stop_reason=data.get("stop_reason"),
+                refused_calls=_count(data, "refused_calls"),
+                failed_attempts=_count(data, "failed_attempts"),
+                stopped_early=_field(data, "stopped_early", bool, False),
+                stop_reason=stop_reason,
                 started_at=datetime.fromisoformat(started).timestamp() if started else 0.0,
-                duration_seconds=float(data.get("duration_seconds", 0.0)),
-                user_id=data.get("user_id"),
+                duration_seconds=_seconds(data),
+                user_id=user_id,
             )
         except KeyError as exc:
             raise ValueError(f"not a burnmap run report: no {exc.args[0]!r}") from None
@@ -267,28 +273,60 @@ class RunReport:
         return cls.from_dict(data)
 
 
-def _call_from_row(row: dict[str, Any]) -> CallRecord:
+def _field(data: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = data.get(key, default) if default is not None else data[key]
+    if not isinstance(value, kind):
+        raise TypeError(f"{key} is {value!r}, not {kind.__name__}")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key, 0)
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{key} is {value!r}, not a count")
+    return value
+
+
+def _seconds(data: dict[str, Any], key: str = "duration_seconds") -> float:
+    value = data.get(key, 0.0)
+    if type(value) not in (int, float) or not 0 <= value < 1e12:
+        raise TypeError(f"{key} is {value!r}, not a duration")
+    return float(value)
+
+
+def _money(value: object) -> Decimal:
+    if not isinstance(value, str | int | float | Decimal) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an amount of dollars")
+    amount = usd(value)
+    if amount >= 10**12:
+        raise ValueError(f"{value!r} is not a plausible amount of dollars")
+    return amount
+
+
+def _call_from_row(row: object) -> CallRecord:
     """A call back from its ``cost_by_call`` row."""
+    if not isinstance(row, dict):
+        raise TypeError(f"a cost_by_call row is {row!r}, not an object")
     usage = Usage(
-        input_tokens=int(row.get("input_tokens", 0)),
-        output_tokens=int(row.get("output_tokens", 0)),
-        cache_read_tokens=int(row.get("cache_read_tokens", 0)),
-        cache_write_tokens=int(row.get("cache_write_tokens", 0)),
-        reasoning_tokens=int(row.get("reasoning_tokens", 0)),
-        web_searches=int(row.get("web_searches", 0)),
+        input_tokens=_count(row, "input_tokens"),
+        output_tokens=_count(row, "output_tokens"),
+        cache_read_tokens=_count(row, "cache_read_tokens"),
+        cache_write_tokens=_count(row, "cache_write_tokens"),
+        reasoning_tokens=_count(row, "reasoning_tokens"),
+        web_searches=_count(row, "web_searches"),
     )
-    cost = usd(row["cost"])
+    cost = _money(row["cost"])
     return CallRecord(
-        model=str(row.get("model", "")),
-        provider=str(row.get("provider", "")),
-        endpoint=str(row.get("endpoint", "")),
+        model=_field(row, "model", str, ""),
+        provider=_field(row, "provider", str, ""),
+        endpoint=_field(row, "endpoint", str, ""),
         usage=usage,
         cost=cost,
-        reserved=usd(row.get("reserved", cost)),
-        estimated=bool(row.get("estimated", False)),
-        streamed=bool(row.get("streamed", False)),
+        reserved=_money(row.get("reserved", cost)),
+        estimated=_field(row, "estimated", bool, False),
+        streamed=_field(row, "streamed", bool, False),
         started_at=0.0,
-        duration_seconds=float(row.get("duration_seconds", 0.0)),
+        duration_seconds=_seconds(row),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -74,10 +75,21 @@ def test_a_saved_report_reads_back_the_same() -> None:
     assert back.to_dict() == report.to_dict()
     assert back.summary() == report.summary()
     assert back.calls[0].usage.output_tokens == 14
+    good: dict[str, Any] = {"job_name": "j", "total_cost": "1", "cost_by_call": []}
+    row = {"model": "m", "cost": "1"}
     for broken, says in (
         ({"job_name": "j", "cost_by_call": []}, "no 'total_cost'"),
-        ({"job_name": "j", "total_cost": "-1", "cost_by_call": []}, ">= 0"),
-        ({"job_name": "j", "total_cost": "1", "cost_by_call": [{"model": "m"}]}, "'cost'"),
+        ({**good, "total_cost": "-1"}, ">= 0"),
+        ({**good, "total_cost": "1e999999"}, "plausible"),
+        ({**good, "cost_by_call": [{"model": "m"}]}, "'cost'"),
+        ({**good, "cost_by_call": {}}, "not a list"),
+        ({**good, "cost_by_call": ["row"]}, "not an object"),
+        ({**good, "job_name": None}, "not str"),
+        ({**good, "stopped_early": "false"}, "not bool"),
+        ({**good, "duration_seconds": float("nan")}, "not a duration"),
+        ({**good, "refused_calls": True}, "not a count"),
+        ({**good, "cost_by_call": [{**row, "input_tokens": -7}]}, "not a count"),
+        ({**good, "cost_by_call": [{**row, "output_tokens": 1.9}]}, "not a count"),
     ):
         with pytest.raises(ValueError, match=says):
             burnmap.RunReport.from_dict(broken)
