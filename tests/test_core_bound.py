@@ -278,6 +278,12 @@ def test_unknown_model_is_refused() -> None:
         ("POST", "api.openai.com", "/v1/completions", ("openai", "completions", "openai")),
         ("POST", "api.anthropic.com", "/v1/messages/count_tokens", None),
         ("POST", "api.anthropic.com", "/v1/messages/batches/msgbatch_1/cancel", None),
+        (
+            "POST",
+            "us-east5-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict",
+            None,
+        ),
         ("GET", "api.openai.com", "/v1/models", None),
         ("POST", "api.openai.com", "/v1/responses/input_tokens", None),
         ("POST", "api.openai.com", "/v1/files", None),

@@ -144,6 +144,40 @@ def test_bedrock_invoke_and_its_event_stream_are_billed_exactly() -> None:
     assert [row["streamed"] for row in r.report.cost_by_call] == [False, True]
 
 
+def test_vertex_calls_are_billed_and_its_token_counting_is_free() -> None:
+    lib = importlib.import_module(ANTHROPIC_STACK)
+    reply = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": CLAUDE,
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 900, "output_tokens": 40},
+    }
+    paths: list[str] = []
+
+    def answer(request: Any) -> Any:
+        paths.append(request.url.path.rsplit("/", 1)[1])
+        if "count-tokens" in request.url.path:
+            return lib.Response(200, json={"input_tokens": 12})
+        return lib.Response(200, json=reply)
+
+    client = anthropic.AnthropicVertex(
+        region="us-east5",
+        project_id="my-project",
+        access_token="token",
+        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
+    )
+    with burnmap.run("vertex", budget=1) as r:
+        client.messages.count_tokens(model=CLAUDE, messages=HELLO)
+        client.messages.create(model=CLAUDE, max_tokens=256, messages=HELLO)
+    assert paths == ["count-tokens:rawPredict", f"{CLAUDE}:rawPredict"]
+    assert r.call_count == 1
+    assert r.spent == burnmap.prices.cost(CLAUDE, Usage(input_tokens=900, output_tokens=40))
+
+
 def test_count_tokens_is_free(claude: anthropic.Anthropic, standin: StandIn) -> None:
     with burnmap.run("free", budget=0) as r:
         count = claude.messages.count_tokens(model=CLAUDE, messages=HELLO)

@@ -154,6 +154,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         return Endpoint("openai", "completions", provider, _deployment(path))
     match = _VERTEX_MODEL.search(path)
     if match:
+        if match.group(1) == "count-tokens":  # Vertex's token counting: free
+            return None
         return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
     match = _BEDROCK_MODEL.search(path)
     if match:
