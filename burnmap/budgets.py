@@ -206,26 +206,28 @@ class LedgerHold:
     hold_id: str
     ttl: float
 
+    # A settlement runs as the caller reads the response: whatever goes wrong with it is
+    # logged, never raised into the response (the hold expires, charged in full by default).
     def settle(self, cost: Decimal) -> None:
         try:
             self.ledger.settle(self.hold_id, to_micros(cost))
-        except LedgerUnavailableError as exc:
+        except Exception as exc:
             self._unsettled(exc)
 
     async def asettle(self, cost: Decimal) -> None:
         try:
             await self.ledger.asettle(self.hold_id, to_micros(cost))
-        except LedgerUnavailableError as exc:
+        except Exception as exc:
             self._unsettled(exc)
 
-    def _unsettled(self, exc: LedgerUnavailableError) -> None:
-        # The hold expires after its TTL: charged in full by default, so nothing is lost.
+    def _unsettled(self, exc: Exception) -> None:
         fate = "charged in full" if getattr(self.ledger, "charge_expired", True) else "released"
+        cause = exc.cause if isinstance(exc, LedgerUnavailableError) else repr(exc)
         log.error(
             "burnmap: could not settle hold %s on %s (%s); it expires and is %s",
             self.hold_id,
-            exc.url,
-            exc.cause,
+            getattr(self.ledger, "url", "the ledger"),
+            cause,
             fate,
         )
 

@@ -298,7 +298,7 @@ def _money(value: object) -> Decimal:
     if not isinstance(value, str | int | float | Decimal) or isinstance(value, bool):
         raise TypeError(f"{value!r} is not an amount of dollars")
     amount = usd(value)
-    if amount >= 10**12:
+    if amount.adjusted() > 30:  # the report printed it; 1e999999 would print a million digits
         raise ValueError(f"{value!r} is not a plausible amount of dollars")
     return amount
 
@@ -907,7 +907,7 @@ def run(
     return Run(
         job_name=job_name,
         budget=None if budget is None else usd(budget),
-        user_id=user_id,
+        user_id=None if user_id is None else str(user_id),  # user:42 and user:"42" are one
         call_rate_limit=call_rate_limit,
         context_growth_limit=context_growth_limit,
         repeat_limit=repeat_limit,

@@ -589,15 +589,59 @@ def test_an_endpoint_with_ids_is_declared_by_its_template() -> None:
         plan_call(evals, body({}), book)
 
 
+def test_the_template_a_refusal_names_is_the_one_that_works() -> None:
+    arn = "arn:aws:bedrock:us-east-1::foundation-model/meta.llama3-8b-instruct-v1:0"
+    paths = [
+        ("bedrock-runtime.us-east-1.amazonaws.com", f"/model/{arn}/invoke"),
+        ("bedrock-runtime.us-east-1.amazonaws.com", "/model/meta.llama3-8b-instruct-v1:0/invoke"),
+        ("api.openai.com", "/v1/threads/thread_A/runs/run_1/submit_tool_outputs"),
+        ("api.openai.com", "/v1/videos/video_1/remix"),
+        ("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.5-pro:generateContent"),
+    ]
+    for host, path in paths:
+        endpoint = identify("POST", host, path)
+        assert endpoint is not None
+        book = PriceBook()
+        with pytest.raises(UnmeteredEndpointError) as info:
+            plan_call(endpoint, body({}), book)
+        book.register_endpoint(info.value.template, per_call="0.3")
+        assert plan_call(endpoint, body({}), book).cost == Decimal("0.3"), path
+
+
+def test_the_most_specific_declaration_wins_whatever_the_order() -> None:
+    run = identify("POST", "api.openai.com", "/v1/threads/thread_VIP/runs")
+    assert run is not None
+    keys = ("/threads/{id}/runs", "/threads/thread_VIP/runs")
+    for order in (keys, keys[::-1]):
+        book = PriceBook()
+        for key in order:
+            book.register_endpoint(key, per_call=5 if "VIP" in key else 1)
+        assert plan_call(run, body({}), book).cost == 5
+
+
 @pytest.mark.parametrize(
     ("host", "path", "unmetered"),
     [
         ("www.googleapis.com", "/upload/youtube/v3/videos", False),
         ("api.vimeo.com", "/me/videos", False),
-        ("api.example.com", "/batches", False),
+        ("api.example.com", "/api/batches", False),
+        ("example.com", "/api/model/foo/invoke", False),
         ("gw.corp", "/v1/images/generations", True),  # an OpenAI-compatible gateway
         ("127.0.0.1", "/openai/deployments/dalle/images/generations", True),
+        ("apim.contoso.com", "/aoai/openai/deployments/dalle3/images/generations", True),
+        ("generativelanguage.googleapis.com", "/v1beta/openai/images/generations", True),
+        ("localhost", "/images/generations", True),  # a proxy serving the API at its root
         ("api.openai.com", "/videos", True),  # a known provider: whatever the path
+        (
+            "us-east5-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/l/publishers/mistralai/models/mistral-large@001:rawPredict",
+            True,
+        ),
+        (
+            "generativelanguage.googleapis.com",
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            True,
+        ),
     ],
 )
 def test_only_llm_api_shaped_paths_are_taken_for_paid_endpoints(

@@ -60,7 +60,8 @@ def _stated_cost(usage: Usage) -> Decimal | None:
         cost = Decimal(usage.cost_reported)
     except InvalidOperation:
         return None
-    return cost if cost.is_finite() and cost >= 0 else None
+    # No call costs a billion dollars: such a figure is not one to charge.
+    return cost if cost.is_finite() and 0 <= cost < 10**9 else None
 
 
 def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:

@@ -115,12 +115,18 @@ _UNMETERED: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
     for template, what in _UNMETERED_TEMPLATES
 )
 # On a host that is not a known provider, only paths shaped like an LLM API are taken for
-# one: an agent's own tools may POST to /videos or /batches of other services.
-_API_SHAPED = re.compile(r"/v1/|^/openai/|^/model/")
+# one (an API version first, /openai/ anywhere, a Bedrock /model/, or the bare template as
+# a proxy serves it at its root): an agent's own tools may POST to other services' /videos.
+_API_SHAPED = re.compile(r"^/v\d+[a-z0-9]*/|/openai/|^/model/")
 
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
+# Paid model calls in formats burnmap does not meter: Vertex partner models, Gemini.
+_OTHER_MODELS = re.compile(
+    r"(/publishers/[^/]+/models/[^/:]+:(?:stream)?[rR]awPredict"
+    r"|/models/[^/:]+:(?:stream)?[gG]enerateContent)$"
+)
 # The model id may be an ARN with slashes (an inference profile): the path is decoded.
 _BEDROCK_MODEL = re.compile(r"/model/(.+)/invoke(-with-response-stream)?$")
 
@@ -157,7 +163,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         if match.group(1) == "count-tokens":  # Vertex's token counting: free
             return None
         return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
-    match = _BEDROCK_MODEL.search(path)
+    api_shaped = provider is not None or _API_SHAPED.search(path) is not None
+    match = _BEDROCK_MODEL.search(path) if api_shaped else None
     if match:
         model_id = match.group(1)
         name = model_id.rsplit("/", 1)[-1]
@@ -166,13 +173,18 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         if "anthropic" in name or "application-inference-profile/" in model_id:
             streams = match.group(2) is not None
             return Endpoint("anthropic", "messages", "aws", name, streams=streams)
-        template = f"/model/{name}/invoke{match.group(2) or ''}"
+        template = f"/model/{model_id}/invoke{match.group(2) or ''}"
         what = "a Bedrock model burnmap does not meter"
         return Endpoint("openai", "unmetered", "aws", path=path, template=template, what=what)
-    if provider is None and not _API_SHAPED.search(path):
-        return None
+    match = _OTHER_MODELS.search(path) if api_shaped else None
+    if match:
+        what = "a model burnmap does not meter"
+        return Endpoint(
+            "openai", "unmetered", provider, path=path, template=match.group(1), what=what
+        )
     for pattern, template, what in _UNMETERED:
-        if pattern.search(path):
+        found = pattern.search(path)
+        if found and (api_shaped or found.start() == 0):
             shape = "anthropic" if path.endswith("/messages/batches") else "openai"
             return Endpoint(shape, "unmetered", provider, path=path, template=template, what=what)
     return None

@@ -264,6 +264,12 @@ def _suffix_matches(key: str, segments: list[str]) -> bool:
     )
 
 
+def _specificity(key: str) -> tuple[int, int]:
+    """Longer keys first, then those with fewer ``{…}`` wildcards."""
+    segments = key.split("/")
+    return len(segments), sum(not s.startswith("{") for s in segments)
+
+
 def _endpoint_key(path: str) -> str:
     key = "/" + path.strip().strip("/")
     if key == "/":
@@ -374,7 +380,7 @@ class PriceBook:
         segments = path.rstrip("/").split("/")
         with self._lock:
             found = [key for key in self._endpoints if _suffix_matches(key, segments)]
-            return self._endpoints[max(found, key=lambda k: k.count("/"))] if found else None
+            return self._endpoints[max(found, key=_specificity)] if found else None
 
     def clear(self) -> None:
         """Drop every registered model and endpoint price."""

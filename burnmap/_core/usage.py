@@ -72,13 +72,19 @@ class Usage:
         return Usage(**values)
 
 
+MAX_COUNT = 10**9
+"""More tokens than any call can use: a count above it is not a count a provider meant."""
+
+
 def _int(value: object) -> int:
+    """A token count; 0 when absent or not a number. Raises ``ValueError`` on a number no
+    call can have used (past ``MAX_COUNT``, infinite), so the caller charges the bound
+    rather than a count it cannot trust."""
     kind = type(value)
-    if kind is int:
-        return value if value > 0 else 0  # type: ignore[operator, return-value]
-    if kind is float:
-        # inf or nan is no count a provider meant (json reads 1e400 as inf).
-        return int(value) if 0 < value < 1e18 else 0  # type: ignore[operator, call-overload]
+    if kind is int or kind is float:
+        if not value <= MAX_COUNT:  # type: ignore[operator]  # also catches nan
+            raise ValueError(f"implausible token count {value!r}")
+        return int(value) if value > 0 else 0  # type: ignore[operator, call-overload]
     return 0
 
 

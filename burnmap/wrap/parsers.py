@@ -225,7 +225,10 @@ def _anthropic_counts(usage: Mapping[str, Any]) -> _Counts | None:
     keys = ("input_tokens", "output_tokens", "cache_read_input_tokens")
     if not _any_count(usage, *keys, "cache_creation_input_tokens"):
         return None
-    read = anthropic_usage(dict(usage))
+    try:
+        read = anthropic_usage(dict(usage))
+    except ValueError:  # an implausible count: not usage to trust
+        return None
     return _Counts(
         read.input_tokens,
         read.output_tokens,
