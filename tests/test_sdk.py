@@ -83,6 +83,20 @@ def test_anthropic_streams_are_billed_exactly(
     assert [c["streamed"] for c in r.report.cost_by_call] == [True, True, False]
 
 
+def _claude_reply(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """A Messages API reply, as a mock provider sends it."""
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": CLAUDE,
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
 def _bedrock_chunk(event: dict[str, Any]) -> bytes:
     payload = {"bytes": base64.b64encode(json.dumps(event).encode()).decode(), "p": "abc"}
     headers = {":event-type": "chunk", ":content-type": "application/json"}
@@ -107,13 +121,7 @@ def test_bedrock_invoke_and_its_event_stream_are_billed_exactly() -> None:
         },
         {"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 1200}},
     ]
-    whole = {
-        **message,
-        "content": [{"type": "text", "text": "hi"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 1200, "output_tokens": 250},
-    }
+    whole = _claude_reply(1200, 250)
     paths: list[str] = []
 
     def answer(request: Any) -> Any:
@@ -146,16 +154,7 @@ def test_bedrock_invoke_and_its_event_stream_are_billed_exactly() -> None:
 
 def test_vertex_calls_are_billed_and_its_token_counting_is_free() -> None:
     lib = importlib.import_module(ANTHROPIC_STACK)
-    reply = {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": CLAUDE,
-        "content": [{"type": "text", "text": "hi"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 900, "output_tokens": 40},
-    }
+    reply = _claude_reply(900, 40)
     paths: list[str] = []
 
     def answer(request: Any) -> Any:
