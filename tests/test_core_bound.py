@@ -368,6 +368,17 @@ def test_identify(
     assert got == expected
 
 
+def test_claude_on_bedrock_behind_a_proxy_prefix_is_metered() -> None:
+    endpoint = identify(
+        "POST", "litellm.corp", "/bedrock/model/anthropic.claude-3-haiku-20240307-v1:0/invoke"
+    )
+    assert endpoint is not None
+    assert (endpoint.kind, endpoint.model_in_url) == (
+        "messages",
+        "anthropic.claude-3-haiku-20240307-v1:0",
+    )
+
+
 def test_a_bedrock_inference_profile_is_priced_as_its_model() -> None:
     endpoint = identify(
         "POST",
@@ -626,6 +637,12 @@ def test_the_most_specific_declaration_wins_whatever_the_order() -> None:
         ("api.vimeo.com", "/me/videos", False),
         ("api.example.com", "/api/batches", False),
         ("example.com", "/api/model/foo/invoke", False),
+        ("ws.api.video", "/videos", False),  # api.video's "create a video object"
+        ("api.editframe.com", "/v2/videos", False),
+        ("router.huggingface.co", "/together/v1/images/generations", True),
+        ("gw.corp", "/api/v1/audio/speech", True),
+        ("gw.corp", "/v2/threads/thread_1/runs", True),
+        ("litellm.corp", "/bedrock/model/my-alias/invoke", True),
         ("gw.corp", "/v1/images/generations", True),  # an OpenAI-compatible gateway
         ("127.0.0.1", "/openai/deployments/dalle/images/generations", True),
         ("apim.contoso.com", "/aoai/openai/deployments/dalle3/images/generations", True),

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from burnmap._core.usage import MAX_COUNT
 from burnmap.wrap.parsers import (
     AgentCall,
     AiderStdout,
@@ -442,6 +443,19 @@ def test_aider_analytics_log() -> None:
 def scan(name: str) -> list[AgentCall]:
     scanner = JsonScanner()
     return each(scanner.feed, name)
+
+
+def test_an_implausible_anthropic_count_is_counted_at_its_limit_not_dropped() -> None:
+    line = json.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "model": "claude-sonnet-4-6",
+            "usage": {"input_tokens": 4, "output_tokens": 10**19, "cache_read_input_tokens": 9},
+        }
+    )
+    (call,) = JsonScanner().feed(line + "\n")
+    assert tokens(call)[:3] == (4, MAX_COUNT, 9)  # the budget errs high, as for huge counts
 
 
 def test_scan_langchain_debug_counts_the_call_once() -> None:

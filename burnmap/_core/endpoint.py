@@ -115,9 +115,16 @@ _UNMETERED: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
     for template, what in _UNMETERED_TEMPLATES
 )
 # On a host that is not a known provider, only paths shaped like an LLM API are taken for
-# one (an API version first, /openai/ anywhere, a Bedrock /model/, or the bare template as
-# a proxy serves it at its root): an agent's own tools may POST to other services' /videos.
-_API_SHAPED = re.compile(r"^/v\d+[a-z0-9]*/|/openai/|^/model/")
+# one: an agent's own tools may POST to other services' /videos or /batches. /v1/ anywhere,
+# /openai/ anywhere, or a Bedrock /model/ (at the root or behind a proxy's /bedrock/) will
+# do for any template; for those no other service uses (images, audio, threads…), also any
+# API version first (/v1beta/, /v2/) or the bare template (a proxy serving the API at its
+# root).
+_API_SHAPED = re.compile(r"/v1/|/openai/|^/model/|/bedrock/model/")
+_LLM_SHAPED = re.compile(r"^/v\d+[a-z0-9]*/")
+_GENERIC_TEMPLATES = frozenset(
+    {"/batches", "/videos", "/videos/{id}/remix", "/containers", "/converse", "/converse-stream"}
+)
 
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
@@ -164,7 +171,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
             return None
         return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
     api_shaped = provider is not None or _API_SHAPED.search(path) is not None
-    match = _BEDROCK_MODEL.search(path) if api_shaped else None
+    llm_shaped = api_shaped or _LLM_SHAPED.search(path) is not None
+    match = _BEDROCK_MODEL.search(path)
     if match:
         model_id = match.group(1)
         name = model_id.rsplit("/", 1)[-1]
@@ -173,10 +181,11 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         if "anthropic" in name or "application-inference-profile/" in model_id:
             streams = match.group(2) is not None
             return Endpoint("anthropic", "messages", "aws", name, streams=streams)
-        template = f"/model/{model_id}/invoke{match.group(2) or ''}"
-        what = "a Bedrock model burnmap does not meter"
-        return Endpoint("openai", "unmetered", "aws", path=path, template=template, what=what)
-    match = _OTHER_MODELS.search(path) if api_shaped else None
+        if api_shaped:
+            template = f"/model/{model_id}/invoke{match.group(2) or ''}"
+            what = "a Bedrock model burnmap does not meter"
+            return Endpoint("openai", "unmetered", "aws", path=path, template=template, what=what)
+    match = _OTHER_MODELS.search(path) if llm_shaped else None
     if match:
         what = "a model burnmap does not meter"
         return Endpoint(
@@ -184,7 +193,11 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         )
     for pattern, template, what in _UNMETERED:
         found = pattern.search(path)
-        if found and (api_shaped or found.start() == 0):
+        if not found:
+            continue
+        if api_shaped or (
+            template not in _GENERIC_TEMPLATES and (llm_shaped or found.start() == 0)
+        ):
             shape = "anthropic" if path.endswith("/messages/batches") else "openai"
             return Endpoint(shape, "unmetered", provider, path=path, template=template, what=what)
     return None

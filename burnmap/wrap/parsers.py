@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,9 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NamedTuple
 
-from burnmap._core.usage import anthropic_usage
+from burnmap._core.usage import MAX_COUNT, anthropic_usage
+
+log = logging.getLogger("burnmap.wrap.parsers")
 
 __all__ = [
     "AgentCall",
@@ -216,6 +219,19 @@ def _call(
     )
 
 
+def _clamped(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """``usage`` with every number past ``MAX_COUNT`` (or not finite) made ``MAX_COUNT``."""
+
+    def clamp(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: clamp(v) for k, v in value.items()}
+        if type(value) in (int, float) and not value <= MAX_COUNT:
+            return MAX_COUNT
+        return value
+
+    return {key: clamp(value) for key, value in usage.items()}
+
+
 def _any_count(usage: Mapping[str, Any], *keys: str) -> bool:
     return any(_count(usage.get(key)) is not None for key in keys)
 
@@ -227,8 +243,11 @@ def _anthropic_counts(usage: Mapping[str, Any]) -> _Counts | None:
         return None
     try:
         read = anthropic_usage(dict(usage))
-    except ValueError:  # an implausible count: not usage to trust
-        return None
+    except ValueError:
+        # A count no call can have (past 10**9, infinite): counted at the most a call can
+        # use, as the other readers here count huge values, so the budget errs high.
+        log.warning("burnmap wrap: implausible usage %s; counted at its limit", dict(usage))
+        read = anthropic_usage(_clamped(usage))
     return _Counts(
         read.input_tokens,
         read.output_tokens,
