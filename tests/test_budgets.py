@@ -249,3 +249,18 @@ def test_a_lost_settlement_is_logged_with_what_happens_to_its_hold(
         f"could not settle hold h1 on memory:// (connection refused); it expires and is {fate}"
         in caplog.text
     )
+
+
+def test_a_settlement_that_fails_in_any_way_never_reaches_the_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from burnmap.ledgers.memory import MemoryLedger
+
+    class Broken(MemoryLedger):
+        def settle(self, hold_id: str, actual: int) -> None:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    hold = budgets.LedgerHold(Broken(), "h2", 60.0)
+    with caplog.at_level("ERROR", logger="burnmap.budgets"):
+        hold.settle(Decimal("1e30"))
+    assert "could not settle hold h2 on memory:// (OverflowError(" in caplog.text

@@ -97,6 +97,13 @@ def test_a_saved_report_reads_back_the_same() -> None:
         burnmap.RunReport.from_json("[]")
 
 
+def test_every_report_a_run_writes_reads_back() -> None:
+    with burnmap.run("big", budget=10**12, user_id=42) as r:  # type: ignore[arg-type]
+        settle(r, "0.5")
+    back = burnmap.RunReport.from_json(r.report.to_json())
+    assert (back.user_id, back.budget, back.total_cost) == ("42", Decimal(10**12), Decimal("0.5"))
+
+
 def test_refusal_marks_the_report_and_carries_figures() -> None:
     with burnmap.run("job", budget="0.5") as r:
         settle(r, "0.4")
