@@ -19,6 +19,7 @@ __all__ = [
     "Endpoint",
     "identify",
     "provider_for_host",
+    "template_pattern",
 ]
 
 
@@ -110,9 +111,22 @@ _UNMETERED_TEMPLATES: tuple[tuple[str, str], ...] = (
     ("/converse", "a Bedrock Converse call"),
     ("/converse-stream", "a Bedrock Converse call"),
 )
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A path template as a pattern matching the end of a path, segment by segment;
+    ``{…}`` matches any one segment. Declared prices are matched with the same patterns.
+
+    >>> template_pattern("/threads/{id}/runs").search("/v1/threads/thread_1/runs") is not None
+    True
+    >>> template_pattern("/images/generations").search("/v1/my_images/generations") is None
+    True
+    """
+    return re.compile(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$")
+
+
 _UNMETERED: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
-    (re.compile(re.escape(template).replace(r"\{id\}", "[^/]+") + "$"), template, what)
-    for template, what in _UNMETERED_TEMPLATES
+    (template_pattern(template), template, what) for template, what in _UNMETERED_TEMPLATES
 )
 # On a host that is not a known provider, only paths shaped like an LLM API are taken for
 # one: an agent's own tools may POST to other services' /videos or /batches. /v1/ anywhere,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from burnmap._core.endpoint import template_pattern
 from burnmap._core.money import ZERO
 from burnmap._core.usage import Usage
 from burnmap.errors import UnknownModelError
@@ -252,18 +253,6 @@ def _per_unit(value: Any, per: int) -> Decimal | None:
     return None if rate is None else rate.highest / per
 
 
-def _suffix_matches(key: str, segments: list[str]) -> bool:
-    """Whether the path ``segments`` end with the ``key``'s, ``{…}`` matching any one."""
-    wanted = key.split("/")[1:]
-    if len(wanted) > len(segments) - 1:
-        return False
-    tail = segments[len(segments) - len(wanted) :]
-    return all(
-        w == s or (w.startswith("{") and w.endswith("}") and s != "")
-        for w, s in zip(wanted, tail, strict=True)
-    )
-
-
 def _specificity(key: str) -> tuple[int, int]:
     """Longer keys first, then those with fewer ``{…}`` wildcards."""
     segments = key.split("/")
@@ -286,7 +275,7 @@ class PriceBook:
     """
 
     _overrides: dict[str, PriceSheet] = field(default_factory=dict)
-    _endpoints: dict[str, PriceSheet] = field(default_factory=dict)
+    _endpoints: dict[str, tuple[re.Pattern[str], PriceSheet]] = field(default_factory=dict)
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
     _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
@@ -366,7 +355,7 @@ class PriceBook:
             source="endpoint",
         )
         with self._lock:
-            self._endpoints[key] = sheet
+            self._endpoints[key] = (template_pattern(key), sheet)
         return sheet
 
     def unregister_endpoint(self, path: str) -> bool:
@@ -377,10 +366,10 @@ class PriceBook:
         """The declared price of the endpoint ``path`` calls (the longest match), if any."""
         if not self._endpoints:
             return None
-        segments = path.rstrip("/").split("/")
+        path = path.rstrip("/")
         with self._lock:
-            found = [key for key in self._endpoints if _suffix_matches(key, segments)]
-            return self._endpoints[max(found, key=_specificity)] if found else None
+            found = [key for key, (pattern, _) in self._endpoints.items() if pattern.search(path)]
+            return self._endpoints[max(found, key=_specificity)][1] if found else None
 
     def clear(self) -> None:
         """Drop every registered model and endpoint price."""
