@@ -18,7 +18,7 @@ from typing import Any
 from burnmap._core.decode import DecodeError
 from burnmap._core.eventstream import EventStreamDecoder
 from burnmap._core.sse import SSEDecoder
-from burnmap._core.usage import Usage, anthropic_usage, openai_usage, usage_from
+from burnmap._core.usage import Usage, anthropic_usage, usage_from
 
 __all__ = [
     "BedrockStreamMeter",
@@ -168,7 +168,7 @@ def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Meter
         elif _SERVICE_TIER_KEY.search(body):
             return None  # named before usage (Responses): only a whole parse can tell where
     return Metered(
-        anthropic_usage(usage_obj) if not openai else openai_usage(usage_obj),
+        usage_from(shape, usage_obj),
         model if isinstance(model, str) else None,
         True,
         0,
@@ -490,6 +490,9 @@ class SSEMeter(_Meter):
         return Metered(self._usage, self._model, self._complete, self._seen, self._tier)
 
 
+_EVENT_TYPE = re.compile(rb'\s*\{\s*"type"\s*:\s*"([a-z_]{1,40})"')
+
+
 class BedrockStreamMeter(_Meter):
     """Usage from Bedrock's ``invoke-with-response-stream``: AWS event stream frames, each
     ``chunk`` carrying one Anthropic stream event (base64 JSON), metered as the SSE meter
@@ -528,10 +531,13 @@ class BedrockStreamMeter(_Meter):
                 continue  # an exception frame: the stream ends with it, usage as far as seen
             try:
                 raw = base64.b64decode(json.loads(payload)["bytes"], validate=True)
-                name = json.loads(raw)["type"].encode()
-            except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            except (ValueError, KeyError, TypeError, binascii.Error):
                 continue
-            self._events._anthropic(name, raw)
+            # Events open with their type: read it without parsing each delta whole (the
+            # SSE meter parses only the few events that carry usage).
+            named = _EVENT_TYPE.match(raw)
+            if named is not None:
+                self._events._anthropic(named.group(1), raw)
 
     def result(self) -> Metered:
         if self.failed:
