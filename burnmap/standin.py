@@ -295,9 +295,6 @@ class _Frame(NamedTuple):
 
     data: bytes
     deltas: int
-    ends: bool = False
-    """Whether a client learns from this frame that generation is over, where a delta
-    frame does that itself (the last legacy completion chunk carries finish_reason)."""
 
 
 def _sse(event: str | None, data: str) -> bytes:
@@ -555,7 +552,7 @@ def _completion_stream(gen: _Generation, model: str, include_usage: bool) -> lis
         )
         if include_usage:
             body["usage"] = None
-        frames.append(_Frame(_sse(None, _dumps(body)), n, ends=n == last))
+        frames.append(_Frame(_sse(None, _dumps(body)), n))
     if include_usage:
         frames.append(
             _Frame(_sse(None, _dumps(dict(head, choices=[], usage=_completion_usage(gen)))), last)
@@ -996,20 +993,10 @@ class _Handler(LoopbackHandler[StandIn]):
 
         cut = script.truncate_stream_after_events
         cut = cut if cut is not None and cut < len(frames) else None
-        # Bill once generation is over: before the first frame a client could read final
-        # usage, a finish reason or end-of-stream from. That is the first frame after the
-        # last delta, unless a delta frame tells it already.
-        settle_at = next(
-            (i for i, frame in enumerate(frames) if frame.ends),
-            next(
-                (
-                    i
-                    for i in range(1, len(frames))
-                    if frames[i].deltas == frames[i - 1].deltas == total
-                ),
-                len(frames) - 1,
-            ),
-        )
+        # Bill once generation is over: before the frame with the last delta, which comes
+        # before any a client could learn of the end from (a finish reason, final usage,
+        # end-of-stream), whichever of them carries it.
+        settle_at = next(i for i, frame in enumerate(frames) if frame.deltas == total)
         headers = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
