@@ -15,14 +15,13 @@ A timing layer around each transport splits each call's CPU time into **inside**
 transport's ``handle_request`` and the reading of the stream it returns) and **outside**
 (everything else: the SDK building the request and parsing the response, httpx2's client).
 If burnmap cost only its own time, **outside** would be the same in every row. The rounds
-are interleaved as in ``run.py``; figures are medians across rounds, in µs per call.
+are interleaved as in ``run.py`` (its ``interleaved_many``): totals are medians across rounds,
+the time inside a mean over them, in µs per call.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from typing import Any
 import anthropic
 import httpx2
 from _table import format_table
-from run import UNREACHED, WIRE, FloorTransport, json_handler
+from run import UNREACHED, WIRE, FloorTransport, interleaved_many, json_handler
 
 import burnmap
 
@@ -122,43 +121,25 @@ def main() -> int:
         client = anthropic.Anthropic(api_key="x", http_client=httpx2.Client(transport=transport))
         calls[name] = lambda client=client: client.messages.create(**request)
 
-    total: dict[str, list[float]] = {name: [] for name in calls}
-    inside: dict[str, list[float]] = {name: [] for name in calls}
-    order = list(calls.items())
     with burnmap.run("split", budget=1e9, call_rate_limit=UNREACHED, repeat_limit=UNREACHED):
         for _ in range(WARMUP):
             for fn in calls.values():
                 fn()
-        gc.collect()
-        gc.freeze()
-        try:
-            for index in range(ROUNDS):
-                shift = index % len(order)
-                for name, fn in order[shift:] + order[:shift]:
-                    counter = transports[name].inside
-                    before = counter.seconds
-                    start = _clock()
-                    for _ in range(CALLS_PER_ROUND):
-                        fn()
-                    total[name].append((_clock() - start) / CALLS_PER_ROUND)
-                    inside[name].append((counter.seconds - before) / CALLS_PER_ROUND)
-        finally:
-            gc.unfreeze()
-
-    def us(values: list[float]) -> float:
-        return statistics.median(values) * 1e6
-
-    outside = {
-        name: [t - i for t, i in zip(total[name], inside[name], strict=True)] for name in calls
-    }
+        for transport in transports.values():
+            transport.inside.seconds = 0.0
+        totals, _ = interleaved_many(calls, rounds=ROUNDS, repeat=CALLS_PER_ROUND, warmup=0)
+    measured = ROUNDS * CALLS_PER_ROUND
+    total = {name: totals[name] * 1e6 for name in calls}
+    inside = {name: transports[name].inside.seconds / measured * 1e6 for name in calls}
+    outside = {name: total[name] - inside[name] for name in calls}
     rows = [
         (
             name,
-            f"{us(total[name]):.1f}",
-            f"{us(total[name]) - us(total['bare']):+.1f}",
-            f"{us(inside[name]):.1f}",
-            f"{us(outside[name]):.1f}",
-            f"{us(outside[name]) - us(outside['bare']):+.1f}",
+            f"{total[name]:.1f}",
+            f"{total[name] - total['bare']:+.1f}",
+            f"{inside[name]:.1f}",
+            f"{outside[name]:.1f}",
+            f"{outside[name] - outside['bare']:+.1f}",
         )
         for name in calls
     ]
