@@ -114,21 +114,37 @@ class LoopDetectedError(RefusalError):
 
 
 class UnknownModelError(RefusalError):
-    """No price is known for the model, so the call cannot be bounded; it was not sent."""
+    """No price is known for the model, so the call cannot be bounded; it was not sent.
+    ``search_fee``: the model's token prices are known, but not the fee a Chat Completions
+    search model charges per call."""
 
-    def __init__(self, model: str, provider: str | None = None) -> None:
+    def __init__(
+        self, model: str, provider: str | None = None, *, search_fee: bool = False
+    ) -> None:
         self.model = model
         self.provider = provider
+        self.search_fee = search_fee
         where = f" (provider {provider!r})" if provider else ""
-        super().__init__(
-            f"burnmap: no price is known for model {model!r}{where}, so this call cannot be "
-            "budgeted and was not sent. Register its price (USD per million tokens) first:\n"
-            f"    burnmap.prices.register({model!r}, input=3.00, output=15.00)\n"
-            "or run `burnmap prices MODEL` to see which names are known."
-        )
+        if search_fee:
+            message = (
+                f"burnmap: model {model!r}{where} searches the web on every Chat Completions "
+                "call and bills each search, but its fee per search is not known, so this "
+                "call cannot be budgeted and was not sent. Register the model with its fee "
+                "(USD per search; token rates in USD per million):\n"
+                f"    burnmap.prices.register({model!r}, input=2.50, output=10.00, "
+                "web_search=0.035)"
+            )
+        else:
+            message = (
+                f"burnmap: no price is known for model {model!r}{where}, so this call cannot "
+                "be budgeted and was not sent. Register its price (USD per million tokens) "
+                f"first:\n    burnmap.prices.register({model!r}, input=3.00, output=15.00)\n"
+                "or run `burnmap prices MODEL` to see which names are known."
+            )
+        super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_unknown, (self.model, self.provider), {})
+        return (_rebuild_unknown, (self.model, self.provider, self.search_fee), {})
 
 
 class UnmeteredEndpointError(RefusalError):
@@ -178,8 +194,10 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
     return err
 
 
-def _rebuild_unknown(model: str, provider: str | None) -> UnknownModelError:
-    return UnknownModelError(model, provider)
+def _rebuild_unknown(
+    model: str, provider: str | None, search_fee: bool = False
+) -> UnknownModelError:
+    return UnknownModelError(model, provider, search_fee=search_fee)
 
 
 # SDK packages whose transports wrap foreign exceptions, and their base error class.

@@ -170,3 +170,15 @@ def test_register_rejects_bad_prices(bad: object) -> None:
 )
 def test_max_output_table(model: str, expected: int | None) -> None:
     assert max_output_for(model) == expected
+
+
+def test_chat_search_fees_follow_the_context_size() -> None:
+    from burnmap._core.pricing import chat_search_fee, is_chat_search_model
+
+    assert chat_search_fee("gpt-4o-mini-search-preview-2025-03-11", "low") == Decimal("0.025")
+    assert chat_search_fee("openai/gpt-4o-search-preview") == Decimal("0.035")
+    assert chat_search_fee("gpt-4o-search-preview", {"size": "x"}) == Decimal("0.05")
+    assert chat_search_fee("gpt-4o-search-preview", "huge") == Decimal("0.05")
+    assert chat_search_fee("gpt-4o") is None
+    assert is_chat_search_model("gpt-5-search-api")
+    assert not is_chat_search_model("gpt-4o-mini")

@@ -25,7 +25,7 @@ import burnmap
 from burnmap._core.eventstream import encode_message
 from burnmap.prices import Usage
 from burnmap.standin import Script, StandIn
-from tests.conftest import ANTHROPIC_STACK, billed
+from tests.conftest import ANTHROPIC_STACK, billed, wire
 
 pytestmark = pytest.mark.sdk
 
@@ -376,6 +376,42 @@ def test_paid_endpoints_burnmap_cannot_meter_are_refused_until_priced(
         "/images/generations",
         True,
     )
+
+
+def test_chat_search_models_are_charged_their_fee_per_call() -> None:
+    """A Chat Completions search model bills a search on every call, beside its tokens, and
+    its usage does not say so: burnmap reserves and charges OpenAI's fee per call."""
+    lib = importlib.import_module(OPENAI_STACK)
+    reply = json.loads(wire("openai/chat.response.json"))
+    reply["model"] = "gpt-4o-search-preview-2025-03-11"
+    sent: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        sent.append(request)
+        return lib.Response(200, json=reply)
+
+    mocked = openai.OpenAI(
+        api_key="test",
+        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
+    )
+    tokens = burnmap.prices.lookup("gpt-4o-search-preview").cost(
+        Usage(input_tokens=270, cache_read_tokens=2048, output_tokens=202)
+    )
+    with burnmap.run("search", budget=1) as r:
+        mocked.chat.completions.create(
+            model="gpt-4o-search-preview",
+            web_search_options={"search_context_size": "high"},
+            messages=HELLO,
+        )
+        mocked.chat.completions.create(model="gpt-4o-search-preview", messages=HELLO)
+        with pytest.raises(burnmap.UnknownModelError, match="web_search=") as info:
+            mocked.chat.completions.create(model="gpt-9-search-preview", messages=HELLO)
+        assert isinstance(info.value, openai.OpenAIError)  # not wrapped, not retried
+    assert len(sent) == 2
+    high, medium = r.report.calls
+    assert high.cost == tokens + Decimal("0.05") and medium.cost == tokens + Decimal("0.035")
+    assert high.usage.web_searches == medium.usage.web_searches == 1
+    assert high.reserved >= high.cost
 
 
 # -- async and concurrency -------------------------------------------------------------------

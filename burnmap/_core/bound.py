@@ -35,8 +35,8 @@ from typing import Any
 
 from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
-from burnmap._core.pricing import PriceBook, PriceSheet
-from burnmap.errors import RefusalError, UnmeteredEndpointError
+from burnmap._core.pricing import PriceBook, PriceSheet, chat_search_fee, is_chat_search_model
+from burnmap.errors import RefusalError, UnknownModelError, UnmeteredEndpointError
 
 __all__ = [
     "CallPlan",
@@ -92,6 +92,8 @@ class CallPlan:
     """``stream_options.include_usage`` was added for the caller; strip it from the stream."""
     fingerprint: str | None = None
     """The request tail's digest, for the repeat trigger."""
+    search_fee: Decimal | None = None
+    """What a Chat Completions search model bills per call for its web search."""
 
 
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
@@ -328,18 +330,16 @@ def plan_call(
             "so its cost cannot be bounded; it was not sent."
         )
     body_model = obj.get("model")
-    if endpoint.model_in_url is None and type(body_model) is str and body_model:
-        model, sheet = body_model, book.lookup(body_model, endpoint.provider)
-    else:
-        candidates = [
-            name for name in (body_model, endpoint.model_in_url) if isinstance(name, str) and name
-        ]
-        if not candidates:
-            raise RequestNotUnderstoodError(
-                f"burnmap: the request to this {endpoint.kind} endpoint names no model, so "
-                "its cost cannot be bounded; it was not sent. Pass model=... in the call."
-            )
-        model, sheet = _sheet(book, candidates, endpoint)
+    try:
+        if endpoint.model_in_url is None and type(body_model) is str and body_model:
+            model, sheet = body_model, book.lookup(body_model, endpoint.provider)
+        else:
+            model, sheet = _sheet(book, _candidates(body_model, endpoint), endpoint)
+    except UnknownModelError as exc:
+        if endpoint.kind == "chat" and is_chat_search_model(exc.model):
+            # Its price per search is needed too: say so in the one refusal.
+            raise UnknownModelError(exc.model, exc.provider, search_fee=True) from None
+        raise
     anthropic = endpoint.shape == "anthropic"
     if anthropic:
         if anthropic_beta and "context-1m" in anthropic_beta:
@@ -371,6 +371,10 @@ def plan_call(
         cost += searches * sheet.web_search
     if sheet.per_request:
         cost += sheet.per_request
+    search_fee = None
+    if endpoint.kind == "chat" and is_chat_search_model(model):
+        search_fee = _search_fee(sheet, model, obj, endpoint)
+        cost += search_fee * (_positive_int(obj.get("n")) or 1)
 
     stream = obj.get("stream") is True or endpoint.streams
     new_body: bytes | None = None
@@ -396,7 +400,24 @@ def plan_call(
         fingerprint=request_fingerprint(obj, body)
         if fingerprint and endpoint.kind != "embeddings"
         else None,
+        search_fee=search_fee,
     )
+
+
+def _search_fee(sheet: PriceSheet, model: str, obj: dict[str, Any], endpoint: Endpoint) -> Decimal:
+    """The per-call search fee of a Chat Completions search model: a registered
+    ``web_search`` price, else OpenAI's published fee for the request's context size, else
+    a refusal (never $0)."""
+    if sheet.source == "override" and sheet.web_search is not None:
+        return sheet.web_search
+    options = obj.get("web_search_options")
+    size = options.get("search_context_size") if isinstance(options, dict) else None
+    fee = chat_search_fee(model, size) or chat_search_fee(sheet.model, size)
+    if fee is None:
+        fee = sheet.web_search
+    if fee is None:
+        raise UnknownModelError(model, endpoint.provider, search_fee=True)
+    return fee
 
 
 def _declared_plan(endpoint: Endpoint, body: bytes, book: PriceBook) -> CallPlan:
@@ -422,6 +443,18 @@ def _declared_plan(endpoint: Endpoint, body: bytes, book: PriceBook) -> CallPlan
         output_tokens=0,
         cost=sheet.per_request or Decimal(0),
     )
+
+
+def _candidates(body_model: object, endpoint: Endpoint) -> list[str]:
+    """The model names a request gives, body first (an Azure deployment may be named in
+    the URL only)."""
+    names = [name for name in (body_model, endpoint.model_in_url) if isinstance(name, str) and name]
+    if not names:
+        raise RequestNotUnderstoodError(
+            f"burnmap: the request to this {endpoint.kind} endpoint names no model, so "
+            "its cost cannot be bounded; it was not sent. Pass model=... in the call."
+        )
+    return names
 
 
 def _sheet(book: PriceBook, names: list[str], endpoint: Endpoint) -> tuple[str, PriceSheet]:

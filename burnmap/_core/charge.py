@@ -84,4 +84,8 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
     cost = _stated_cost(usage) if not estimated else None
     if cost is None:
         cost = _sheet_for(plan, metered, book).cost(usage)
+        if plan.search_fee is not None:
+            # A Chat Completions search model searched before answering: its fee per call.
+            cost += plan.search_fee
+            usage = replace(usage, web_searches=usage.web_searches + 1)
     return Charge(model, usage, cost, estimated, exceeds_bound=cost > plan.cost)

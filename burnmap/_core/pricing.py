@@ -31,6 +31,8 @@ __all__ = [
     "PriceBook",
     "PriceSheet",
     "Rate",
+    "chat_search_fee",
+    "is_chat_search_model",
     "max_output_for",
 ]
 
@@ -208,6 +210,46 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {
     "o4-mini": 100_000,
     "codex-mini": 100_000,
 }
+
+# Chat Completions' search models search the web on every call and bill it per call, by
+# the request's ``web_search_options.search_context_size`` (low, medium, high); genai-prices
+# has no such field. USD per call, from OpenAI's pricing page: the search-preview models at
+# $30/$35/$50 (gpt-4o) and $25/$27.50/$30 (gpt-4o-mini) per 1,000 calls, gpt-5-search-api
+# at $10 per 1,000 calls (its search content is billed as input tokens, which usage counts).
+CHAT_SEARCH_FEES: dict[str, tuple[Decimal, Decimal, Decimal]] = {
+    "gpt-4o-search-preview": (Decimal("0.03"), Decimal("0.035"), Decimal("0.05")),
+    "gpt-4o-mini-search-preview": (Decimal("0.025"), Decimal("0.0275"), Decimal("0.03")),
+    "gpt-5-search-api": (Decimal("0.01"), Decimal("0.01"), Decimal("0.01")),
+}
+_SEARCH_CONTEXT_SIZES = {"low": 0, "medium": 1, "high": 2}
+_SEARCH_MODEL = re.compile(r"-search-(preview|api)\b")
+
+
+def is_chat_search_model(model: str) -> bool:
+    """Whether ``model`` is one of the Chat Completions models that search on every call.
+
+    >>> [is_chat_search_model(m) for m in ("gpt-4o-mini-search-preview-2025-03-11", "gpt-4o")]
+    [True, False]
+    """
+    return _SEARCH_MODEL.search(_normalise(model)) is not None
+
+
+def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
+    """The per-call search fee of a Chat Completions search model (``None`` if unknown);
+    ``context_size``: the request's ``search_context_size`` (``"medium"`` when unset).
+
+    >>> chat_search_fee("gpt-4o-search-preview"), chat_search_fee("gpt-4o-search-preview", "high")
+    (Decimal('0.035'), Decimal('0.05'))
+    """
+    name = _DATE_SUFFIX.sub("", _normalise(model))
+    fees = CHAT_SEARCH_FEES.get(name)
+    if fees is None:
+        return None
+    if context_size is None:
+        return fees[1]
+    # A size OpenAI does not accept is answered 400 (free); bound it at the highest.
+    return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
+
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?)$")
 
