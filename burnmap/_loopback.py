@@ -176,7 +176,7 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[OwnerT]):
             return b""
         parts: list[bytes] = []
         total = 0
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+        while size := self._chunk_size():
             total += size
             if max_bytes is not None and total > max_bytes:
                 raise BodyError(413, f"burnmap: body larger than {max_bytes} bytes")
@@ -185,6 +185,16 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[OwnerT]):
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass
         return b"".join(parts)
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline()
+        try:
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            raise BodyError(400, f"burnmap: invalid chunk size {line[:40]!r}") from None
+        if size < 0:
+            raise BodyError(400, f"burnmap: invalid chunk size {line[:40]!r}")
+        return size
 
     def log_message(self, format: str, *args: Any) -> None:
         owner = self.owner

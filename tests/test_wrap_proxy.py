@@ -7,10 +7,12 @@ a loopback stand-in, and every figure is checked against what the stand-in bille
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import anthropic
 import httpx2
@@ -290,6 +292,31 @@ def test_paths_outside_the_prefixes_get_404(proxy: MeteringProxy, standin: Stand
         reply = http.post(proxy.url + "/v1/messages", json={})
     assert reply.status_code == 404
     assert proxy.anthropic_base_url in reply.json()["error"]["message"]
+    assert standin.requests == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: banana\r\n",
+        b"Transfer-Encoding: chunked\r\n",  # followed by a chunk size that is not hex
+    ],
+)
+def test_an_unreadable_request_body_gets_400_and_is_not_forwarded(
+    proxy: MeteringProxy, standin: StandIn, head: bytes
+) -> None:
+    url = urlsplit(proxy.anthropic_base_url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST " + url.path.encode() + b"/v1/messages HTTP/1.1\r\nHost: x\r\n"
+            b"anthropic-version: 2023-06-01\r\n" + head + b"\r\nzz\r\n{}\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.split()[1] == b"400"
+    assert b"not forwarded" in rest and b'"type":"error"' in rest.replace(b" ", b"")
     assert standin.requests == []
 
 

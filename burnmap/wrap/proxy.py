@@ -27,7 +27,7 @@ from typing import Any
 import httpx2
 
 from burnmap._core.decode import BodyDecoder, DecodeError
-from burnmap._loopback import LoopbackHandler, LoopbackServer
+from burnmap._loopback import BodyError, LoopbackHandler, LoopbackServer
 from burnmap.errors import (
     BudgetExceededError,
     LedgerUnavailableError,
@@ -255,7 +255,15 @@ class _Handler(LoopbackHandler[MeteringProxy]):
 
     def _forward(self) -> None:
         proxy = self.owner
-        body = self.read_body()
+        try:
+            body = self.read_body()
+        except BodyError as exc:
+            # What is left of the connection cannot be trusted: answer, then close it.
+            self.close_connection = True
+            shape = "anthropic" if "anthropic-version" in self.headers else "openai"
+            message = f"{exc} (the request was not forwarded)"
+            self._send_error(exc.status, shape, message, "burnmap_bad_request")
+            return
         route = proxy._route(self.path)
         if route is None:
             shape = "anthropic" if "anthropic-version" in self.headers else "openai"
