@@ -2,14 +2,17 @@
 
 Run with ``.venv/bin/python benchmarks/split.py`` (not part of ``make bench``, not run by
 the tests). The same ``anthropic.Anthropic(...).messages.create`` call as ``run.py``'s
-first row, on four transports around the same ``httpx2.MockTransport``:
+first row, on five transports around the same ``httpx2.MockTransport``:
 
 - **bare**: the mock alone;
 - **floor**: ``run.FloorTransport`` (parse the request, read the usage from the response);
 - **burnmap**: ``burnmap.Transport``;
 - **shadow**: the mock alone answers the SDK, but before it does, the same request is sent
   through ``burnmap.Transport`` (another mock) and its response read and closed. The SDK
-  gets exactly what it gets from **bare**; burnmap's work still runs on every call.
+  gets exactly what it gets from **bare**; burnmap's work still runs on every call;
+- **sketch**: ``_Sketch``, the steps a budget transport takes, each reduced to its least
+  (see its docstring for what it leaves out): how close to the floor a budget transport
+  written in Python can come.
 
 A timing layer around each transport splits each call's CPU time into **inside** (the
 transport's ``handle_request`` and the reading of the stream it returns) and **outside**
@@ -21,8 +24,10 @@ the time inside a mean over them, in µs per call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,6 +107,84 @@ class _Shadow(httpx2.BaseTransport):
         return self._inner.handle_request(request)
 
 
+class _SketchStream(httpx2.SyncByteStream):
+    def __init__(self, inner: Any, transport: _Sketch, hold: int, model: str) -> None:
+        self._inner = inner
+        self._transport = transport
+        self._hold = hold
+        self._model = model
+
+    def __iter__(self) -> Iterator[bytes]:
+        parts = []
+        for chunk in self._inner:
+            parts.append(chunk)
+            yield chunk
+        body = b"".join(parts)
+        usage, _ = _DECODER.raw_decode(body[body.rfind(b'"usage"') + 8 :].decode().lstrip())
+        rates = _SKETCH_RATES[self._model]
+        writes = usage.get("cache_creation") or {}
+        cost = int(
+            usage.get("input_tokens", 0) * rates[0]
+            + usage.get("output_tokens", 0) * rates[1]
+            + writes.get("ephemeral_5m_input_tokens", 0) * rates[2]
+            + writes.get("ephemeral_1h_input_tokens", 0) * rates[3]
+            + usage.get("cache_read_input_tokens", 0) * rates[4]
+        )
+        self._transport.settle(self._hold, cost, (self._model, usage, cost, self._hold))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# USD per million tokens of claude-sonnet-4-6: input, output, 5m write, 1h write, read,
+# and its context window.
+_SKETCH_RATES = {"claude-sonnet-4-6": (3.0, 15.0, 3.75, 6.0, 0.3, 200_000)}
+_DECODER = json.JSONDecoder()
+
+
+class _Sketch(httpx2.BaseTransport):
+    """Each step of a budget transport reduced to its least, in one class: parse the
+    request; bound it (body bytes x 1.1, or the window with tools; max_tokens) at float
+    rates; digest it for a repeat check; reserve under a lock; forward; read the usage
+    from the response's tail; price it; settle and keep a record. Left out, compared with
+    burnmap: exact (Decimal) money, validation and clear errors, media, server tools and
+    tiers, the loop triggers' windows, nested runs and standing budgets, encodings,
+    streams, both HTTP stacks, and guarding the response against a meter that fails."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._spent = 0
+        self._held = 0
+        self._limit = 10**18
+        self._seen: dict[str, int] = {}
+        self.records: list[tuple[Any, ...]] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        asked = json.loads(body)
+        model = asked["model"]
+        rates = _SKETCH_RATES[model]
+        window = rates[5]
+        tokens = window if asked.get("tools") else min(len(body) * 11 // 10 + 1064, window)
+        hold = int(tokens * max(rates[0], rates[2], rates[3]) + asked["max_tokens"] * rates[1])
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+        with self._lock:
+            if self._spent + self._held + hold > self._limit:
+                raise RuntimeError("over budget")
+            self._held += hold
+            self._seen[digest] = self._seen.get(digest, 0) + 1
+        response = self._inner.handle_request(request)
+        response.stream = _SketchStream(response.stream, self, hold, model)
+        return response
+
+    def settle(self, hold: int, cost: int, record: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._held -= hold
+            self._spent += cost
+            self.records.append(record)
+
+
 def main() -> int:
     body = (WIRE / "anthropic" / "messages.response.json").read_bytes()
     request = json.loads((WIRE / "anthropic" / "messages.request.json").read_text())
@@ -115,6 +198,7 @@ def main() -> int:
         "floor": _Timed(FloorTransport(mock())),
         "burnmap": _Timed(burnmap.Transport(mock())),
         "shadow": _Timed(_Shadow(mock(), mock())),
+        "sketch": _Timed(_Sketch(mock())),
     }
     calls: dict[str, Callable[[], object]] = {}
     for name, transport in transports.items():
@@ -143,7 +227,7 @@ def main() -> int:
         )
         for name in calls
     ]
-    print("anthropic messages.create through four transports (µs of CPU per call)")
+    print("anthropic messages.create through five transports (µs of CPU per call)")
     header = ("transport", "total", "vs bare", "inside", "outside", "outside vs bare")
     print(format_table(header, rows))
     return 0
