@@ -528,6 +528,36 @@ def test_images_by_url_count_at_their_cap(endpoint: Endpoint, obj: dict[str, obj
         (RESPONSES, {"model": "o3", "input": "and then?", "previous_response_id": "resp_1"}),
         (RESPONSES, {"model": "o3", "input": "and then?", "conversation": "conv_1"}),
         (RESPONSES, {"model": "o3", "prompt": {"id": "pmpt_1", "version": "2"}}),
+        (
+            RESPONSES,
+            {"model": "o3", "input": [{"type": "item_reference", "id": "msg_1"}, "go on"]},
+        ),
+        (  # Anthropic's server-held thread: only the new turn is sent
+            ANTHROPIC,
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 10,
+                "thread": {"type": "continue", "previous_message_id": "msg_1"},
+                "messages": [{"role": "user", "content": "fix the test"}],
+            },
+        ),
+        (  # the MCP connector: remote tool results, declared outside "tools"
+            ANTHROPIC,
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 10,
+                "mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "x"}],
+                "messages": [{"role": "user", "content": "look it up"}],
+            },
+        ),
+        (  # Azure "On Your Data": retrieved chunks are billed as prompt tokens
+            CHAT,
+            {
+                "model": "gpt-4o",
+                "data_sources": [{"type": "azure_search", "parameters": {"index_name": "i"}}],
+                "messages": [{"role": "user", "content": "what does the policy say?"}],
+            },
+        ),
     ],
 )
 def test_content_by_reference_bounds_input_at_the_window(
@@ -670,3 +700,113 @@ def test_only_llm_api_shaped_paths_are_taken_for_paid_endpoints(
 
 def test_openai_assistants_thread_messages_are_free() -> None:
     assert identify("POST", "api.openai.com", "/v1/threads/thread_1/messages") is None
+
+
+def test_reasoning_items_passed_back_by_id_count_at_their_calls_maximum_output() -> None:
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": []}
+    obj = {"model": "o3", "input": [reasoning, reasoning, {"role": "user", "content": "go"}]}
+    plan = plan_call(RESPONSES, body(obj), BOOK)
+    assert plan.input_tokens >= 2 * 100_000  # o3's maximum output, each
+    carried = {**reasoning, "encrypted_content": "gAAAA" + "x" * 100}
+    obj["input"] = [carried, {"role": "user", "content": "go"}]
+    assert plan_call(RESPONSES, body(obj), BOOK).input_tokens < 1_000
+
+
+def _image_url(data: str) -> dict[str, object]:
+    return {"type": "image_url", "image_url": {"url": data}}
+
+
+def test_every_image_counts_at_its_cap_however_small_and_gpt_4o_minis_cap_is_its_own() -> None:
+    gif = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+    content = [{"type": "text", "text": "colours?"}] + [_image_url(gif)] * 3
+    obj = {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    assert plan_call(CHAT, body(obj), BOOK).input_tokens >= 3 * IMAGE_TOKENS
+    # gpt-4o-mini bills 2,833 + 5,667 a tile for an image, past its context window.
+    obj["model"] = "gpt-4o-mini"
+    content[1:] = [_image_url("https://example.org/cat.png")] * 10
+    assert plan_call(CHAT, body(obj), BOOK).input_tokens >= 10 * (2_833 + 8 * 5_667)
+    claude_small = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/gif", "data": gif.split(",")[1]},
+    }
+    claude = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [claude_small]}],
+    }
+    assert plan_call(ANTHROPIC, body(claude), BOOK).input_tokens >= IMAGE_TOKENS
+
+
+def _pdf_with_compressed_pages(pages: int) -> bytes:
+    import zlib
+
+    objects = b" ".join(b"<< /Type /Page /Parent 2 0 R >>" for _ in range(pages))
+    stream = zlib.compress(objects)
+    return (
+        b"%PDF-1.5\n1 0 obj << /Type /ObjStm /N "
+        + str(pages).encode()
+        + b" /Filter /FlateDecode >>\nstream\n"
+        + stream
+        + b"\nendstream\nendobj\n%%EOF"
+    )
+
+
+def test_pdf_pages_in_compressed_object_streams_are_counted_or_bound_at_the_window() -> None:
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": ""},
+    }
+    obj = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [document]}],
+    }
+    document["source"]["data"] = base64.b64encode(_pdf_with_compressed_pages(12)).decode()  # type: ignore[index]
+    assert plan_call(ANTHROPIC, body(obj), BOOK).input_tokens >= 12 * 8_000
+    unreadable = b"%PDF-1.5\n" + b"\x00garbage" * 200
+    document["source"]["data"] = base64.b64encode(unreadable).decode()  # type: ignore[index]
+    plan = plan_call(ANTHROPIC, body(obj), BOOK)
+    assert plan.input_tokens == plan.sheet.context_window
+
+
+def test_max_tokens_zero_prewarms_the_cache_and_generates_nothing() -> None:
+    obj = {
+        "model": "claude-opus-4-6",
+        "max_tokens": 0,
+        "messages": [{"role": "user", "content": "a long prompt to cache"}],
+    }
+    assert plan_call(ANTHROPIC, body(obj), BOOK).output_tokens == 0
+
+
+def test_bedrock_betas_in_the_body_raise_the_window() -> None:
+    endpoint = identify(
+        "POST",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke",
+    )
+    assert endpoint is not None
+    obj = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "anthropic_beta": ["context-1m-2025-08-07"],
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * 1_500_000}],
+    }
+    assert plan_call(endpoint, body(obj), BOOK).input_tokens == 1_000_000
+
+
+def test_service_tier_fast_is_bounded_at_priority_rates() -> None:
+    obj = {"model": "gpt-5", "input": "hi", "max_output_tokens": 1000}
+    standard = plan_call(RESPONSES, body(obj), BOOK).cost
+    assert plan_call(RESPONSES, body({**obj, "service_tier": "fast"}), BOOK).cost > standard
+
+
+def test_dotted_and_newer_claude_names_get_their_maximum_output() -> None:
+    from burnmap._core.pricing import max_output_for
+
+    assert max_output_for("anthropic/claude-opus-4.6") == 128_000
+    assert max_output_for("claude-opus-4-7") == 128_000  # unlisted: the largest, not Opus 4's
+    assert max_output_for("claude-opus-4-1-20250805") == 32_000
+
+
+def test_deepseeks_context_window_is_its_documented_128k() -> None:
+    assert BOOK.lookup("deepseek-chat", "deepseek").context_window == 128_000

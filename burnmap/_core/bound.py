@@ -29,6 +29,7 @@ import binascii
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -96,6 +97,8 @@ class CallPlan:
     """What a Chat Completions search model bills per call for its web search."""
 
 
+_PRIORITY_TIERS = ("priority", "fast")
+_DATA_KEYS = frozenset({"data", "file_data"})
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
 _FILE_BLOCKS = frozenset({"document", "file", "input_file"})
 
@@ -105,22 +108,45 @@ _BASE64 = re.compile(rb"base64")
 _FILE = re.compile(rb"file_")
 _URL = re.compile(rb'url"')
 _CACHE_CONTROL = re.compile(rb'"cache_control"')
+_AUDIO = re.compile(rb'"input_audio"')
+
+# Models whose images cost more tokens than IMAGE_TOKENS, by prefix of the model id:
+# gpt-4o-mini bills 2,833 tokens an image plus 5,667 a 512 px tile (so that an image costs
+# what it does on gpt-4o), and a high-detail image has at most 2 x 4 tiles.
+IMAGE_TOKENS_BY_MODEL = {"gpt-4o-mini": 2_833 + 8 * 5_667}
+
+
+def image_tokens_for(model: str) -> int:
+    """The most one image can cost ``model``, in input tokens.
+
+    >>> image_tokens_for("gpt-4o-mini-2024-07-18"), image_tokens_for("claude-sonnet-4-6")
+    (48169, 6400)
+    """
+    name = model.rsplit("/", 1)[-1].lower()
+    for prefix, tokens in IMAGE_TOKENS_BY_MODEL.items():
+        if name.startswith(prefix):
+            return tokens
+    return IMAGE_TOKENS
 
 
 def _may_hold_media(body: bytes) -> bool:
-    """Whether a body may carry or reference media (inline base64, a URL, a file id): a
-    superset of ``;base64,``, ``"base64"``, ``"file_data"``, ``file_id``, ``file_url``,
-    ``"url"`` and ``"image_url"``. Three literal searches are 5x faster than one regex
-    with the seven alternatives."""
-    return bool(_BASE64.search(body) or _FILE.search(body) or _URL.search(body))
+    """Whether a body may carry or reference media (inline base64, a URL, a file id, an
+    audio clip): a superset of ``;base64,``, ``"base64"``, ``"file_data"``, ``file_id``,
+    ``file_url``, ``"url"``, ``"image_url"`` and ``"input_audio"``. Literal searches are
+    5x faster than one regex with the alternatives."""
+    return bool(
+        _BASE64.search(body) or _FILE.search(body) or _URL.search(body) or _AUDIO.search(body)
+    )
 
 
-def _walk_content(obj: Any) -> tuple[int, int, bool]:
+def _walk_content(obj: Any, image_tokens: int = IMAGE_TOKENS) -> tuple[int, int, bool]:
     """Media in a request: (base64 bytes to discount, tokens to add, unbounded?).
 
-    Inline base64 media are discounted and counted at their caps. Media referenced by URL
+    Inline base64 media, however short, are discounted and counted at their caps (an
+    image costs its provider's tokens whatever its size). Media referenced by URL
     or file id are not in the body at all: an image still counts at its cap; a document
-    or file of unknown length makes the input unbounded (the context window applies).
+    or file of unknown length, or a PDF whose pages cannot be counted, makes the input
+    unbounded (the context window applies).
     """
     discount = 0
     tokens = 0
@@ -135,11 +161,17 @@ def _walk_content(obj: Any) -> tuple[int, int, bool]:
             continue
         inline = False
         for key, value in item.items():
-            if isinstance(value, str) and len(value) > 256:
+            if isinstance(value, str) and (
+                len(value) > 256 or key in _DATA_KEYS or value.startswith("data:")
+            ):
                 kind = _media_kind(key, value, item)
                 if kind is not None:
                     discount += len(value)
-                    tokens += _media_tokens(kind, value)
+                    counted = _media_tokens(kind, value, image_tokens)
+                    if counted is None:
+                        unbounded = True
+                    else:
+                        tokens += counted
                     inline = True
                     continue
             if isinstance(value, dict | list):
@@ -148,7 +180,7 @@ def _walk_content(obj: Any) -> tuple[int, int, bool]:
         if inline or not isinstance(block, str):
             continue
         if block in _IMAGE_BLOCKS and _is_reference(item):
-            tokens += IMAGE_TOKENS
+            tokens += image_tokens
         elif block in _FILE_BLOCKS and _is_reference(item):
             unbounded = True
     return discount, tokens, unbounded
@@ -204,43 +236,119 @@ def _b64(value: str) -> bytes:
         return payload.encode()
 
 
-def _media_tokens(kind: str, value: str) -> int:
+def _media_tokens(kind: str, value: str, image_tokens: int = IMAGE_TOKENS) -> int | None:
+    """The most an inline medium can cost in tokens; ``None`` when nothing bounds it."""
     if kind == "image":
-        return IMAGE_TOKENS
+        return image_tokens
     raw = _b64(value)
     if kind == "pdf":
-        pages = raw.count(b"/Type /Page") + raw.count(b"/Type/Page")
-        pages -= raw.count(b"/Type /Pages") + raw.count(b"/Type/Pages")
-        if pages > 0:
-            return pages * PDF_PAGE_TOKENS
-        # Page objects hidden in compressed object streams: fall back to the byte count.
-        return len(raw)
+        pages = pdf_pages(raw)
+        # A PDF of uncounted pages (no page objects found) is bounded by the window alone:
+        # its byte count says nothing of the text its compressed pages hold.
+        return pages * PDF_PAGE_TOKENS if pages else None
     if kind == "audio":
         return math.ceil(len(raw) / AUDIO_BYTES_PER_TOKEN) + 1
     return len(raw)
 
 
-def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int | None:
+_STREAM = re.compile(rb"stream\r?\n")
+_PDF_INFLATE_LIMIT = 64 << 20
+
+
+def _page_objects(data: bytes) -> int:
+    pages = data.count(b"/Type /Page") + data.count(b"/Type/Page")
+    return pages - data.count(b"/Type /Pages") - data.count(b"/Type/Pages")
+
+
+def pdf_pages(raw: bytes) -> int:
+    """How many page objects a PDF holds, counting those inside compressed object streams
+    (inflated up to 64 MiB in all); 0 when none is found. Pages an incremental update
+    rewrote count twice, which only over-bounds.
+
+    >>> pdf_pages(b"1 0 obj <</Type /Pages /Count 1>> 2 0 obj <</Type /Page>>")
+    1
+    """
+    pages = _page_objects(raw)
+    budget = _PDF_INFLATE_LIMIT
+    for match in _STREAM.finditer(raw):
+        start = match.end()
+        end = raw.find(b"endstream", start)
+        if end < 0:
+            break
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(raw[start:end], budget)
+        except zlib.error:
+            continue
+        budget -= len(data)
+        pages += _page_objects(data)
+        if budget <= 0:
+            break
+    return max(pages, 0)
+
+
+def _by_reference(obj: dict[str, Any]) -> bool:
+    """Whether a request brings in content it does not contain, of unknown length."""
+    # Responses: an earlier response, a conversation, a stored prompt (an object; a legacy
+    # completion's "prompt" is the text itself), stored items spliced into the input.
+    # Anthropic: a server-held thread, MCP servers whose tool results are read. Azure:
+    # "On Your Data" retrieval.
+    if (
+        obj.get("previous_response_id")
+        or obj.get("conversation")
+        or isinstance(obj.get("prompt"), dict)
+        or obj.get("mcp_servers")
+        or obj.get("data_sources")
+    ):
+        return True
+    thread = obj.get("thread")
+    if isinstance(thread, dict) and thread.get("type") != "create":
+        return True
+    items = obj.get("input")
+    return isinstance(items, list) and any(
+        isinstance(item, dict) and item.get("type") == "item_reference" for item in items
+    )
+
+
+def _stored_reasoning(obj: dict[str, Any]) -> int:
+    """Responses reasoning items passed back by id only (no ``encrypted_content``): the
+    provider reads each back from storage."""
+    items = obj.get("input")
+    if not isinstance(items, list):
+        return 0
+    return sum(
+        1
+        for item in items
+        if isinstance(item, dict)
+        and item.get("type") == "reasoning"
+        and not item.get("encrypted_content")
+    )
+
+
+def bound_input_tokens(
+    body: bytes,
+    obj: dict[str, Any],
+    *,
+    shape: str,
+    image_tokens: int = IMAGE_TOKENS,
+    reasoning_item_tokens: int = DEFAULT_CONTEXT_WINDOW,
+) -> int | None:
     """An upper bound on the input tokens of a request body; ``None`` when the request
     pulls in content of unknown length by reference (a file id, a previous response).
+    ``image_tokens``: the most one image costs the model; ``reasoning_item_tokens``: the
+    most a stored reasoning item passed back by id can hold (its call's output at most).
 
     >>> bound_input_tokens(b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
-    # Responses-API fields that pull earlier context into the request by reference (a
-    # stored prompt is an object; a legacy completion's "prompt" is the text itself).
-    if (
-        obj.get("previous_response_id")
-        or obj.get("conversation")
-        or isinstance(obj.get("prompt"), dict)
-    ):
+    if _by_reference(obj):
         return None
     size = len(body)
     discount = 0
     media_tokens = 0
     if _may_hold_media(body):
-        discount, media_tokens, unbounded = _walk_content(obj)
+        discount, media_tokens, unbounded = _walk_content(obj, image_tokens)
         if unbounded:
             return None
     text = max(size - discount, 0)
@@ -248,7 +356,8 @@ def bound_input_tokens(body: bytes, obj: dict[str, Any], *, shape: str) -> int |
         text = -(-text * ANTHROPIC_TOKENIZER_FACTOR_TENTHS // 10)
     tools = obj.get("tools")
     overhead = BASE_OVERHEAD_TOKENS + (TOOLS_OVERHEAD_TOKENS if tools else 0)
-    return text + media_tokens + overhead
+    stored = _stored_reasoning(obj) * reasoning_item_tokens if shape == "openai" else 0
+    return text + media_tokens + overhead + stored
 
 
 def _server_tools(tools: object) -> tuple[bool, int]:
@@ -283,6 +392,8 @@ def _output_bound(endpoint: Endpoint, obj: dict[str, Any], sheet: PriceSheet) ->
     if endpoint.kind == "embeddings":
         return 0
     if endpoint.kind == "messages":
+        if obj.get("max_tokens") == 0 and type(obj.get("max_tokens")) is int:
+            return 0  # fills the prompt cache without generating anything
         asked = _positive_int(obj.get("max_tokens"))
     elif endpoint.kind == "responses":
         asked = _positive_int(obj.get("max_output_tokens"))
@@ -342,20 +453,37 @@ def plan_call(
         raise
     anthropic = endpoint.shape == "anthropic"
     if anthropic:
-        if anthropic_beta and "context-1m" in anthropic_beta:
+        # Bedrock's InvokeModel carries the betas in the body too.
+        betas = obj.get("anthropic_beta")
+        if (anthropic_beta and "context-1m" in anthropic_beta) or (
+            isinstance(betas, list) and any("context-1m" in str(beta) for beta in betas)
+        ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
-    elif obj.get("service_tier") == "priority" and sheet.source != "override":
-        # Priority processing costs more: bound at its rates (flex costs less).
+    elif obj.get("service_tier") in _PRIORITY_TIERS and sheet.source != "override":
+        # Priority processing costs more ("fast" is served as priority): bound at its
+        # rates (flex costs less).
         sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
 
     tools = obj.get("tools")
     server_tools, searches = _server_tools(tools) if tools else (False, 0)
-    bounded = bound_input_tokens(body, obj, shape=endpoint.shape)
     window = sheet.context_window
+    image_tokens = image_tokens_for(model)
+    bounded = bound_input_tokens(
+        body,
+        obj,
+        shape=endpoint.shape,
+        image_tokens=image_tokens,
+        reasoning_item_tokens=sheet.max_output or window or DEFAULT_CONTEXT_WINDOW,
+    )
     if bounded is None or (server_tools and endpoint.kind != "embeddings"):
         # Content of unknown length: only the context window bounds it.
         input_tokens = window or DEFAULT_CONTEXT_WINDOW
-    elif window and endpoint.kind in ("messages", "chat", "responses"):
+    elif (
+        window
+        and endpoint.kind in ("messages", "chat", "responses")
+        and (image_tokens == IMAGE_TOKENS or not _may_hold_media(body))
+    ):
+        # (A model whose images cost extra tokens may be billed past its window.)
         input_tokens = min(bounded, window)
     else:
         input_tokens = bounded

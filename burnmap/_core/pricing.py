@@ -186,7 +186,9 @@ MAX_OUTPUT_TOKENS: dict[str, int] = {
     "claude-opus-4-6": 128_000,
     "claude-opus-4-5": 64_000,
     "claude-opus-4-1": 32_000,
-    "claude-opus-4": 32_000,
+    "claude-opus-4-0": 32_000,
+    # Opus 4 itself (32k) and any newer 4.x: an unlisted newer model gets the largest.
+    "claude-opus-4": 128_000,
     "claude-sonnet-4": 64_000,
     "claude-haiku-4": 64_000,
     "claude-3-7-sonnet": 128_000,
@@ -251,6 +253,22 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
     return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
 
 
+# Context windows genai-prices understates. The input bound is capped at the window, so an
+# understated one lets a longer (accepted, billed) request past the bound: these win.
+CONTEXT_WINDOWS: dict[str, int] = {
+    "deepseek-chat": 128_000,  # DeepSeek's models page: 128K since V3.1
+    "deepseek-reasoner": 128_000,
+}
+
+
+def _context_window(model_id: str, listed: int | None) -> int | None:
+    known = CONTEXT_WINDOWS.get(model_id)
+    if known is None or listed is None:
+        return listed if known is None else known
+    return max(known, listed)
+
+
+_DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-v\d+(:\d+)?)$")
 
 
@@ -258,6 +276,8 @@ def _normalise(model: str) -> str:
     name = model.strip().lower()
     if "/" in name:
         name = name.rsplit("/", 1)[1]
+    if "claude" in name:
+        name = _DOTTED_VERSION.sub(r"\1-\2", name)  # OpenRouter's "claude-opus-4.6"
     # Bedrock ids: "anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.…"
     if "anthropic." in name:
         name = name.rsplit("anthropic.", 1)[1]
@@ -513,7 +533,7 @@ class PriceBook:
             output_audio=_rate(prices.output_audio_mtok),
             web_search=_per_unit(prices.web_searches_kcount, 1000),
             per_request=requests,
-            context_window=info.context_window,
+            context_window=_context_window(info.id, info.context_window),
             max_output=max_output_for(info.id) or max_output_for(model),
             source="genai-prices",
         )
