@@ -10,6 +10,7 @@ microseconds per call and never across I/O.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -59,7 +60,46 @@ __all__ = [
 ]
 
 _current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
-_LOCK = threading.Lock()
+
+
+class _RunsLock:
+    """The lock every run's totals change under (not reentrant).
+
+    The garbage collector can finish an abandoned stream (and so settle its call) at any
+    allocation, including on a thread that holds this lock in the middle of a reservation.
+    Such a settlement cannot wait for the lock, which would never be let go: it is queued,
+    and the holder applies it as it lets go (:meth:`defer`)."""
+
+    __slots__ = ("_lock", "_owner", "_queued")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = 0
+        self._queued: list[Callable[[], None]] = []
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            queued = self._queued
+            while queued:
+                queued.pop(0)()
+        finally:
+            self._owner = 0
+            self._lock.release()
+
+    def held_here(self) -> bool:
+        """Whether this thread holds the lock."""
+        return self._owner == threading.get_ident()
+
+    def defer(self, change: Callable[[], None]) -> None:
+        """Apply ``change`` before this thread lets go of the lock (which it holds)."""
+        self._queued.append(change)
+
+
+_LOCK = _RunsLock()
 
 
 def current_run() -> Run | None:
@@ -511,9 +551,10 @@ class Run:
             while node is not None:
                 runs.append(node)
                 node = node.parent
-            self._chain = runs
+            # Published last: a thread that sees the chain sees its accounts too.
             self._accounts = [r._account for r in runs]
             self._repeats = any(r.repeat_limit is not None for r in runs)
+            self._chain = runs
         return runs
 
     def needs_fingerprints(self) -> bool:
@@ -539,6 +580,9 @@ class Run:
             except RefusalError as exc:
                 self._refused_by_ledger(reservation, exc)
                 raise
+            except BaseException:  # Ctrl-C: nothing was sent
+                reservation.release(failed=False)
+                raise
         return reservation
 
     async def areserve(
@@ -552,9 +596,12 @@ class Run:
         reservation = self._reserve_runs(amount, model=model, fingerprint=fingerprint)
         if standing_active():
             try:
-                reservation.ledger_hold = await areserve_standing(**self._standing(amount, model))
+                await _hold_on_ledger(reservation, self._standing(amount, model))
             except RefusalError as exc:
                 self._refused_by_ledger(reservation, exc)
+                raise
+            except BaseException:  # cancelled: nothing was sent
+                reservation.release(failed=False)
                 raise
         return reservation
 
@@ -765,10 +812,43 @@ def reserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
 async def areserve_outside_runs(amount: Decimal, *, model: str) -> Reservation:
     """The async twin of :func:`reserve_outside_runs`."""
     reservation = Reservation([], [], amount)
-    reservation.ledger_hold = await areserve_standing(
-        standing_scopes(None, None), amount, job_name=None, model=model, call_count=0
+    await _hold_on_ledger(
+        reservation,
+        {
+            "scopes": standing_scopes(None, None),
+            "amount": amount,
+            "job_name": None,
+            "model": model,
+            "call_count": 0,
+        },
     )
     return reservation
+
+
+_LATE: set[asyncio.Future[Any]] = set()
+
+
+async def _hold_on_ledger(reservation: Reservation, request: dict[str, Any]) -> None:
+    """Await the ledger's hold for ``reservation``. The ledger may finish taking it after
+    the caller is cancelled (a worker thread, a command already sent): it is then
+    released as soon as it is taken, so a call that was never sent holds nothing."""
+    taking = asyncio.ensure_future(areserve_standing(**request))
+    try:
+        reservation.ledger_hold = await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(_release_late_hold)
+        raise
+
+
+def _release_late_hold(taking: asyncio.Future[LedgerHold | None]) -> None:
+    if taking.cancelled() or taking.exception() is not None:
+        return
+    hold = taking.result()
+    if hold is None:
+        return
+    release = asyncio.ensure_future(hold.asettle(ZERO))
+    _LATE.add(release)
+    release.add_done_callback(_LATE.discard)
 
 
 class Settlement(NamedTuple):
@@ -823,8 +903,9 @@ class Reservation:
         self._renew_at = now + hold.ttl / 3
         return True
 
-    def settle(self, call: Settlement, *, ledger_too: bool = True) -> None:
-        """Replace the hold by the call's actual cost and record the call."""
+    def settle(self, call: Settlement, *, ledger_too: bool = True) -> bool:
+        """Replace the hold by the call's actual cost and record the call; ``False`` when
+        it was settled or released already."""
         now = time.monotonic()
         record = CallRecord(
             model=call.model,
@@ -839,46 +920,63 @@ class Reservation:
             duration_seconds=now - self.started,
             fingerprint=call.fingerprint,
         )
-        cost = call.cost
-        with _LOCK:
-            if self.done:
-                return
-            self.done = True
-            ledger.settle(self.accounts, self.amount, cost)
-            for r in self.runs:
-                r._calls.append(record)
-                if r._guarded:
-                    r._guard.settled(now, call.usage.total_input_tokens, cost, call.fingerprint)
+        if not self._claim(lambda: self._record(record, now)):
+            return False
         if ledger_too and self.ledger_hold is not None:
-            self.ledger_hold.settle(cost)
+            self.ledger_hold.settle(call.cost)
         if _observers:
             _notify("call", _record_fields(record))
+        return True
+
+    def _claim(self, change: Callable[[], None]) -> bool:
+        """Mark the reservation done and apply ``change`` under the lock, once; ``False``
+        when it was done already. On a thread that holds the lock already (the garbage
+        collector finishing an abandoned stream), ``change`` is applied as it lets go."""
+        if _LOCK.held_here():
+            if self.done:
+                return False
+            self.done = True  # no other thread can be inside the lock now
+            _LOCK.defer(change)
+            return True
+        with _LOCK:
+            if self.done:
+                return False
+            self.done = True
+            change()
+        return True
+
+    def _record(self, record: CallRecord, now: float) -> None:
+        ledger.settle(self.accounts, self.amount, record.cost)
+        for r in self.runs:
+            r._calls.append(record)
+            if r._guarded:
+                r._guard.settled(
+                    now, record.usage.total_input_tokens, record.cost, record.fingerprint
+                )
 
     async def asettle(self, call: Settlement) -> None:
         """The async twin of :meth:`settle` (the ledger is awaited, not blocked on)."""
-        already = self.done
-        self.settle(call, ledger_too=False)
-        if not already and self.ledger_hold is not None:
+        if self.settle(call, ledger_too=False) and self.ledger_hold is not None:
             await self.ledger_hold.asettle(call.cost)
 
-    def release(self, *, failed: bool = True, ledger_too: bool = True) -> None:
-        """Drop the hold: the attempt cost nothing (HTTP error, connection failure)."""
-        with _LOCK:
-            if self.done:
-                return
-            self.done = True
-            ledger.release(self.accounts, self.amount)
-            if failed:
-                for r in self.runs:
-                    r._failed += 1
+    def release(self, *, failed: bool = True, ledger_too: bool = True) -> bool:
+        """Drop the hold: the attempt cost nothing (HTTP error, connection failure);
+        ``False`` when it was settled or released already."""
+        if not self._claim(lambda: self._drop(failed)):
+            return False
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(ZERO)
+        return True
+
+    def _drop(self, failed: bool) -> None:
+        ledger.release(self.accounts, self.amount)
+        if failed:
+            for r in self.runs:
+                r._failed += 1
 
     async def arelease(self, *, failed: bool = True) -> None:
         """The async twin of :meth:`release`."""
-        already = self.done
-        self.release(failed=failed, ledger_too=False)
-        if not already and self.ledger_hold is not None:
+        if self.release(failed=failed, ledger_too=False) and self.ledger_hold is not None:
             await self.ledger_hold.asettle(ZERO)
 
 

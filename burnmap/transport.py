@@ -11,6 +11,7 @@ subclass the byte-stream classes of whichever library made the request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import types
 from collections.abc import AsyncIterator, Iterator
@@ -227,6 +228,19 @@ class _SyncMeteredStream:
         finally:
             self._metering.finish()
 
+    def __del__(self) -> None:
+        # A response dropped without being read or closed: settled with what was seen.
+        _finish_abandoned(self)
+
+
+def _finish_abandoned(stream: _SyncMeteredStream | _AsyncMeteredStream) -> None:
+    metering = getattr(stream, "_metering", None)
+    if metering is not None:
+        try:
+            metering.finish()
+        except Exception:  # pragma: no cover - finish() logs and never raises
+            log.exception("burnmap: could not settle an abandoned response")
+
 
 class _AsyncMeteredStream:
     decoding_error: type[Exception] = httpx2.DecodingError
@@ -258,6 +272,11 @@ class _AsyncMeteredStream:
             await self._inner.aclose()
         finally:
             await self._metering.afinish()
+
+    def __del__(self) -> None:
+        # Dropped unread and unclosed: settled with what was seen (the ledger synchronously,
+        # since nothing can be awaited here).
+        _finish_abandoned(self)
 
 
 class _HttpxSync(_SyncMeteredStream, httpx.SyncByteStream):
@@ -401,8 +420,17 @@ class _Engine:
 
 
 # The request went out and no answer came back: the provider may have run (and billed)
-# the call, so it is charged at its bound. Failures before sending cost nothing.
-_SENT_FAILURES = (httpx.ReadTimeout, httpx2.ReadTimeout, httpx.ReadError, httpx2.ReadError)
+# the call, so it is charged at its bound. Failures before sending cost nothing. A call
+# cancelled while it waited (a task cancelled, a deadline, Ctrl-C) may have been sent: it
+# is charged at its bound too, since an undercount could let spend pass a budget.
+_SENT_FAILURES = (
+    httpx.ReadTimeout,
+    httpx2.ReadTimeout,
+    httpx.ReadError,
+    httpx2.ReadError,
+    asyncio.CancelledError,
+    KeyboardInterrupt,
+)
 
 
 def _maybe_billed(exc: BaseException) -> bool:
@@ -468,9 +496,9 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             else:
                 reservation.release()
             raise
-        if response.status_code >= 400:
-            # Error responses are not billed: drop the hold now, pass the body untouched.
-            reservation.release()
+        if not 200 <= response.status_code < 300:
+            # Errors and redirects are not billed: drop the hold now, pass the body untouched.
+            reservation.release(failed=response.status_code >= 400)
             return response
         return self._engine.wrap(plan, reservation, response, sync=True)
 
@@ -518,8 +546,8 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
             else:
                 await reservation.arelease()
             raise
-        if response.status_code >= 400:
-            await reservation.arelease()
+        if not 200 <= response.status_code < 300:
+            await reservation.arelease(failed=response.status_code >= 400)
             return response
         return self._engine.wrap(plan, reservation, response, sync=False)
 

@@ -264,3 +264,45 @@ def test_a_settlement_that_fails_in_any_way_never_reaches_the_caller(
     with caplog.at_level("ERROR", logger="burnmap.budgets"):
         hold.settle(Decimal("1e30"))
     assert "could not settle hold h2 on memory:// (OverflowError(" in caplog.text
+
+
+async def test_a_call_cancelled_while_the_ledger_reserves_holds_nothing(tmp_path: Any) -> None:
+    import asyncio
+    import sqlite3
+    import threading
+    import time
+
+    import httpx2
+
+    db = tmp_path / "spend.db"
+    burnmap.configure(ledger=f"sqlite:///{db}", hold_ttl=60)
+    burnmap.limit("global", 10)
+    sent: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        sent.append(request)
+        return httpx2.Response(200, json={})
+
+    def another_process_writing() -> None:
+        connection = sqlite3.connect(db, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        time.sleep(0.5)
+        connection.execute("COMMIT")
+        connection.close()
+
+    transport = burnmap.AsyncTransport(httpx2.MockTransport(answer))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}
+    async with httpx2.AsyncClient(transport=transport) as client:
+        async with burnmap.run("job", budget=1) as r:
+            writer = threading.Thread(target=another_process_writing)
+            writer.start()
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await client.post("https://api.anthropic.com/v1/messages", json=body)
+            await asyncio.to_thread(writer.join)
+            await asyncio.sleep(0.3)  # the ledger takes the hold late, then lets it go
+            assert r.reserved == 0
+    assert sent == []
+    scope = burnmap.spent("global")
+    assert (scope.reserved, scope.spent) == (0, 0)

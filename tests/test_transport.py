@@ -360,6 +360,58 @@ def test_stream_closed_early_is_charged_what_was_observed(lib: types.ModuleType)
     assert 0 < r.spent < plan_cost(message_body(stream=True))
 
 
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_stream_dropped_before_it_is_read_is_settled(lib: types.ModuleType) -> None:
+    import gc
+
+    data = wire("anthropic/messages_stream.sse")
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": "text/event-stream"}, content=data)
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        request = client.build_request("POST", ANTHROPIC_URL, json=message_body(stream=True))
+        response = client.send(request, stream=True)
+        assert r.reserved > 0
+        del response
+        gc.collect()
+        assert r.reserved == 0
+    assert r.call_count == 1 and r.report.calls[0].estimated
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_redirect_is_free(lib: types.ModuleType) -> None:
+    def respond(request: Any) -> Any:
+        if request.url.path == "/old/v1/messages":
+            return lib.Response(307, headers={"location": ANTHROPIC_URL})
+        return lib.Response(200, json=anthropic_json())
+
+    transport = burnmap.Transport(lib.MockTransport(respond))
+    with lib.Client(transport=transport, follow_redirects=True) as client:
+        with burnmap.run("job", budget="0.008") as r:  # room for one bound, not two
+            reply = client.post("https://api.anthropic.com/old/v1/messages", json=message_body())
+    assert reply.status_code == 200
+    assert (r.call_count, r.spent, r.report.failed_attempts) == (1, cost(10, 20), 0)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+async def test_a_call_cancelled_while_it_waits_is_charged_its_bound(lib: types.ModuleType) -> None:
+    sent = []
+
+    async def never_answers(request: Any) -> Any:
+        sent.append(request)
+        await asyncio.sleep(60)
+
+    transport = burnmap.AsyncTransport(lib.MockTransport(never_answers))
+    async with lib.AsyncClient(transport=transport) as client:
+        async with burnmap.run("job", budget=1) as r:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await client.post(ANTHROPIC_URL, json=message_body())
+    assert len(sent) == 1 and r.reserved == 0
+    assert r.spent == plan_cost(message_body()) and r.report.calls[0].estimated
+
+
 def plan_cost(body: dict[str, Any]) -> Decimal:
     """The bound of a request body exactly as an httpx client serialises it."""
     endpoint = identify("POST", "api.anthropic.com", "/v1/messages")
