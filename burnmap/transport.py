@@ -353,8 +353,11 @@ class _Engine:
         endpoints[key] = endpoint
         return endpoint
 
-    def plan(self, request: Any, endpoint: Endpoint, body: bytes, run: Run | None) -> CallPlan:
-        """Bound a call's cost (raises a refusal the SDKs pass through unchanged)."""
+    def plan(
+        self, request: Any, endpoint: Endpoint, body: bytes, run: Run | None
+    ) -> CallPlan | None:
+        """Bound a call's cost (raises a refusal the SDKs pass through unchanged); ``None``
+        for a request that is not a model call after all."""
         try:
             return plan_call(
                 endpoint,
@@ -481,6 +484,8 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             return inner.handle_request(request)
         try:
             plan = self._engine.plan(request, endpoint, request.read(), run)
+            if plan is None:
+                return inner.handle_request(request)
             if run is None:
                 reservation = reserve_outside_runs(plan.cost, model=plan.model)
             else:
@@ -529,6 +534,8 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
             return await inner.handle_async_request(request)
         try:
             plan = self._engine.plan(request, endpoint, await request.aread(), run)
+            if plan is None:
+                return await inner.handle_async_request(request)
             if run is None:
                 reservation = await areserve_outside_runs(plan.cost, model=plan.model)
             else:

@@ -318,6 +318,30 @@ def test_unknown_model_is_refused() -> None:
             ("openai", "unmetered", "openai"),
         ),
         ("GET", "api.openai.com", "/v1/images/generations", None),
+        ("POST", "api.openai.com", "/v1/responses/compact", ("openai", "responses", "openai")),
+        ("POST", "api.openai.com", "/v1/videos/edits", ("openai", "unmetered", "openai")),
+        ("POST", "api.openai.com", "/v1/realtime/calls", ("openai", "unmetered", "openai")),
+        (
+            "POST",
+            "api.openai.com",
+            "/v1/fine_tuning/alpha/graders/run",
+            ("openai", "unmetered", "openai"),
+        ),
+        (
+            "POST",
+            "api.openai.com",
+            "/v1/agents/sessions/s_1/events",
+            ("openai", "unmetered", "openai"),
+        ),
+        (
+            "POST",
+            "api.anthropic.com",
+            "/v1/sessions/sesn_1/events",
+            ("anthropic", "unmetered", "anthropic"),
+        ),
+        ("POST", "api.anthropic.com", "/v1/dreams", ("anthropic", "unmetered", "anthropic")),
+        # …but another service's sessions and events are its own business.
+        ("POST", "analytics.example", "/v1/sessions/s_1/events", None),
         (
             "POST",
             "bedrock-runtime.us-east-1.amazonaws.com",

@@ -203,6 +203,26 @@ def test_a_declared_endpoint_is_charged_per_call_and_passes_its_bytes(
 
 
 @pytest.mark.parametrize("lib", LIBS)
+def test_other_services_messages_and_responses_pass_untouched(lib: types.ModuleType) -> None:
+    """Under a run (or burnmap wrap), an agent's own tools still reach chat services and
+    surveys: on a host that is not an LLM provider, only a body that reads like a model
+    call is taken for one."""
+    rec = Recorder(lambda r: lib.Response(201, json={"id": "1"}))
+    tool_calls = [
+        ("https://graph.microsoft.com/v1.0/chats/19:a@thread.v2/messages", {"body": {"x": 1}}),
+        ("https://discord.com/api/v10/channels/1/messages", {"content": "deployed"}),
+        ("https://api.surveymonkey.com/v3/surveys/42/responses", {"pages": []}),
+    ]
+    with sync_client(lib, rec) as client, burnmap.run("agent", budget=1) as r:
+        for url, body in tool_calls:
+            assert client.post(url, json=body).status_code == 201
+        assert client.post(tool_calls[0][0], content=b"plain text").status_code == 201
+        with pytest.raises(burnmap.RefusalError, match="names no model"):
+            client.post("https://gw.corp/v1/messages", json={"messages": []})
+    assert len(rec.requests) == 4 and r.call_count == 0
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_unknown_model_is_refused_before_sending(lib: types.ModuleType) -> None:
     rec = Recorder(lambda r: lib.Response(200, json=anthropic_json()))
     with sync_client(lib, rec) as client, burnmap.run("job", budget=100):

@@ -421,25 +421,32 @@ def plan_call(
     *,
     anthropic_beta: str = "",
     fingerprint: bool = True,
-) -> CallPlan:
-    """Read a request body and bound its cost; raises a refusal when it cannot.
-    ``fingerprint``: digest the request tail for the repeat trigger (skipped when no
-    repeat limit or observer will read it)."""
+) -> CallPlan | None:
+    """Read a request body and bound its cost; raises a refusal when it cannot. ``None``
+    when the request turns out not to be a model call (another service's ``/messages``
+    on a host that is not a known provider). ``fingerprint``: digest the request tail for
+    the repeat trigger (skipped when no repeat limit or observer will read it)."""
     if endpoint.kind == "unmetered":
         return _declared_plan(endpoint, body, book)
     try:
         obj = json.loads(body) if body else None
     except ValueError as exc:
+        if _elsewhere(endpoint):
+            return None
         raise RequestNotUnderstoodError(
             f"burnmap: the request body to this {endpoint.kind} endpoint is not valid JSON "
             f"({exc}), so its cost cannot be bounded; it was not sent. Check what the client "
             "sends (burnmap reads the same bytes the provider would)."
         ) from exc
     if not isinstance(obj, dict):
+        if _elsewhere(endpoint):
+            return None
         raise RequestNotUnderstoodError(
             f"burnmap: the request body to this {endpoint.kind} endpoint is not a JSON object, "
             "so its cost cannot be bounded; it was not sent."
         )
+    if _elsewhere(endpoint) and _LLM_KEYS.isdisjoint(obj):
+        return None  # e.g. a chat service's POST /channels/{id}/messages
     body_model = obj.get("model")
     try:
         if endpoint.model_in_url is None and type(body_model) is str and body_model:
@@ -546,6 +553,16 @@ def _search_fee(sheet: PriceSheet, model: str, obj: dict[str, Any], endpoint: En
     if fee is None:
         raise UnknownModelError(model, endpoint.provider, search_fee=True)
     return fee
+
+
+# A model call names its model, or at least carries what one reads.
+_LLM_KEYS = frozenset({"model", "messages", "input", "prompt"})
+
+
+def _elsewhere(endpoint: Endpoint) -> bool:
+    """A request to a host that is not a known provider, with no model in its URL: it is
+    taken for a model call by its path alone, and its body decides."""
+    return endpoint.provider is None and endpoint.model_in_url is None
 
 
 def _declared_plan(endpoint: Endpoint, body: bytes, book: PriceBook) -> CallPlan:

@@ -104,10 +104,20 @@ _UNMETERED_TEMPLATES: tuple[tuple[str, str], ...] = (
     ("/evals/{id}/runs", "an eval run"),
     ("/videos", "video generation"),
     ("/videos/{id}/remix", "video generation"),
+    ("/videos/edits", "video generation"),
+    ("/videos/extensions", "video generation"),
     ("/realtime/sessions", "a realtime session"),
     ("/realtime/client_secrets", "a realtime session"),
     ("/realtime/transcription_sessions", "a realtime session"),
+    ("/realtime/calls", "a realtime session"),
     ("/containers", "a code interpreter container"),
+    ("/fine_tuning/alpha/graders/run", "a grader run"),
+    ("/agents/sessions/{id}/events", "an agent session"),
+    ("/agents/automations/{id}/invocations", "an agent automation"),
+    # Anthropic's managed agents: sessions, deployments and dreams run the model server-side.
+    ("/sessions/{id}/events", "a managed agent session"),
+    ("/deployments/{id}/run", "a managed agent deployment"),
+    ("/dreams", "a managed agent dream"),
     ("/converse", "a Bedrock Converse call"),
     ("/converse-stream", "a Bedrock Converse call"),
 )
@@ -137,8 +147,23 @@ _UNMETERED: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
 _API_SHAPED = re.compile(r"/v1/|/openai/|^/model/|/bedrock/model/")
 _LLM_SHAPED = re.compile(r"^/v\d+[a-z0-9]*/")
 _GENERIC_TEMPLATES = frozenset(
-    {"/batches", "/videos", "/videos/{id}/remix", "/containers", "/converse", "/converse-stream"}
+    {
+        "/batches",
+        "/videos",
+        "/videos/{id}/remix",
+        "/videos/edits",
+        "/videos/extensions",
+        "/containers",
+        "/converse",
+        "/converse-stream",
+    }
 )
+# Paths too common elsewhere to be taken for a model call on any host but their provider's.
+_ONLY_ON = {
+    "/sessions/{id}/events": "anthropic",
+    "/deployments/{id}/run": "anthropic",
+    "/dreams": "anthropic",
+}
 
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
@@ -173,7 +198,8 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         return Endpoint("anthropic", "messages", provider)
     if path.endswith("/chat/completions"):
         return Endpoint("openai", "chat", provider, _deployment(path))
-    if path.endswith("/responses"):
+    if path.endswith(("/responses", "/responses/compact")):
+        # (Compaction runs the model over the input and reports its usage like a response.)
         return Endpoint("openai", "responses", provider, _deployment(path))
     if path.endswith("/embeddings"):
         return Endpoint("openai", "embeddings", provider, _deployment(path))
@@ -207,12 +233,13 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         )
     for pattern, template, what in _UNMETERED:
         found = pattern.search(path)
-        if not found:
+        if not found or _ONLY_ON.get(template, provider) != provider:
             continue
         if api_shaped or (
             template not in _GENERIC_TEMPLATES and (llm_shaped or found.start() == 0)
         ):
-            shape = "anthropic" if path.endswith("/messages/batches") else "openai"
+            anthropic = provider == "anthropic" or path.endswith("/messages/batches")
+            shape = "anthropic" if anthropic else "openai"
             return Endpoint(shape, "unmetered", provider, path=path, template=template, what=what)
     return None
 
