@@ -834,3 +834,29 @@ def test_dotted_and_newer_claude_names_get_their_maximum_output() -> None:
 
 def test_deepseeks_context_window_is_its_documented_128k() -> None:
     assert BOOK.lookup("deepseek-chat", "deepseek").context_window == 128_000
+
+
+def test_fast_mode_and_a_pinned_region_are_bounded_and_charged_at_their_rates() -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    ask = {"model": "claude-opus-4-6", "max_tokens": 1000, "messages": []}
+    standard = plan_call(ANTHROPIC, body(ask), BOOK)
+    fast = plan_call(ANTHROPIC, body({**ask, "speed": "fast"}), BOOK)
+    pinned = plan_call(ANTHROPIC, body({**ask, "inference_geo": "us"}), BOOK)
+    assert standard is not None and fast is not None and pinned is not None
+    rates = standard.sheet.input.base, standard.sheet.output.base
+    assert (fast.sheet.input.base, fast.sheet.output.base) == (rates[0] * 6, rates[1] * 6)
+    assert pinned.sheet.output.base == rates[1] * Decimal("1.1")
+    assert fast.cost > 5 * standard.cost  # Opus 4.6 fast mode: $30/$150 per million
+    answer = json.dumps(
+        {"model": "claude-opus-4-6-20260205", "usage": {"input_tokens": 10, "output_tokens": 10}}
+    ).encode()
+    assert charge(fast, json_result("anthropic", answer), BOOK).cost == (
+        Decimal(10 * 30 + 10 * 150) / 10**6
+    )
+    # A model genai-prices lists fast-mode rates for is charged those.
+    newer = plan_call(ANTHROPIC, body({**ask, "model": "claude-opus-5", "speed": "fast"}), BOOK)
+    base = plan_call(ANTHROPIC, body({**ask, "model": "claude-opus-5"}), BOOK)
+    assert newer is not None and base is not None
+    assert newer.sheet.output.base == base.sheet.output.base * 2

@@ -95,6 +95,8 @@ class CallPlan:
     """The request tail's digest, for the repeat trigger."""
     search_fee: Decimal | None = None
     """What a Chat Completions search model bills per call for its web search."""
+    modifiers: tuple[str, ...] = ()
+    """Request options that change the rates (see ``PriceBook.modified``)."""
 
 
 _PRIORITY_TIERS = ("priority", "fast")
@@ -459,6 +461,7 @@ def plan_call(
             raise UnknownModelError(exc.model, exc.provider, search_fee=True) from None
         raise
     anthropic = endpoint.shape == "anthropic"
+    modifiers: tuple[str, ...] = ()
     if anthropic:
         # Bedrock's InvokeModel carries the betas in the body too.
         betas = obj.get("anthropic_beta")
@@ -466,6 +469,9 @@ def plan_call(
             isinstance(betas, list) and any("context-1m" in str(beta) for beta in betas)
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
+        modifiers = _anthropic_modifiers(obj)
+        if modifiers:
+            sheet = book.modified(sheet, model, endpoint.provider, modifiers)
     elif obj.get("service_tier") in _PRIORITY_TIERS and sheet.source != "override":
         # Priority processing costs more ("fast" is served as priority): bound at its
         # rates (flex costs less).
@@ -536,7 +542,17 @@ def plan_call(
         if fingerprint and endpoint.kind != "embeddings"
         else None,
         search_fee=search_fee,
+        modifiers=modifiers,
     )
+
+
+def _anthropic_modifiers(obj: dict[str, Any]) -> tuple[str, ...]:
+    """What in an Anthropic request changes its rates: fast mode, a pinned region."""
+    geo = obj.get("inference_geo")
+    pinned = isinstance(geo, str) and geo not in ("", "global")
+    if obj.get("speed") == "fast":
+        return ("fast", "geo") if pinned else ("fast",)
+    return ("geo",) if pinned else ()
 
 
 def _search_fee(sheet: PriceSheet, model: str, obj: dict[str, Any], endpoint: Endpoint) -> Decimal:

@@ -48,9 +48,10 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
     if model == plan.model and context is None:
         return sheet
     try:
-        return book.lookup(model, plan.endpoint.provider, context=context)
+        found = book.lookup(model, plan.endpoint.provider, context=context)
     except UnknownModelError:
         return sheet
+    return book.modified(found, model, plan.endpoint.provider, plan.modifiers)
 
 
 def _stated_cost(usage: Usage) -> Decimal | None:

@@ -64,6 +64,9 @@ class Rate:
     def highest(self) -> Decimal:
         return max([self.base, *(rate for _, rate in self.tiers)])
 
+    def times(self, factor: Decimal) -> Rate:
+        return Rate(self.base * factor, tuple((at, rate * factor) for at, rate in self.tiers))
+
 
 @dataclass(frozen=True, slots=True)
 class PriceSheet:
@@ -128,6 +131,29 @@ class PriceSheet:
             bound_caching,
             bound_plain,
             bound_out,
+        )
+
+    def times(self, factor: Decimal) -> PriceSheet:
+        """This sheet with every token rate multiplied by ``factor`` (fees per search or per
+        request are not).
+
+        >>> PriceSheet("m", "anthropic", Rate(Decimal(3)), Rate(Decimal(15))).times(2).output
+        Rate(base=Decimal('30'), tiers=())
+        """
+        factor = Decimal(factor)
+
+        def scaled(rate: Rate | None) -> Rate | None:
+            return None if rate is None else rate.times(factor)
+
+        return replace(
+            self,
+            input=self.input.times(factor),
+            output=self.output.times(factor),
+            cache_read=scaled(self.cache_read),
+            cache_write=scaled(self.cache_write),
+            cache_write_1h=scaled(self.cache_write_1h),
+            input_audio=scaled(self.input_audio),
+            output_audio=scaled(self.output_audio),
         )
 
     def bound_rates(self, input_tokens: int, *, caching: bool) -> tuple[Decimal, Decimal]:
@@ -252,6 +278,13 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
     # A size OpenAI does not accept is answered 400 (free); bound it at the highest.
     return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
 
+
+# Anthropic's fast mode (speed: "fast") bills Claude Opus 4.6 at 6x its standard rates
+# ($30/$150 per million); genai-prices lists fast-mode rates for some newer models, which win.
+FAST_MODE_FACTOR = Decimal(6)
+# Anthropic's data residency: inference pinned to a region (inference_geo other than
+# "global") bills 1.1x.
+GEO_FACTOR = Decimal("1.1")
 
 # Context windows genai-prices understates. The input bound is capped at the window, so an
 # understated one lets a longer (accepted, billed) request past the bound: these win.
@@ -537,6 +570,30 @@ class PriceBook:
             max_output=max_output_for(info.id) or max_output_for(model),
             source="genai-prices",
         )
+
+    def modified(
+        self, sheet: PriceSheet, model: str, provider: str | None, modifiers: tuple[str, ...]
+    ) -> PriceSheet:
+        """``sheet`` (``model``'s) at the rates an Anthropic request's modifiers bill:
+        ``"fast"`` (``speed: "fast"``: genai-prices' fast-mode rates, else
+        ``FAST_MODE_FACTOR`` times the standard ones) and ``"geo"`` (an ``inference_geo``
+        other than global: ``GEO_FACTOR`` times). A registered price is taken as it is."""
+        if not modifiers or sheet.source == "override":
+            return sheet
+        if "fast" in modifiers:
+            try:
+                fast = self.lookup(model, provider, context={"speed": "fast"})
+            except UnknownModelError:
+                fast = sheet
+            has_variant = fast.input != sheet.input or fast.output != sheet.output
+            sheet = (
+                replace(fast, context_window=sheet.context_window)
+                if has_variant
+                else (sheet.times(FAST_MODE_FACTOR))
+            )
+        if "geo" in modifiers:
+            sheet = sheet.times(GEO_FACTOR)
+        return sheet
 
     def with_limits(self, sheet: PriceSheet, *, context_window: int) -> PriceSheet:
         """A copy of ``sheet`` with a larger context window (Anthropic's 1M-context beta)."""
