@@ -860,3 +860,63 @@ def test_fast_mode_and_a_pinned_region_are_bounded_and_charged_at_their_rates() 
     base = plan_call(ANTHROPIC, body({**ask, "model": "claude-opus-5"}), BOOK)
     assert newer is not None and base is not None
     assert newer.sheet.output.base == base.sheet.output.base * 2
+
+
+def test_compaction_and_advisor_iterations_are_charged_and_bounded() -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-6"}
+    ask = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 1000,
+        "tools": [{**advisor, "max_uses": 2, "max_tokens": 500}],
+        "messages": [{"role": "user", "content": "plan the migration"}],
+    }
+    plan = plan_call(ANTHROPIC, body(ask), BOOK)
+    assert plan is not None
+    opus = BOOK.lookup("claude-opus-4-6", "anthropic")
+    window = opus.context_window or 0
+    in_rate, out_rate = opus.bound_rates(window, caching=True)
+    assert plan.cost >= 2 * (window * in_rate + 500 * out_rate) / 10**6
+    iterations = [
+        {"type": "message", "input_tokens": 100, "output_tokens": 50},
+        {
+            "type": "advisor_message",
+            "model": "claude-opus-4-6",
+            "input_tokens": 1000,
+            "output_tokens": 200,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+        {
+            "type": "compaction",
+            "input_tokens": 5000,
+            "output_tokens": 300,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+    ]
+    answer = {
+        "model": "claude-haiku-4-5",
+        "usage": {"input_tokens": 100, "output_tokens": 50, "iterations": iterations},
+    }
+    result = charge(plan, json_result("anthropic", json.dumps(answer).encode()), BOOK)
+    haiku = BOOK.lookup("claude-haiku-4-5", "anthropic")
+    expected = haiku.cost(Usage(input_tokens=5_100, output_tokens=350)) + opus.cost(
+        Usage(input_tokens=1_000, output_tokens=200)
+    )
+    assert result.cost == expected and not result.exceeds_bound
+
+
+def test_server_side_fallbacks_bound_every_attempt() -> None:
+    ask = {"model": "claude-sonnet-4-6", "max_tokens": 1000, "messages": []}
+    alone = plan_call(ANTHROPIC, body(ask), BOOK)
+    chained = plan_call(
+        ANTHROPIC,
+        body({**ask, "fallbacks": [{"model": "claude-opus-4-6", "max_tokens": 16_000}]}),
+        BOOK,
+    )
+    assert alone is not None and chained is not None
+    opus = BOOK.lookup("claude-opus-4-6", "anthropic")
+    assert chained.cost - alone.cost >= 16_000 * opus.output.base / 10**6

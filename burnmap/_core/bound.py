@@ -60,6 +60,7 @@ SERVER_TOOL_SEARCHES = 20
 # For a model whose price was registered without a context window or maximum output.
 DEFAULT_CONTEXT_WINDOW = 131_072
 _SERVER_TOOL_PREFIXES = (
+    "advisor",
     "web_search",
     "web_fetch",
     "code_execution",
@@ -512,6 +513,11 @@ def plan_call(
         cost += searches * sheet.web_search
     if sheet.per_request:
         cost += sheet.per_request
+    if anthropic and tools:
+        cost += _advisors_bound(tools, book, endpoint)
+    fallbacks = obj.get("fallbacks") if anthropic else None
+    if fallbacks:
+        cost += _fallbacks_bound(fallbacks, (input_tokens, output_tokens), obj, book, endpoint)
     search_fee = None
     if endpoint.kind == "chat" and is_chat_search_model(model):
         search_fee = _search_fee(sheet, model, obj, endpoint)
@@ -544,6 +550,61 @@ def plan_call(
         search_fee=search_fee,
         modifiers=modifiers,
     )
+
+
+def _worst_call(sheet: PriceSheet, input_tokens: int, output_tokens: int) -> Decimal:
+    in_rate, out_rate = sheet.bound_rates(input_tokens, caching=True)
+    return (input_tokens * in_rate + output_tokens * out_rate) / _MILLION
+
+
+def _advisors_bound(tools: object, book: PriceBook, endpoint: Endpoint) -> Decimal:
+    """Anthropic's advisor tool runs another model over the conversation on each use: its
+    ``max_uses`` (else ``SERVER_TOOL_SEARCHES``) calls of that model, each reading up to
+    its window and writing up to the tool's ``max_tokens`` (else the model's maximum)."""
+    total = Decimal(0)
+    for tool in tools if isinstance(tools, list) else ():
+        if not (isinstance(tool, dict) and str(tool.get("type") or "").startswith("advisor")):
+            continue
+        model = tool.get("model")
+        if not isinstance(model, str) or not model:
+            continue
+        sheet = book.lookup(model, endpoint.provider)
+        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
+        out = _positive_int(tool.get("max_tokens")) or sheet.max_output or window
+        uses = tool.get("max_uses")
+        uses = uses if isinstance(uses, int) and uses >= 0 else SERVER_TOOL_SEARCHES
+        total += uses * _worst_call(sheet, window, out)
+    return total
+
+
+def _fallbacks_bound(
+    fallbacks: object,
+    tokens: tuple[int, int],
+    obj: dict[str, Any],
+    book: PriceBook,
+    endpoint: Endpoint,
+) -> Decimal:
+    """Anthropic's server-side ``fallbacks``: each entry may run the request on another
+    model (with its own ``max_tokens`` and ``speed``) after the one before declined, and
+    each attempt may be billed: every entry's worst case is added."""
+    input_tokens, output_tokens = tokens
+    total = Decimal(0)
+    for entry in fallbacks if isinstance(fallbacks, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            continue
+        model = entry["model"]
+        sheet = book.lookup(model, endpoint.provider)
+        speed = entry.get("speed", obj.get("speed"))
+        sheet = book.modified(
+            sheet,
+            model,
+            endpoint.provider,
+            _anthropic_modifiers({"speed": speed, "inference_geo": obj.get("inference_geo")}),
+        )
+        out = _positive_int(entry.get("max_tokens")) or output_tokens
+        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
+        total += _worst_call(sheet, min(input_tokens, window) if window else input_tokens, out)
+    return total
 
 
 def _anthropic_modifiers(obj: dict[str, Any]) -> tuple[str, ...]:

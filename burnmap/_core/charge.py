@@ -54,6 +54,17 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
     return book.modified(found, model, plan.endpoint.provider, plan.modifiers)
 
 
+def _other_model_cost(
+    book: PriceBook, model: str, provider: str | None, usage: Usage, fallback: PriceSheet
+) -> Decimal:
+    """What another model's part of a call costs (an advisor's), at its own rates; at the
+    call's model's when it has no known price (the bound counted it at the advisor's)."""
+    try:
+        return book.lookup(model, provider).cost(usage)
+    except UnknownModelError:
+        return fallback.cost(usage)
+
+
 def _stated_cost(usage: Usage) -> Decimal | None:
     if usage.cost_reported is None:
         return None
@@ -84,7 +95,10 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
         estimated = True
     cost = _stated_cost(usage) if not estimated else None
     if cost is None:
-        cost = _sheet_for(plan, metered, book).cost(usage)
+        sheet = _sheet_for(plan, metered, book)
+        cost = sheet.cost(usage)
+        for other, part in usage.other_models:
+            cost += _other_model_cost(book, other, plan.endpoint.provider, part, sheet)
         if plan.search_fee is not None:
             # A Chat Completions search model searched before answering: its fee per call.
             cost += plan.search_fee

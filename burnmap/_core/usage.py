@@ -14,7 +14,7 @@ counts add up to everything the provider read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 __all__ = [
@@ -46,6 +46,9 @@ class Usage:
     web_searches: int = 0
     cost_reported: str | None = None
     """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
+    other_models: tuple[tuple[str, Usage], ...] = ()
+    """What other models read and wrote for this call (Anthropic's advisor tool runs a
+    second model), each priced at its own model's rates."""
 
     @property
     def total_input_tokens(self) -> int:
@@ -113,7 +116,7 @@ def anthropic_usage(usage: dict[str, Any]) -> Usage:
         write_5m = write_total
     server_tools = get("server_tool_use")
     details = get("output_tokens_details")
-    return Usage(
+    usage_now = Usage(
         input_tokens=_int(get("input_tokens")),
         output_tokens=_int(get("output_tokens")),
         cache_read_tokens=_int(get("cache_read_input_tokens")),
@@ -124,6 +127,31 @@ def anthropic_usage(usage: dict[str, Any]) -> Usage:
         if isinstance(server_tools, dict)
         else 0,
     )
+    iterations = get("iterations")
+    return _with_iterations(usage_now, iterations) if iterations else usage_now
+
+
+def _with_iterations(usage: Usage, iterations: object) -> Usage:
+    """Add what Anthropic's per-iteration usage reports outside the top-level counts: a
+    ``compaction`` (summarising a closed context, by the same model) and an
+    ``advisor_message`` (another model's, priced at its own rates)."""
+    if not isinstance(iterations, list):
+        return usage
+    others: list[tuple[str, Usage]] = []
+    for item in iterations:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "compaction":
+            part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
+            usage = replace(usage + part, cost_reported=usage.cost_reported)
+        elif kind == "advisor_message":
+            model = item.get("model")
+            part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
+            others.append((model if isinstance(model, str) else "", part))
+    if others:
+        usage = replace(usage, other_models=usage.other_models + tuple(others))
+    return usage
 
 
 def openai_usage(usage: dict[str, Any]) -> Usage:
