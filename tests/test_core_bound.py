@@ -920,3 +920,33 @@ def test_server_side_fallbacks_bound_every_attempt() -> None:
     assert alone is not None and chained is not None
     opus = BOOK.lookup("claude-opus-4-6", "anthropic")
     assert chained.cost - alone.cost >= 16_000 * opus.output.base / 10**6
+
+
+def test_openrouter_fallback_models_and_web_plugin_are_bounded() -> None:
+    router = identify("POST", "openrouter.ai", "/api/v1/chat/completions")
+    assert router is not None
+    ask = {"model": "openai/gpt-4o-mini", "max_tokens": 4000, "messages": []}
+    alone = plan_call(router, body(ask), BOOK)
+    routed = plan_call(router, body({**ask, "models": [ask["model"], "openai/gpt-4o"]}), BOOK)
+    searching = plan_call(
+        router, body({**ask, "plugins": [{"id": "web", "max_results": 10}]}), BOOK
+    )
+    assert alone is not None and routed is not None and searching is not None
+    gpt_4o = BOOK.lookup("openai/gpt-4o", "openrouter")
+    assert routed.cost >= 4000 * gpt_4o.output.base / 10**6 > alone.cost
+    assert searching.cost >= Decimal("0.04") and searching.input_tokens > 100_000
+
+
+def test_audio_preview_models_are_priced_at_their_audio_rates() -> None:
+    sheet = BOOK.lookup("gpt-4o-mini-audio-preview-2024-12-17", "openai")
+    audio = Usage(
+        input_tokens=100, input_audio_tokens=100, output_tokens=10, output_audio_tokens=10
+    )
+    assert sheet.cost(audio) == (100 * Decimal(10) + 10 * Decimal(20)) / 10**6
+
+
+def test_a_stated_cost_object_is_read() -> None:
+    from burnmap._core.usage import openai_usage
+
+    stated = {"prompt_tokens": 1, "completion_tokens": 1, "cost": {"total_cost": 0.41}}
+    assert openai_usage(stated).cost_reported == "0.41"

@@ -60,6 +60,7 @@ SERVER_TOOL_SEARCHES = 20
 # For a model whose price was registered without a context window or maximum output.
 DEFAULT_CONTEXT_WINDOW = 131_072
 _SERVER_TOOL_PREFIXES = (
+    "openrouter:",
     "advisor",
     "web_search",
     "web_fetch",
@@ -480,6 +481,8 @@ def plan_call(
 
     tools = obj.get("tools")
     server_tools, searches = _server_tools(tools) if tools else (False, 0)
+    if obj.get("plugins"):
+        server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
     window = sheet.context_window
     image_tokens = image_tokens_for(model)
     bounded = bound_input_tokens(
@@ -518,6 +521,16 @@ def plan_call(
     fallbacks = obj.get("fallbacks") if anthropic else None
     if fallbacks:
         cost += _fallbacks_bound(fallbacks, (input_tokens, output_tokens), obj, book, endpoint)
+    routes = obj.get("models") if not anthropic else None
+    if isinstance(routes, list):
+        # OpenRouter's fallback list: any of them may serve (and bill) the call.
+        for name in routes:
+            if isinstance(name, str) and name and name != model:
+                other = book.lookup(name, endpoint.provider)
+                cost = max(cost, _worst_call(other, input_tokens, output_tokens))
+    plugins = obj.get("plugins")
+    if isinstance(plugins, list):
+        cost += _plugins_bound(plugins)
     search_fee = None
     if endpoint.kind == "chat" and is_chat_search_model(model):
         search_fee = _search_fee(sheet, model, obj, endpoint)
@@ -574,6 +587,21 @@ def _advisors_bound(tools: object, book: PriceBook, endpoint: Endpoint) -> Decim
         uses = tool.get("max_uses")
         uses = uses if isinstance(uses, int) and uses >= 0 else SERVER_TOOL_SEARCHES
         total += uses * _worst_call(sheet, window, out)
+    return total
+
+
+# OpenRouter's web plugin: USD per result, and the results it fetches unless told.
+OPENROUTER_WEB_RESULT = Decimal("0.004")
+OPENROUTER_WEB_RESULTS = 5
+
+
+def _plugins_bound(plugins: list[Any]) -> Decimal:
+    """OpenRouter's web plugin bills its results (in the stated cost, after the call)."""
+    total = Decimal(0)
+    for plugin in plugins:
+        if isinstance(plugin, dict) and plugin.get("id") == "web":
+            results = _positive_int(plugin.get("max_results")) or OPENROUTER_WEB_RESULTS
+            total += results * OPENROUTER_WEB_RESULT
     return total
 
 

@@ -279,6 +279,21 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
     return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
 
 
+# Audio rates genai-prices lacks (USD per million audio tokens, input and output), by
+# longest prefix of the model id: without them audio would be priced at the text rates.
+AUDIO_RATES: dict[str, tuple[Decimal, Decimal]] = {
+    "gpt-4o-audio-preview": (Decimal(40), Decimal(80)),
+    "gpt-4o-audio-preview-2024-10-01": (Decimal(100), Decimal(200)),
+    "gpt-4o-mini-audio-preview": (Decimal(10), Decimal(20)),
+}
+
+
+def _audio_rate(model: str, which: int) -> Rate | None:
+    name = _normalise(model)
+    best = max((prefix for prefix in AUDIO_RATES if name.startswith(prefix)), key=len, default=None)
+    return None if best is None else Rate(AUDIO_RATES[best][which])
+
+
 # Anthropic's fast mode (speed: "fast") bills Claude Opus 4.6 at 6x its standard rates
 # ($30/$150 per million); genai-prices lists fast-mode rates for some newer models, which win.
 FAST_MODE_FACTOR = Decimal(6)
@@ -562,8 +577,8 @@ class PriceBook:
             cache_read=_rate(prices.cache_read_mtok),
             cache_write=cache_write,
             cache_write_1h=_rate(prices.cache_write_1h_mtok),
-            input_audio=_rate(prices.input_audio_mtok),
-            output_audio=_rate(prices.output_audio_mtok),
+            input_audio=_rate(prices.input_audio_mtok) or _audio_rate(model, 0),
+            output_audio=_rate(prices.output_audio_mtok) or _audio_rate(model, 1),
             web_search=_per_unit(prices.web_searches_kcount, 1000),
             per_request=requests,
             context_window=_context_window(info.id, info.context_window),

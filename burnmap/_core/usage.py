@@ -180,6 +180,8 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
     cached = min(cached, prompt)
     written = min(written, prompt - cached)
     cost = usage.get("cost")
+    if isinstance(cost, dict):  # Perplexity: {"total_cost": …, "input_tokens_cost": …}
+        cost = cost.get("total_cost")
     return Usage(
         input_tokens=prompt - cached - written,
         output_tokens=completion,
