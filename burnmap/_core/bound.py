@@ -32,6 +32,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from burnmap._core.endpoint import Endpoint
@@ -120,6 +121,7 @@ _AUDIO = re.compile(rb'"input_audio"')
 IMAGE_TOKENS_BY_MODEL = {"gpt-4o-mini": 2_833 + 8 * 5_667}
 
 
+@lru_cache(maxsize=512)
 def image_tokens_for(model: str) -> int:
     """The most one image can cost ``model``, in input tokens.
 
@@ -481,7 +483,8 @@ def plan_call(
 
     tools = obj.get("tools")
     server_tools, searches = _server_tools(tools) if tools else (False, 0)
-    if obj.get("plugins"):
+    plugins = obj.get("plugins")
+    if plugins:
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
     window = sheet.context_window
     image_tokens = image_tokens_for(model)
@@ -528,8 +531,7 @@ def plan_call(
             if isinstance(name, str) and name and name != model:
                 other = book.lookup(name, endpoint.provider)
                 cost = max(cost, _worst_call(other, input_tokens, output_tokens))
-    plugins = obj.get("plugins")
-    if isinstance(plugins, list):
+    if plugins and isinstance(plugins, list):
         cost += _plugins_bound(plugins)
     search_fee = None
     if endpoint.kind == "chat" and is_chat_search_model(model):

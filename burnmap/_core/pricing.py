@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from burnmap._core.endpoint import template_pattern
@@ -253,6 +254,7 @@ _SEARCH_CONTEXT_SIZES = {"low": 0, "medium": 1, "high": 2}
 _SEARCH_MODEL = re.compile(r"-search-(preview|api)\b")
 
 
+@lru_cache(maxsize=512)
 def is_chat_search_model(model: str) -> bool:
     """Whether ``model`` is one of the Chat Completions models that search on every call.
 
