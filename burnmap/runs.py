@@ -62,6 +62,9 @@ __all__ = [
 _current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
 
 
+_get_ident = threading.get_ident
+
+
 class _RunsLock:
     """The lock every run's totals change under (not reentrant).
 
@@ -79,20 +82,24 @@ class _RunsLock:
 
     def __enter__(self) -> None:
         self._lock.acquire()
-        self._owner = threading.get_ident()
+        self._owner = _get_ident()
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            queued = self._queued
-            while queued:
-                queued.pop(0)()
-        finally:
-            self._owner = 0
-            self._lock.release()
+        if self._queued:
+            try:
+                queued = self._queued
+                while queued:
+                    queued.pop(0)()
+            finally:
+                self._owner = 0
+                self._lock.release()
+            return
+        self._owner = 0
+        self._lock.release()
 
     def held_here(self) -> bool:
         """Whether this thread holds the lock."""
-        return self._owner == threading.get_ident()
+        return self._owner == _get_ident()
 
     def defer(self, change: Callable[[], None]) -> None:
         """Apply ``change`` before this thread lets go of the lock (which it holds)."""
