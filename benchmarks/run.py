@@ -323,6 +323,7 @@ class FloorStream(httpx2.SyncByteStream):
             yield chunk
         body = b"".join(parts)
         usage, _ = _USAGE_DECODER.raw_decode(body[body.rfind(b'"usage"') + 8 :].decode().lstrip())
+        self.usage: dict[str, Any] = usage
         self.tokens = usage.get("output_tokens") or usage.get("completion_tokens")
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import anthropic
 import httpx2
 from _table import format_table
-from run import UNREACHED, WIRE, FloorTransport, interleaved_many, json_handler
+from run import UNREACHED, WIRE, FloorStream, FloorTransport, interleaved_many, json_handler
 
 import burnmap
 
@@ -107,20 +107,16 @@ class _Shadow(httpx2.BaseTransport):
         return self._inner.handle_request(request)
 
 
-class _SketchStream(httpx2.SyncByteStream):
+class _SketchStream(FloorStream):
     def __init__(self, inner: Any, transport: _Sketch, hold: int, model: str) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._transport = transport
         self._hold = hold
         self._model = model
 
     def __iter__(self) -> Iterator[bytes]:
-        parts = []
-        for chunk in self._inner:
-            parts.append(chunk)
-            yield chunk
-        body = b"".join(parts)
-        usage, _ = _DECODER.raw_decode(body[body.rfind(b'"usage"') + 8 :].decode().lstrip())
+        yield from super().__iter__()
+        usage = self.usage
         rates = _SKETCH_RATES[self._model]
         writes = usage.get("cache_creation") or {}
         cost = int(
@@ -132,14 +128,10 @@ class _SketchStream(httpx2.SyncByteStream):
         )
         self._transport.settle(self._hold, cost, (self._model, usage, cost, self._hold))
 
-    def close(self) -> None:
-        self._inner.close()
-
 
 # USD per million tokens of claude-sonnet-4-6: input, output, 5m write, 1h write, read,
 # and its context window.
 _SKETCH_RATES = {"claude-sonnet-4-6": (3.0, 15.0, 3.75, 6.0, 0.3, 200_000)}
-_DECODER = json.JSONDecoder()
 
 
 class _Sketch(httpx2.BaseTransport):
