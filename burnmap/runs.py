@@ -62,51 +62,10 @@ __all__ = [
 _current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
 
 
-_get_ident = threading.get_ident
-
-
-class _RunsLock:
-    """The lock every run's totals change under (not reentrant).
-
-    The garbage collector can finish an abandoned stream (and so settle its call) at any
-    allocation, including on a thread that holds this lock in the middle of a reservation.
-    Such a settlement cannot wait for the lock, which would never be let go: it is queued,
-    and the holder applies it as it lets go (:meth:`defer`)."""
-
-    __slots__ = ("_lock", "_owner", "_queued")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._owner = 0
-        self._queued: list[Callable[[], None]] = []
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        self._owner = _get_ident()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._queued:
-            try:
-                queued = self._queued
-                while queued:
-                    queued.pop(0)()
-            finally:
-                self._owner = 0
-                self._lock.release()
-            return
-        self._owner = 0
-        self._lock.release()
-
-    def held_here(self) -> bool:
-        """Whether this thread holds the lock."""
-        return self._owner == _get_ident()
-
-    def defer(self, change: Callable[[], None]) -> None:
-        """Apply ``change`` before this thread lets go of the lock (which it holds)."""
-        self._queued.append(change)
-
-
-_LOCK = _RunsLock()
+# Every run's totals change under this lock. Settlements are never made from a garbage
+# collector's finalizer (the transport hands abandoned responses to a thread of their own),
+# so the thread that holds it is never interrupted by one that needs it.
+_LOCK = threading.Lock()
 
 
 def current_run() -> Run | None:
@@ -937,14 +896,7 @@ class Reservation:
 
     def _claim(self, change: Callable[[], None]) -> bool:
         """Mark the reservation done and apply ``change`` under the lock, once; ``False``
-        when it was done already. On a thread that holds the lock already (the garbage
-        collector finishing an abandoned stream), ``change`` is applied as it lets go."""
-        if _LOCK.held_here():
-            if self.done:
-                return False
-            self.done = True  # no other thread can be inside the lock now
-            _LOCK.defer(change)
-            return True
+        when it was done already."""
         with _LOCK:
             if self.done:
                 return False

@@ -12,7 +12,12 @@ subclass the byte-stream classes of whichever library made the request.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 import logging
+import os
+import queue
+import threading
 import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, overload
@@ -184,6 +189,10 @@ class _Metering:
             )
         return _settlement(plan, result)
 
+    @property
+    def done(self) -> bool:
+        return self._done
+
     def finish(self) -> None:
         settlement = self._settlement()
         if settlement is not None:
@@ -207,6 +216,7 @@ class _SyncMeteredStream:
     def __iter__(self) -> Iterator[bytes]:
         metering = self._metering
         reservation = metering.reservation
+        abandoned = False
         try:
             for chunk in self._inner:
                 if reservation.ledger_hold is not None and reservation.renewal_due():
@@ -219,27 +229,96 @@ class _SyncMeteredStream:
                 yield tail
         except DecodeError as exc:
             raise self.decoding_error(str(exc)) from exc
+        except GeneratorExit:
+            abandoned = _finish_here_or_later(metering)
+            raise
         finally:
-            metering.finish()
+            if not abandoned:
+                metering.finish()
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            self._metering.finish()
+            _finish_here_or_later(self._metering)
 
     def __del__(self) -> None:
         # A response dropped without being read or closed: settled with what was seen.
-        _finish_abandoned(self)
+        metering = getattr(self, "_metering", None)
+        if metering is not None:
+            _finish_here_or_later(metering)
 
 
-def _finish_abandoned(stream: _SyncMeteredStream | _AsyncMeteredStream) -> None:
-    metering = getattr(stream, "_metering", None)
-    if metering is not None:
+# Set while the cyclic garbage collector runs. It frees abandoned responses (closing their
+# half-read streams) at any allocation, on whatever thread it interrupts, which may hold a
+# lock the settlement needs (the runs' lock, a ledger's): settling there could deadlock.
+_collecting = False
+
+
+def _gc_phase(phase: str, info: dict[str, int]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_gc_phase)
+
+
+def _finish_here_or_later(metering: _Metering) -> bool:
+    """Settle now, or, inside a garbage collection, hand over to the finisher thread;
+    ``True`` when handed over."""
+    if _collecting:
+        _FINISHER.hand_over(metering)
+        return True
+    metering.finish()
+    return False
+
+
+class _Finisher:
+    """Settles, on a thread of its own, the responses the garbage collector abandons.
+
+    Handing over is a ``SimpleQueue.put``, safe inside a collection; the thread, started
+    from normal code before any response exists, settles. What is still queued at exit is
+    settled then."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Metering] = queue.SimpleQueue()
+        self._pid = 0
+
+    def ensure_running(self) -> None:
+        if self._pid != os.getpid():  # not yet, or a forked child
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="burnmap-finisher", daemon=True).start()
+
+    def hand_over(self, metering: _Metering) -> None:
+        if not metering.done:
+            self._queue.put(metering)
+
+    def pending(self) -> bool:
+        return not self._queue.empty()
+
+    def _run(self) -> None:
+        while True:
+            self._settle(self._queue.get())
+
+    @staticmethod
+    def _settle(metering: _Metering) -> None:
         try:
             metering.finish()
         except Exception:  # pragma: no cover - finish() logs and never raises
             log.exception("burnmap: could not settle an abandoned response")
+
+    def drain(self) -> None:
+        """Settle what is queued, here and now (the next call, or at exit)."""
+        while True:
+            try:
+                metering = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._settle(metering)
+
+
+_FINISHER = _Finisher()
+atexit.register(_FINISHER.drain)
 
 
 class _AsyncMeteredStream:
@@ -274,9 +353,11 @@ class _AsyncMeteredStream:
             await self._metering.afinish()
 
     def __del__(self) -> None:
-        # Dropped unread and unclosed: settled with what was seen (the ledger synchronously,
-        # since nothing can be awaited here).
-        _finish_abandoned(self)
+        # Dropped unread and unclosed: settled with what was seen (the ledger
+        # synchronously, since nothing can be awaited here).
+        metering = getattr(self, "_metering", None)
+        if metering is not None:
+            _finish_here_or_later(metering)
 
 
 class _HttpxSync(_SyncMeteredStream, httpx.SyncByteStream):
@@ -403,6 +484,7 @@ class _Engine:
             elif name == b"content-encoding":
                 content_encoding = value
         metering = _Metering(self._book, plan, reservation, content_encoding, content_type)
+        _FINISHER.ensure_running()
         cls = _STREAMS[type(response), sync]
         if metering.rewrites:
             # The caller now gets decoded, filtered bytes.
@@ -476,6 +558,8 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
 
     def handle_request(self, request: Any) -> Any:
         inner = self._inner or self._inner_for(request)
+        if _FINISHER.pending():  # abandoned responses: settled before the next call
+            _FINISHER.drain()
         run = current_run()
         if run is None and not standing_active():
             return inner.handle_request(request)
@@ -526,6 +610,8 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: Any) -> Any:
         inner = self._inner or self._inner_for(request)
+        if _FINISHER.pending():
+            _FINISHER.drain()
         run = current_run()
         if run is None and not standing_active():
             return await inner.handle_async_request(request)

@@ -219,29 +219,3 @@ def test_observer_fields_read_back_as_the_same_record() -> None:
         fingerprint="abc",
     )
     assert record_from_fields(json.loads(json.dumps(_record_fields(record)))) == record
-
-
-def test_a_settlement_arriving_while_its_thread_holds_the_lock_is_applied_as_it_lets_go() -> None:
-    """The garbage collector can finish an abandoned stream (and settle its call) at any
-    allocation, also while this thread reserves another call under the runs' lock."""
-    import threading
-
-    from burnmap.runs import _LOCK
-
-    done = threading.Event()
-    with burnmap.run("job", budget=1) as r:
-        reservation = r.reserve(Decimal("0.5"), model="m")
-        call = Settlement("m", "p", "messages", Usage(input_tokens=3), Decimal("0.1"), False, False)
-
-        def collect_inside_the_lock() -> None:
-            with r.attach(), _LOCK:
-                assert reservation.settle(call)  # claimed at once…
-                assert not reservation.settle(call)  # …and only once
-                assert r.reserved == Decimal("0.5")  # applied when the lock is let go
-            done.set()
-
-        worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
-        worker.start()
-        worker.join(5)
-        assert done.is_set(), "deadlocked"
-    assert (r.reserved, r.spent, r.call_count) == (0, Decimal("0.1"), 1)

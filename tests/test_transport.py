@@ -395,8 +395,66 @@ def test_a_stream_dropped_before_it_is_read_is_settled(lib: types.ModuleType) ->
         assert r.reserved > 0
         del response
         gc.collect()
-        assert r.reserved == 0
+        assert eventually(lambda: r.reserved == 0)
     assert r.call_count == 1 and r.report.calls[0].estimated
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_stream_the_garbage_collector_closes_under_a_held_lock_does_not_deadlock(
+    lib: types.ModuleType,
+) -> None:
+    """The collector closes a half-read stream at any allocation, on whatever thread it
+    interrupts, maybe one that holds the runs' or a ledger's lock: its settlement must
+    not wait for that lock there."""
+    import gc
+
+    from burnmap.budgets import ledger
+    from burnmap.runs import _LOCK
+
+    burnmap.configure(ledger="memory://")
+    data = wire("anthropic/messages_stream.sse")
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": "text/event-stream"}, content=data)
+
+    finished = threading.Event()
+    try:
+        with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+
+            def drop_a_stream_while_locked() -> None:
+                with r.attach():
+                    request = client.build_request(
+                        "POST", ANTHROPIC_URL, json=message_body(stream=True)
+                    )
+                    response = client.send(request, stream=True)
+                    chunks = response.iter_raw()
+                    next(chunks)
+                    cycle: list[Any] = [response, chunks]
+                    cycle.append(cycle)  # only the collector frees it, as with SDK streams
+                    del response, chunks, cycle
+                    with _LOCK, ledger()._lock:  # type: ignore[attr-defined]
+                        gc.collect()
+                finished.set()
+
+            worker = threading.Thread(target=drop_a_stream_while_locked, daemon=True)
+            worker.start()
+            worker.join(5)
+            assert finished.is_set(), "deadlocked"
+            assert eventually(lambda: r.reserved == 0)
+        assert burnmap.spent("global").reserved == 0
+    finally:
+        burnmap.budgets._config = burnmap.budgets._Config()
 
 
 @pytest.mark.parametrize("lib", LIBS)
