@@ -165,10 +165,9 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[OwnerT]):
         """The request body, by content-length or chunked; raises :class:`BodyError`."""
         length = self.headers.get("content-length")
         if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise BodyError(400, "burnmap: invalid content-length") from None
+            if not length.strip().isdigit():  # int() takes "-1", "+5", "1_0"
+                raise BodyError(400, f"burnmap: invalid content-length {length[:40]!r}")
+            size = int(length)
             if max_bytes is not None and size > max_bytes:
                 raise BodyError(413, f"burnmap: body larger than {max_bytes} bytes")
             return self.rfile.read(size)
