@@ -950,3 +950,23 @@ def test_a_stated_cost_object_is_read() -> None:
 
     stated = {"prompt_tokens": 1, "completion_tokens": 1, "cost": {"total_cost": 0.41}}
     assert openai_usage(stated).cost_reported == "0.41"
+
+
+def test_pdf_page_counting_reads_page_trees_and_gives_up_past_its_inflation_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import zlib
+
+    from burnmap._core import bound
+
+    tree = b"%PDF-1.7\n1 0 obj <</Type /Pages /Count 61 /Kids [2 0 R]>>\nendobj\n"
+    assert bound.pdf_pages(tree + b"2 0 obj <</Type /Page>>\nendobj\n") == 61
+    objects = zlib.compress(b"<</Type /Page>> " * 3 + b"\0" * 10_000)
+    pdf = b"%PDF-1.7\n4 0 obj <</Type /ObjStm /N 3>>\nstream\n" + objects + b"\nendstream"
+    assert bound.pdf_pages(pdf) == 3
+    monkeypatch.setattr(bound, "_PDF_INFLATE_LIMIT", 1_000)
+    bound.pdf_pages.cache_clear()
+    try:
+        assert bound.pdf_pages(pdf) == 0  # too much to inflate: the window bounds it
+    finally:
+        bound.pdf_pages.cache_clear()

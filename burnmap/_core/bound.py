@@ -261,19 +261,31 @@ def _media_tokens(kind: str, value: str, image_tokens: int = IMAGE_TOKENS) -> in
     return len(raw)
 
 
-_STREAM = re.compile(rb"stream\r?\n")
+_STREAM = re.compile(rb"(?<!end)stream\r?\n")
 _PDF_INFLATE_LIMIT = 64 << 20
 
 
+# A page tree node's /Count: the pages below it (the root's: all of them).
+_PAGES_COUNT = re.compile(
+    rb"<<[^<>]*?/Type\s*/Pages\b[^<>]*?/Count\s+(\d+)|<<[^<>]*?/Count\s+(\d+)[^<>]*?/Type\s*/Pages\b"
+)
+
+
 def _page_objects(data: bytes) -> int:
+    """Page objects in ``data``, or its largest page-tree count if that is more."""
     pages = data.count(b"/Type /Page") + data.count(b"/Type/Page")
-    return pages - data.count(b"/Type /Pages") - data.count(b"/Type/Pages")
+    pages -= data.count(b"/Type /Pages") + data.count(b"/Type/Pages")
+    counts = [int(a or b) for a, b in _PAGES_COUNT.findall(data)]
+    return max([pages, *counts])
 
 
+@lru_cache(maxsize=32)  # an agent re-sends the same documents every turn
 def pdf_pages(raw: bytes) -> int:
     """How many page objects a PDF holds, counting those inside compressed object streams
-    (inflated up to 64 MiB in all); 0 when none is found. Pages an incremental update
-    rewrote count twice, which only over-bounds.
+    (``/Type /ObjStm``, inflated up to 64 MiB in all); 0 when none is found, or when the
+    object streams are too large to read (the caller then bounds the document by the
+    context window). Pages an incremental update rewrote count twice: that only
+    over-bounds.
 
     >>> pdf_pages(b"1 0 obj <</Type /Pages /Count 1>> 2 0 obj <</Type /Page>>")
     1
@@ -282,6 +294,9 @@ def pdf_pages(raw: bytes) -> int:
     budget = _PDF_INFLATE_LIMIT
     for match in _STREAM.finditer(raw):
         start = match.end()
+        header = raw[max(raw.rfind(b"obj", 0, match.start()), 0) : match.start()]
+        if b"/ObjStm" not in header:
+            continue  # images, fonts, page contents: no page objects inside
         end = raw.find(b"endstream", start)
         if end < 0:
             break
@@ -291,9 +306,9 @@ def pdf_pages(raw: bytes) -> int:
         except zlib.error:
             continue
         budget -= len(data)
-        pages += _page_objects(data)
-        if budget <= 0:
-            break
+        if budget <= 0 or inflater.unconsumed_tail:
+            return 0  # more than we will inflate: count on the window instead
+        pages = max(pages, pages + _page_objects(data))
     return max(pages, 0)
 
 
