@@ -749,6 +749,8 @@ def test_every_image_counts_at_its_cap_however_small_and_gpt_4o_minis_cap_is_its
     obj["model"] = "gpt-4o-mini"
     content[1:] = [_image_url("https://example.org/cat.png")] * 10
     assert plan_call(CHAT, body(obj), BOOK).input_tokens >= 10 * (2_833 + 8 * 5_667)
+    obj["model"] = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
+    assert plan_call(CHAT, body(obj), BOOK).input_tokens >= 10 * (2_833 + 8 * 5_667)
     claude_small = {
         "type": "image",
         "source": {"type": "base64", "media_type": "image/gif", "data": gif.split(",")[1]},

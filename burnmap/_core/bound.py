@@ -129,6 +129,8 @@ def image_tokens_for(model: str) -> int:
     (48169, 6400)
     """
     name = model.rsplit("/", 1)[-1].lower()
+    if name.startswith("ft:"):  # a fine-tune: "ft:gpt-4o-mini-2024-07-18:org::id"
+        name = name[3:]
     for prefix, tokens in IMAGE_TOKENS_BY_MODEL.items():
         if name.startswith(prefix):
             return tokens
@@ -506,7 +508,8 @@ def plan_call(
     if plugins:
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
     window = sheet.context_window
-    image_tokens = image_tokens_for(model)
+    # (By the price's model too: an Azure deployment's own name, a registered alias.)
+    image_tokens = max(image_tokens_for(model), image_tokens_for(sheet.model))
     bounded = bound_input_tokens(
         body,
         obj,
