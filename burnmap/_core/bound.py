@@ -544,15 +544,24 @@ def plan_call(
     if anthropic and server_tools:
         cost += _advisors_bound(tools, book, endpoint)
     fallbacks = obj.get("fallbacks") if anthropic else None
+    unknown_length = bounded is None or (server_tools and endpoint.kind != "embeddings")
     if fallbacks:
-        cost += _fallbacks_bound(fallbacks, (input_tokens, output_tokens), obj, book, endpoint)
+        cost += _fallbacks_bound(
+            fallbacks, None if unknown_length else bounded, obj, book, endpoint
+        )
     routes = obj.get("models") if not anthropic else None
     if isinstance(routes, list):
-        # OpenRouter's fallback list: any of them may serve (and bill) the call.
+        # OpenRouter's fallback list: any of them may serve (and bill) the call, each up
+        # to its own window and maximum output.
         for name in routes:
             if isinstance(name, str) and name and name != model:
                 other = book.lookup(name, endpoint.provider)
-                cost = max(cost, _worst_call(other, input_tokens, output_tokens))
+                worst = _worst_call(
+                    other,
+                    _input_on(other, None if unknown_length else bounded),
+                    _output_bound(endpoint, obj, other),
+                )
+                cost = max(cost, worst)
     if plugins and isinstance(plugins, list):
         cost += _plugins_bound(plugins)
     search_fee = None
@@ -629,17 +638,24 @@ def _plugins_bound(plugins: list[Any]) -> Decimal:
     return total
 
 
+def _input_on(sheet: PriceSheet, bounded: int | None) -> int:
+    """The input bound on another model: ``bounded`` (``None``: unknown) within its window.
+    (A request too long for one model is what makes a gateway fall back to the next.)"""
+    window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
+    return window if bounded is None else min(bounded, window)
+
+
 def _fallbacks_bound(
     fallbacks: object,
-    tokens: tuple[int, int],
+    bounded: int | None,
     obj: dict[str, Any],
     book: PriceBook,
     endpoint: Endpoint,
 ) -> Decimal:
     """Anthropic's server-side ``fallbacks``: each entry may run the request on another
     model (with its own ``max_tokens`` and ``speed``) after the one before declined, and
-    each attempt may be billed: every entry's worst case is added."""
-    input_tokens, output_tokens = tokens
+    each attempt may be billed: every entry's worst case (its model's window and maximum
+    output) is added."""
     total = Decimal(0)
     for entry in fallbacks if isinstance(fallbacks, list) else ():
         if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
@@ -653,9 +669,8 @@ def _fallbacks_bound(
             endpoint.provider,
             _anthropic_modifiers({"speed": speed, "inference_geo": obj.get("inference_geo")}),
         )
-        out = _positive_int(entry.get("max_tokens")) or output_tokens
-        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
-        total += _worst_call(sheet, min(input_tokens, window) if window else input_tokens, out)
+        out = _positive_int(entry.get("max_tokens")) or _output_bound(endpoint, obj, sheet)
+        total += _worst_call(sheet, _input_on(sheet, bounded), out)
     return total
 
 
