@@ -972,3 +972,14 @@ def test_pdf_page_counting_reads_page_trees_and_gives_up_past_its_inflation_limi
         assert bound.pdf_pages(pdf) == 0  # too much to inflate: the window bounds it
     finally:
         bound.pdf_pages.cache_clear()
+
+
+def test_compaction_is_bounded_as_a_step_of_its_own() -> None:
+    ask = {"model": "claude-sonnet-4-5", "max_tokens": 1000, "messages": []}
+    plain = plan_call(ANTHROPIC, body(ask), BOOK)
+    edits = {"edits": [{"type": "compact_20260112"}]}
+    compacting = plan_call(ANTHROPIC, body({**ask, "context_management": edits}), BOOK)
+    assert plain is not None and compacting is not None
+    sheet = compacting.sheet
+    window = sheet.context_window or 0
+    assert compacting.cost - plain.cost >= window * sheet.input.base / 10**6

@@ -543,6 +543,11 @@ def plan_call(
         cost += sheet.per_request
     if anthropic and server_tools:
         cost += _advisors_bound(tools, book, endpoint)
+    if anthropic and _compacts(obj):
+        # A compaction summarises a closed context (past its trigger, up to the window)
+        # in a step of its own, billed beside the answer.
+        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
+        cost += _worst_call(sheet, window, sheet.max_output or window)
     fallbacks = obj.get("fallbacks") if anthropic else None
     unknown_length = bounded is None or (server_tools and endpoint.kind != "embeddings")
     if fallbacks:
@@ -601,6 +606,16 @@ def plan_call(
 def _worst_call(sheet: PriceSheet, input_tokens: int, output_tokens: int) -> Decimal:
     in_rate, out_rate = sheet.bound_rates(input_tokens, caching=True)
     return (input_tokens * in_rate + output_tokens * out_rate) / _MILLION
+
+
+def _compacts(obj: dict[str, Any]) -> bool:
+    """Whether an Anthropic request asks for server-side compaction."""
+    management = obj.get("context_management")
+    edits = management.get("edits") if isinstance(management, dict) else None
+    return isinstance(edits, list) and any(
+        isinstance(edit, dict) and str(edit.get("type") or "").startswith("compact")
+        for edit in edits
+    )
 
 
 def _advisors_bound(tools: object, book: PriceBook, endpoint: Endpoint) -> Decimal:

@@ -57,8 +57,11 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
 def _other_model_cost(
     book: PriceBook, model: str, provider: str | None, usage: Usage, fallback: PriceSheet
 ) -> Decimal:
-    """What another model's part of a call costs (an advisor's), at its own rates; at the
-    call's model's when it has no known price (the bound counted it at the advisor's)."""
+    """What a step billed beside the call costs: another model's (an advisor's) at its own
+    rates, the call's own model's (``""``: a compaction) at the call's; at the call's when
+    the other model has no known price."""
+    if not model:
+        return fallback.cost(usage)
     try:
         return book.lookup(model, provider).cost(usage)
     except UnknownModelError:

@@ -47,8 +47,8 @@ class Usage:
     cost_reported: str | None = None
     """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
     other_models: tuple[tuple[str, Usage], ...] = ()
-    """What other models read and wrote for this call (Anthropic's advisor tool runs a
-    second model), each priced at its own model's rates."""
+    """Sampling steps billed beside the call's own counts, each priced on its own: another
+    model's (Anthropic's advisor tool), or ``""`` for the call's model (a compaction)."""
 
     @property
     def total_input_tokens(self) -> int:
@@ -132,9 +132,9 @@ def anthropic_usage(usage: dict[str, Any]) -> Usage:
 
 
 def _with_iterations(usage: Usage, iterations: object) -> Usage:
-    """Add what Anthropic's per-iteration usage reports outside the top-level counts: a
-    ``compaction`` (summarising a closed context, by the same model) and an
-    ``advisor_message`` (another model's, priced at its own rates)."""
+    """Add what Anthropic's per-iteration usage reports outside the top-level counts, as
+    steps priced on their own: a ``compaction`` (summarising a closed context, by the
+    call's model) and an ``advisor_message`` (another model's)."""
     if not isinstance(iterations, list):
         return usage
     others: list[tuple[str, Usage]] = []
@@ -143,8 +143,9 @@ def _with_iterations(usage: Usage, iterations: object) -> Usage:
             continue
         kind = item.get("type")
         if kind == "compaction":
+            # A sampling step of its own (its own long-context tier), by the call's model.
             part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
-            usage = replace(usage + part, cost_reported=usage.cost_reported)
+            others.append(("", part))
         elif kind == "advisor_message":
             model = item.get("model")
             part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
