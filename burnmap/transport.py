@@ -505,21 +505,72 @@ class _Engine:
 
 
 # The request went out and no answer came back: the provider may have run (and billed)
-# the call, so it is charged at its bound. Failures before sending cost nothing. A call
-# cancelled while it waited (a task cancelled, a deadline, Ctrl-C) may have been sent: it
-# is charged at its bound too, since an undercount could let spend pass a budget.
-_SENT_FAILURES = (
-    httpx.ReadTimeout,
-    httpx2.ReadTimeout,
-    httpx.ReadError,
-    httpx2.ReadError,
-    asyncio.CancelledError,
-    KeyboardInterrupt,
+# the call, so it is charged at its bound. Failures before sending cost nothing.
+_SENT_FAILURES = (httpx.ReadTimeout, httpx2.ReadTimeout, httpx.ReadError, httpx2.ReadError)
+# A call cancelled while it waited (a task cancelled, a deadline, Ctrl-C) is charged its
+# bound if it was sent, or may have been: an undercount could let spend pass a budget.
+_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt)
+# The network transports whose connections report, through the "trace" extension,
+# whether a request's headers started going out.
+_TRACED = (
+    httpx.HTTPTransport,
+    httpx.AsyncHTTPTransport,
+    httpx2.HTTPTransport,
+    httpx2.AsyncHTTPTransport,
 )
 
 
-def _maybe_billed(exc: BaseException) -> bool:
-    return isinstance(exc, _SENT_FAILURES)
+class _Sending:
+    """A request's ``trace`` extension that notes when it starts going out (and passes
+    every event on to the caller's own ``trace``, if any)."""
+
+    __slots__ = ("chained", "started")
+
+    def __init__(self, chained: Any) -> None:
+        self.chained = chained
+        self.started = False
+
+    def note(self, name: str) -> None:
+        if not self.started and name.endswith("send_request_headers.started"):
+            self.started = True
+
+
+class _SyncSending(_Sending):
+    __slots__ = ()
+
+    def __call__(self, name: str, info: dict[str, Any]) -> None:
+        self.note(name)
+        if self.chained is not None:
+            self.chained(name, info)
+
+
+class _AsyncSending(_Sending):
+    __slots__ = ()
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        self.note(name)
+        if self.chained is not None:
+            await self.chained(name, info)
+
+
+def _watch_sending(request: Any, inner: Any, kind: type[_Sending]) -> _Sending | None:
+    """Have ``request`` report when it starts going out, where ``inner`` can tell."""
+    if not isinstance(inner, _TRACED):
+        return None
+    chained = request.extensions.get("trace")
+    if isinstance(chained, _Sending):  # a retry of a request already watched
+        chained = chained.chained
+    sending = kind(chained)
+    request.extensions = {**request.extensions, "trace": sending}
+    return sending
+
+
+def _maybe_billed(exc: BaseException, sending: _Sending | None) -> bool:
+    if isinstance(exc, _SENT_FAILURES):
+        return True
+    # Interrupted: billed if it went out; an inner transport that cannot tell (a mock, a
+    # custom one) may have sent it.
+    return isinstance(exc, _INTERRUPTIONS) and (sending is None or sending.started)
 
 
 def _settlement(plan: CallPlan, result: Charge) -> Settlement:
@@ -577,10 +628,12 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
         except RefusalError as exc:
             notify_refusal(exc)
             raise
+        outgoing = self._engine.outgoing(request, plan)
+        sending = _watch_sending(outgoing, inner, _SyncSending)
         try:
-            response = inner.handle_request(self._engine.outgoing(request, plan))
+            response = inner.handle_request(outgoing)
         except BaseException as exc:
-            if _maybe_billed(exc):
+            if _maybe_billed(exc, sending):
                 reservation.settle(_bound_settlement(plan))
             else:
                 reservation.release()
@@ -631,10 +684,12 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         except RefusalError as exc:
             notify_refusal(exc)
             raise
+        outgoing = self._engine.outgoing(request, plan)
+        sending = _watch_sending(outgoing, inner, _AsyncSending)
         try:
-            response = await inner.handle_async_request(self._engine.outgoing(request, plan))
+            response = await inner.handle_async_request(outgoing)
         except BaseException as exc:
-            if _maybe_billed(exc):
+            if _maybe_billed(exc, sending):
                 await reservation.asettle(_bound_settlement(plan))
             else:
                 await reservation.arelease()

@@ -490,6 +490,38 @@ async def test_a_call_cancelled_while_it_waits_is_charged_its_bound(lib: types.M
     assert r.spent == plan_cost(message_body()) and r.report.calls[0].estimated
 
 
+async def test_over_a_network_only_a_cancelled_call_that_went_out_is_charged() -> None:
+    """A call cancelled while it waits for a pooled connection never left the process:
+    free. One cancelled after its request went out may be billed: its bound."""
+    received: list[bytes] = []
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/messages"
+    one_connection = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=1))
+    try:
+        async with httpx2.AsyncClient(transport=burnmap.AsyncTransport(one_connection)) as client:
+            async with burnmap.run("job", budget=1) as r:
+                first = asyncio.create_task(client.post(url, json=message_body()))
+                while not received:
+                    await asyncio.sleep(0.01)
+                with pytest.raises(TimeoutError):  # waits for the only connection
+                    async with asyncio.timeout(0.1):
+                        await client.post(url, json=message_body())
+                assert (r.call_count, r.spent, r.report.failed_attempts) == (0, 0, 1)
+                first.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await first
+        assert len(received) == 1 and r.reserved == 0
+        assert r.call_count == 1 and r.report.calls[0].estimated
+        assert r.spent == plan_cost(message_body())
+    finally:
+        server.close()
+
+
 def plan_cost(body: dict[str, Any]) -> Decimal:
     """The bound of a request body exactly as an httpx client serialises it."""
     endpoint = identify("POST", "api.anthropic.com", "/v1/messages")
