@@ -494,10 +494,13 @@ async def test_over_a_network_only_a_cancelled_call_that_went_out_is_charged() -
     """A call cancelled while it waits for a pooled connection never left the process:
     free. One cancelled after its request went out may be billed: its bound."""
     received: list[bytes] = []
+    answered = asyncio.Event()
 
     async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         received.append(await reader.readuntil(b"\r\n\r\n"))
-        await asyncio.sleep(30)
+        await answered.wait()  # until the test is over
+        writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/messages"
@@ -519,7 +522,9 @@ async def test_over_a_network_only_a_cancelled_call_that_went_out_is_charged() -
         assert r.call_count == 1 and r.report.calls[0].estimated
         assert r.spent == plan_cost(message_body())
     finally:
+        answered.set()
         server.close()
+        await server.wait_closed()
 
 
 def plan_cost(body: dict[str, Any]) -> Decimal:
