@@ -63,9 +63,15 @@ _current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
 
 
 # Every run's totals change under this lock. Settlements are never made from a garbage
-# collector's finalizer (the transport hands abandoned responses to a thread of their own),
-# so the thread that holds it is never interrupted by one that needs it.
-_LOCK = threading.Lock()
+# collector's finalizer, nor from a signal handler on a thread that holds the lock (the
+# transport hands those to a thread of their own): the holder is never interrupted by one
+# that needs it. Reentrant only so that the holder can be asked whether it holds it.
+_LOCK = threading.RLock()
+
+
+def runs_lock_held() -> bool:
+    """Whether this thread holds the runs' lock (a signal handler running inside it)."""
+    return bool(_LOCK._is_owned())  # type: ignore[attr-defined]
 
 
 def current_run() -> Run | None:

@@ -43,6 +43,7 @@ from burnmap.runs import (
     notify_refusal,
     observed,
     reserve_outside_runs,
+    runs_lock_held,
 )
 
 __all__ = [
@@ -249,25 +250,28 @@ class _SyncMeteredStream:
             _finish_here_or_later(metering)
 
 
-# Set while the cyclic garbage collector runs. It frees abandoned responses (closing their
-# half-read streams) at any allocation, on whatever thread it interrupts, which may hold a
-# lock the settlement needs (the runs' lock, a ledger's): settling there could deadlock.
-_collecting = False
+# The thread the cyclic garbage collector is running on, if any. It frees abandoned
+# responses (closing their half-read streams) at any allocation, on whatever thread it
+# interrupts, which may hold a lock the settlement needs (the runs' lock, a ledger's):
+# settling there could deadlock. (So could a signal handler closing a stream while its
+# thread holds the runs' lock.)
+_collecting_on = 0
 
 
 def _gc_phase(phase: str, info: dict[str, int]) -> None:
-    global _collecting
-    _collecting = phase == "start"
+    global _collecting_on
+    _collecting_on = threading.get_ident() if phase == "start" else 0
 
 
 gc.callbacks.append(_gc_phase)
 
 
 def _finish_here_or_later(metering: _Metering) -> bool:
-    """Settle now, or, inside a garbage collection, hand over to the finisher thread;
-    ``True`` when handed over."""
-    if _collecting:
-        _FINISHER.hand_over(metering)
+    """Settle now, or, where that could deadlock (inside a garbage collection, or with
+    the runs' lock held by this thread), hand over to the finisher thread; ``True`` when
+    handed over."""
+    risky = (_collecting_on and _collecting_on == threading.get_ident()) or runs_lock_held()
+    if risky and _FINISHER.hand_over(metering):
         return True
     metering.finish()
     return False
@@ -283,22 +287,35 @@ class _Finisher:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Metering] = queue.SimpleQueue()
         self._pid = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self.closed = False
 
     def ensure_running(self) -> None:
         if self._pid != os.getpid():  # not yet, or a forked child
             self._pid = os.getpid()
             threading.Thread(target=self._run, name="burnmap-finisher", daemon=True).start()
 
-    def hand_over(self, metering: _Metering) -> None:
+    def hand_over(self, metering: _Metering) -> bool:
+        """Queue ``metering`` for the thread; ``False`` once the process is exiting (the
+        thread may not run again: the caller settles it)."""
+        if self.closed:
+            return False
         if not metering.done:
             self._queue.put(metering)
+        return True
 
     def pending(self) -> bool:
         return not self._queue.empty()
 
     def _run(self) -> None:
         while True:
-            self._settle(self._queue.get())
+            metering = self._queue.get()
+            self._idle.clear()
+            try:
+                self._settle(metering)
+            finally:
+                self._idle.set()
 
     @staticmethod
     def _settle(metering: _Metering) -> None:
@@ -316,9 +333,16 @@ class _Finisher:
                 return
             self._settle(metering)
 
+    def close(self) -> None:
+        """At exit: let the thread finish what it holds, settle the rest here, and have
+        what is abandoned from now on (the last collections) settled where it is."""
+        self.closed = True
+        self._idle.wait(5)
+        self.drain()
+
 
 _FINISHER = _Finisher()
-atexit.register(_FINISHER.drain)
+atexit.register(_FINISHER.close)
 
 
 class _AsyncMeteredStream:
@@ -530,8 +554,12 @@ class _Sending:
         self.chained = chained
         self.started = False
 
-    def note(self, name: str) -> None:
-        if not self.started and name.endswith("send_request_headers.started"):
+    def note(self, name: str, info: dict[str, Any]) -> None:
+        if self.started or not name.endswith("send_request_headers.started"):
+            return
+        sent = info.get("request")
+        # (An HTTPS proxy's CONNECT goes out first, with the same extensions.)
+        if getattr(sent, "method", None) not in (b"CONNECT", "CONNECT"):
             self.started = True
 
 
@@ -539,7 +567,7 @@ class _SyncSending(_Sending):
     __slots__ = ()
 
     def __call__(self, name: str, info: dict[str, Any]) -> None:
-        self.note(name)
+        self.note(name, info)
         if self.chained is not None:
             self.chained(name, info)
 
@@ -548,7 +576,7 @@ class _AsyncSending(_Sending):
     __slots__ = ()
 
     async def __call__(self, name: str, info: dict[str, Any]) -> None:
-        self.note(name)
+        self.note(name, info)
         if self.chained is not None:
             await self.chained(name, info)
 

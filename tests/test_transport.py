@@ -10,6 +10,7 @@ import threading
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from tests.conftest import wire
 NO_LOOPS: dict[str, Any] = {"call_rate_limit": None, "repeat_limit": None}
 LIBS = [pytest.param(httpx, id="httpx"), pytest.param(httpx2, id="httpx2")]
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+WIRE_STREAM = Path(__file__).parent / "fixtures" / "wire" / "anthropic" / "messages_stream.sse"
 CHAT_URL = "https://api.openai.com/v1/chat/completions"
 
 
@@ -525,6 +527,80 @@ async def test_over_a_network_only_a_cancelled_call_that_went_out_is_charged() -
         answered.set()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_stream_closed_on_a_thread_holding_the_runs_lock_is_settled_after(
+    lib: types.ModuleType,
+) -> None:
+    """A signal handler may close a stream while its thread holds the runs' lock."""
+    from burnmap.runs import _LOCK
+
+    data = wire("anthropic/messages_stream.sse")
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, headers={"content-type": "text/event-stream"}, content=data)
+
+    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+        with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
+            chunks = response.iter_raw()
+            next(chunks)
+            with _LOCK:
+                response.close()
+                del chunks
+                held = r.report.call_count  # (reentrant: this thread may read under it)
+        assert held == 0  # not settled under the lock…
+        assert eventually(lambda: r.reserved == 0)  # …but right after
+    assert r.call_count == 1
+
+
+def test_an_https_proxys_connect_is_not_the_request_going_out() -> None:
+    from burnmap.transport import _SyncSending
+
+    sending = _SyncSending(None)
+    sending("connection.connect_tcp.started", {})
+    sending(
+        "http11.send_request_headers.started", {"request": httpx2.Request("CONNECT", "http://p")}
+    )
+    assert not sending.started
+    sending("http11.send_request_headers.started", {"request": httpx2.Request("POST", "http://a")})
+    assert sending.started
+
+
+def test_streams_abandoned_until_exit_are_settled(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    ledger_url = f"sqlite:///{tmp_path / 'spend.db'}"
+    program = f"""
+import gc, httpx2, burnmap
+data = open({str(WIRE_STREAM)!r}, "rb").read()
+def respond(request):
+    return httpx2.Response(200, headers={{"content-type": "text/event-stream"}}, content=data)
+burnmap.configure(ledger={ledger_url!r})
+client = httpx2.Client(transport=burnmap.Transport(httpx2.MockTransport(respond)))
+run = burnmap.run("job", budget=1).__enter__()
+body = {{"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": [], "stream": True}}
+kept = []
+for last in (False, True):
+    response = client.send(client.build_request("POST", {ANTHROPIC_URL!r}, json=body), stream=True)
+    chunks = response.iter_raw()
+    next(chunks)
+    cycle = [response, chunks]
+    cycle.append(cycle)  # freed by a collection only
+    if last:
+        kept.append(cycle)  # still there at exit
+    del response, chunks, cycle
+gc.collect()
+"""
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=60)
+    burnmap.configure(ledger=ledger_url)
+    try:
+        scope = burnmap.spent("global")
+        assert scope.reserved == 0 and scope.spent > 0
+    finally:
+        burnmap.budgets._config.ledger.close()  # type: ignore[union-attr]
+        burnmap.budgets._config = burnmap.budgets._Config()
 
 
 def plan_cost(body: dict[str, Any]) -> Decimal:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
@@ -267,36 +268,61 @@ _STREAM = re.compile(rb"(?<!end)stream\r?\n")
 _PDF_INFLATE_LIMIT = 64 << 20
 
 
-# A page tree node's /Count: the pages below it (the root's: all of them).
-_PAGES_COUNT = re.compile(
-    rb"<<[^<>]*?/Type\s*/Pages\b[^<>]*?/Count\s+(\d+)|<<[^<>]*?/Count\s+(\d+)[^<>]*?/Type\s*/Pages\b"
-)
+_PAGES_TYPE = re.compile(rb"/Type\s*/Pages\b")
+_PAGES_COUNT = re.compile(rb"/Count\s+(\d{1,9})")
+_PDF_MARKS = 10_000  # page trees or streams looked at, at most, before giving up
 
 
 def _page_objects(data: bytes) -> int:
-    """Page objects in ``data``, or its largest page-tree count if that is more."""
+    """Page objects in ``data``, or its largest page-tree ``/Count`` if that is more (the
+    root's counts every page); -1 when there are too many trees to look at."""
     pages = data.count(b"/Type /Page") + data.count(b"/Type/Page")
     pages -= data.count(b"/Type /Pages") + data.count(b"/Type/Pages")
-    counts = [int(a or b) for a, b in _PAGES_COUNT.findall(data)]
-    return max([pages, *counts])
+    for seen, tree in enumerate(_PAGES_TYPE.finditer(data)):
+        if seen >= _PDF_MARKS:
+            return -1
+        # The /Count of the dictionary around it (looked for within 512 bytes each side).
+        start = data.rfind(b"<<", max(tree.start() - 512, 0), tree.start())
+        end = data.find(b">>", tree.end(), tree.end() + 512)
+        if start >= 0 and end >= 0:
+            count = _PAGES_COUNT.search(data, start, end)
+            if count:
+                pages = max(pages, int(count.group(1)))
+    return pages
 
 
-@lru_cache(maxsize=32)  # an agent re-sends the same documents every turn
+_PDF_CACHE: dict[bytes, int] = {}  # digest -> pages: an agent re-sends its documents
+
+
 def pdf_pages(raw: bytes) -> int:
-    """How many page objects a PDF holds, counting those inside compressed object streams
-    (``/Type /ObjStm``, inflated up to 64 MiB in all); 0 when none is found, or when the
-    object streams are too large to read (the caller then bounds the document by the
-    context window). Pages an incremental update rewrote count twice: that only
-    over-bounds.
+    """How many pages a PDF holds: its page objects or page-tree counts, also those inside
+    compressed object streams (``/Type /ObjStm``, inflated up to 64 MiB in all). 0 when
+    none is found, or when the document is too large or too odd to read (too much to
+    inflate, too many streams): the caller then bounds it by the context window. Pages an
+    incremental update rewrote count twice: that only over-bounds.
 
-    >>> pdf_pages(b"1 0 obj <</Type /Pages /Count 1>> 2 0 obj <</Type /Page>>")
-    1
+    >>> pdf_pages(b"1 0 obj <</Type /Pages /Count 2>> 2 0 obj <</Type /Page>>")
+    2
     """
+    digest = hashlib.blake2b(raw, digest_size=16).digest()
+    pages = _PDF_CACHE.get(digest)
+    if pages is None:
+        pages = _count_pdf_pages(raw)
+        if len(_PDF_CACHE) >= 64:
+            _PDF_CACHE.clear()
+        _PDF_CACHE[digest] = pages
+    return pages
+
+
+def _count_pdf_pages(raw: bytes) -> int:
     pages = _page_objects(raw)
     budget = _PDF_INFLATE_LIMIT
-    for match in _STREAM.finditer(raw):
+    for seen, match in enumerate(_STREAM.finditer(raw)):
+        if seen >= _PDF_MARKS or pages < 0:
+            return 0
         start = match.end()
-        header = raw[max(raw.rfind(b"obj", 0, match.start()), 0) : match.start()]
+        opened = raw.rfind(b"obj", max(match.start() - 1024, 0), match.start())
+        header = raw[max(opened, 0) : match.start()]
         if b"/ObjStm" not in header:
             continue  # images, fonts, page contents: no page objects inside
         end = raw.find(b"endstream", start)
@@ -310,7 +336,10 @@ def pdf_pages(raw: bytes) -> int:
         budget -= len(data)
         if budget <= 0 or inflater.unconsumed_tail:
             return 0  # more than we will inflate: count on the window instead
-        pages = max(pages, pages + _page_objects(data))
+        found = _page_objects(data)
+        if found < 0:
+            return 0
+        pages += found
     return max(pages, 0)
 
 
@@ -561,11 +590,17 @@ def plan_call(
         for name in routes:
             if isinstance(name, str) and name and name != model:
                 other = book.lookup(name, endpoint.provider)
-                worst = _worst_call(
-                    other,
-                    _input_on(other, None if unknown_length else bounded),
-                    _output_bound(endpoint, obj, other),
-                )
+                images = max(image_tokens_for(name), image_tokens_for(other.model))
+                if unknown_length:
+                    route_input = other.context_window or DEFAULT_CONTEXT_WINDOW
+                elif images != image_tokens and _may_hold_media(body):
+                    # Its images cost other tokens, which its window does not cap.
+                    route_input = bound_input_tokens(
+                        body, obj, shape=endpoint.shape, image_tokens=images
+                    ) or (other.context_window or DEFAULT_CONTEXT_WINDOW)
+                else:
+                    route_input = _input_on(other, bounded)
+                worst = _worst_call(other, route_input, _output_bound(endpoint, obj, other))
                 cost = max(cost, worst)
     if plugins and isinstance(plugins, list):
         cost += _plugins_bound(plugins)
