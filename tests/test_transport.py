@@ -22,7 +22,7 @@ from burnmap._core.bound import plan_call
 from burnmap._core.endpoint import identify
 from burnmap._core.eventstream import encode_message
 from burnmap._core.sse import SSEDecoder
-from tests.conftest import wire
+from tests.conftest import eventually, wire
 
 # Budget races send identical requests as fast as a mock answers: not a runaway loop.
 NO_LOOPS: dict[str, Any] = {"call_rate_limit": None, "repeat_limit": None}
@@ -397,19 +397,8 @@ def test_a_stream_dropped_before_it_is_read_is_settled(lib: types.ModuleType) ->
         assert r.reserved > 0
         del response
         gc.collect()
-        assert eventually(lambda: r.reserved == 0)
+        assert eventually(lambda: r.reserved == 0, timeout=5)
     assert r.call_count == 1 and r.report.calls[0].estimated
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -453,7 +442,7 @@ def test_a_stream_the_garbage_collector_closes_under_a_held_lock_does_not_deadlo
             worker.start()
             worker.join(5)
             assert finished.is_set(), "deadlocked"
-            assert eventually(lambda: r.reserved == 0)
+            assert eventually(lambda: r.reserved == 0, timeout=5)
         assert burnmap.spent("global").reserved == 0
     finally:
         burnmap.budgets._config = burnmap.budgets._Config()
@@ -550,7 +539,7 @@ def test_a_stream_closed_on_a_thread_holding_the_runs_lock_is_settled_after(
                 del chunks
                 held = r.report.call_count  # (reentrant: this thread may read under it)
         assert held == 0  # not settled under the lock…
-        assert eventually(lambda: r.reserved == 0)  # …but right after
+        assert eventually(lambda: r.reserved == 0, timeout=5)  # …but right after
     assert r.call_count == 1
 
 

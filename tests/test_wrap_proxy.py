@@ -22,7 +22,7 @@ import pytest
 import burnmap
 from burnmap.standin import Script, StandIn
 from burnmap.wrap.proxy import MeteringProxy, _accept_encoding
-from tests.conftest import billed, free_port
+from tests.conftest import billed, eventually, free_port
 
 pytestmark = pytest.mark.sdk  # the proxy must serve both SDK generations alike
 
@@ -62,15 +62,6 @@ def claude_for(proxy: MeteringProxy, retries: int = 2) -> anthropic.Anthropic:
 
 def gpt_for(proxy: MeteringProxy, retries: int = 2) -> openai.OpenAI:
     return openai.OpenAI(api_key="test", base_url=proxy.openai_base_url, max_retries=retries)
-
-
-def eventually(predicate: Callable[[], object], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 # -- passing through -----------------------------------------------------------------------
