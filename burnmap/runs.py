@@ -892,32 +892,21 @@ class Reservation:
             duration_seconds=now - self.started,
             fingerprint=call.fingerprint,
         )
-        if not self._claim(lambda: self._record(record, now)):
-            return False
-        if ledger_too and self.ledger_hold is not None:
-            self.ledger_hold.settle(call.cost)
-        if _observers:
-            _notify("call", _record_fields(record))
-        return True
-
-    def _claim(self, change: Callable[[], None]) -> bool:
-        """Mark the reservation done and apply ``change`` under the lock, once; ``False``
-        when it was done already."""
+        cost = call.cost
         with _LOCK:
             if self.done:
                 return False
             self.done = True
-            change()
+            ledger.settle(self.accounts, self.amount, cost)
+            for r in self.runs:
+                r._calls.append(record)
+                if r._guarded:
+                    r._guard.settled(now, call.usage.total_input_tokens, cost, call.fingerprint)
+        if ledger_too and self.ledger_hold is not None:
+            self.ledger_hold.settle(cost)
+        if _observers:
+            _notify("call", _record_fields(record))
         return True
-
-    def _record(self, record: CallRecord, now: float) -> None:
-        ledger.settle(self.accounts, self.amount, record.cost)
-        for r in self.runs:
-            r._calls.append(record)
-            if r._guarded:
-                r._guard.settled(
-                    now, record.usage.total_input_tokens, record.cost, record.fingerprint
-                )
 
     async def asettle(self, call: Settlement) -> None:
         """The async twin of :meth:`settle` (the ledger is awaited, not blocked on)."""
@@ -927,17 +916,17 @@ class Reservation:
     def release(self, *, failed: bool = True, ledger_too: bool = True) -> bool:
         """Drop the hold: the attempt cost nothing (HTTP error, connection failure);
         ``False`` when it was settled or released already."""
-        if not self._claim(lambda: self._drop(failed)):
-            return False
+        with _LOCK:
+            if self.done:
+                return False
+            self.done = True
+            ledger.release(self.accounts, self.amount)
+            if failed:
+                for r in self.runs:
+                    r._failed += 1
         if ledger_too and self.ledger_hold is not None:
             self.ledger_hold.settle(ZERO)
         return True
-
-    def _drop(self, failed: bool) -> None:
-        ledger.release(self.accounts, self.amount)
-        if failed:
-            for r in self.runs:
-                r._failed += 1
 
     async def arelease(self, *, failed: bool = True) -> None:
         """The async twin of :meth:`release`."""
