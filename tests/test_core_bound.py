@@ -909,6 +909,9 @@ def test_compaction_and_advisor_iterations_are_charged_and_bounded() -> None:
         Usage(input_tokens=1_000, output_tokens=200)
     )
     assert result.cost == expected and not result.exceeds_bound
+    del iterations[1]["model"]  # an advisor step naming no model: the request's advisor
+    unnamed = charge(plan, json_result("anthropic", json.dumps(answer).encode()), BOOK)
+    assert unnamed.cost == expected
 
 
 def test_server_side_fallbacks_bound_every_attempt() -> None:

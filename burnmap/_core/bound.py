@@ -101,6 +101,8 @@ class CallPlan:
     """What a Chat Completions search model bills per call for its web search."""
     modifiers: tuple[str, ...] = ()
     """Request options that change the rates (see ``PriceBook.modified``)."""
+    advisor: str | None = None
+    """The model of the request's advisor tool, if any."""
 
 
 _PRIORITY_TIERS = ("priority", "fast")
@@ -635,7 +637,17 @@ def plan_call(
         else None,
         search_fee=search_fee,
         modifiers=modifiers,
+        advisor=_advisor_model(tools) if anthropic and server_tools else None,
     )
+
+
+def _advisor_model(tools: object) -> str | None:
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict) and str(tool.get("type") or "").startswith("advisor"):
+            model = tool.get("model")
+            if isinstance(model, str) and model:
+                return model
+    return None
 
 
 def _worst_call(sheet: PriceSheet, input_tokens: int, output_tokens: int) -> Decimal:

@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from burnmap._core.bound import CallPlan
 from burnmap._core.meter import Metered
 from burnmap._core.pricing import PriceBook, PriceSheet
-from burnmap._core.usage import Usage
+from burnmap._core.usage import ADVISOR, Usage
 from burnmap.errors import UnknownModelError
 
 __all__ = ["Charge", "charge"]
@@ -101,7 +101,8 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
         sheet = _sheet_for(plan, metered, book)
         cost = sheet.cost(usage)
         for other, part in usage.other_models:
-            cost += _other_model_cost(book, other, plan.endpoint.provider, part, sheet)
+            named = (plan.advisor or "") if other == ADVISOR else other
+            cost += _other_model_cost(book, named, plan.endpoint.provider, part, sheet)
         if plan.search_fee is not None:
             # A Chat Completions search model searched before answering: its fee per call.
             cost += plan.search_fee

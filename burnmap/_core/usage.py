@@ -131,6 +131,10 @@ def anthropic_usage(usage: dict[str, Any]) -> Usage:
     return _with_iterations(usage_now, iterations) if iterations else usage_now
 
 
+ADVISOR = "advisor:"
+"""The model of an advisor step whose usage names none: the request's advisor."""
+
+
 def _with_iterations(usage: Usage, iterations: object) -> Usage:
     """Add what Anthropic's per-iteration usage reports outside the top-level counts, as
     steps priced on their own: a ``compaction`` (summarising a closed context, by the
@@ -149,7 +153,8 @@ def _with_iterations(usage: Usage, iterations: object) -> Usage:
         elif kind == "advisor_message":
             model = item.get("model")
             part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
-            others.append((model if isinstance(model, str) else "", part))
+            # (Without a model: the advisor the request named, see charge.)
+            others.append((model if isinstance(model, str) and model else ADVISOR, part))
     if others:
         usage = replace(usage, other_models=usage.other_models + tuple(others))
     return usage
