@@ -133,6 +133,14 @@ def ledger() -> Ledger:
     return current
 
 
+def ledger_lock_held() -> bool:
+    """Whether this thread is inside the configured ledger's lock (a signal handler that
+    interrupted it, say): a settlement must not wait for that lock here."""
+    lock = getattr(_config.ledger, "_lock", None)
+    owned = getattr(lock, "_is_owned", None)
+    return bool(owned is not None and owned())
+
+
 def standing_active() -> bool:
     """Whether calls reserve on the ledger: a ledger was configured or a limit set."""
     if _config.explicit:

@@ -31,7 +31,7 @@ from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.meter import BedrockStreamMeter, JSONMeter, SSEMeter, UsageChunkFilter
 from burnmap._core.pricing import PriceBook
-from burnmap.budgets import standing_active
+from burnmap.budgets import ledger_lock_held, standing_active
 from burnmap.errors import RefusalError, sdk_compatible
 from burnmap.prices import default_book
 from burnmap.runs import (
@@ -270,7 +270,11 @@ def _finish_here_or_later(metering: _Metering) -> bool:
     """Settle now, or, where that could deadlock (inside a garbage collection, or with
     the runs' lock held by this thread), hand over to the finisher thread; ``True`` when
     handed over."""
-    risky = (_collecting_on and _collecting_on == threading.get_ident()) or runs_lock_held()
+    risky = (
+        (_collecting_on and _collecting_on == threading.get_ident())
+        or runs_lock_held()
+        or ledger_lock_held()
+    )
     if risky and _FINISHER.hand_over(metering):
         return True
     metering.finish()
@@ -287,8 +291,8 @@ class _Finisher:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Metering] = queue.SimpleQueue()
         self._pid = 0
-        self._idle = threading.Event()
-        self._idle.set()
+        self._settled = threading.Condition()  # (an RLock: a collection may run inside)
+        self._owed = 0  # handed over, not yet settled
         self.closed = False
 
     def ensure_running(self) -> None:
@@ -302,6 +306,8 @@ class _Finisher:
         if self.closed:
             return False
         if not metering.done:
+            with self._settled:
+                self._owed += 1
             self._queue.put(metering)
         return True
 
@@ -310,19 +316,17 @@ class _Finisher:
 
     def _run(self) -> None:
         while True:
-            metering = self._queue.get()
-            self._idle.clear()
-            try:
-                self._settle(metering)
-            finally:
-                self._idle.set()
+            self._settle(self._queue.get())
 
-    @staticmethod
-    def _settle(metering: _Metering) -> None:
+    def _settle(self, metering: _Metering) -> None:
         try:
             metering.finish()
         except Exception:  # pragma: no cover - finish() logs and never raises
             log.exception("burnmap: could not settle an abandoned response")
+        finally:
+            with self._settled:
+                self._owed -= 1
+                self._settled.notify_all()
 
     def drain(self) -> None:
         """Settle what is queued, here and now (the next call, or at exit)."""
@@ -337,7 +341,9 @@ class _Finisher:
         """At exit: let the thread finish what it holds, settle the rest here, and have
         what is abandoned from now on (the last collections) settled where it is."""
         self.closed = True
-        self._idle.wait(5)
+        if self._pid == os.getpid():  # the thread runs in this process: let it finish
+            with self._settled:  # everything handed over, its current one included
+                self._settled.wait_for(lambda: self._owed <= 0, timeout=5)
         self.drain()
 
 

@@ -519,10 +519,13 @@ async def test_over_a_network_only_a_cancelled_call_that_went_out_is_charged() -
 
 
 @pytest.mark.parametrize("lib", LIBS)
-def test_a_stream_closed_on_a_thread_holding_the_runs_lock_is_settled_after(
-    lib: types.ModuleType,
+@pytest.mark.parametrize("lock", ["runs", "memory ledger", "sqlite ledger"])
+def test_a_stream_closed_on_a_thread_holding_a_burnmap_lock_is_settled_after(
+    lib: types.ModuleType, lock: str, tmp_path: Any
 ) -> None:
-    """A signal handler may close a stream while its thread holds the runs' lock."""
+    """A signal handler may close a stream while its thread holds the runs' lock or the
+    ledger's: the settlement must not wait for that lock there."""
+    from burnmap.budgets import ledger
     from burnmap.runs import _LOCK
 
     data = wire("anthropic/messages_stream.sse")
@@ -530,17 +533,26 @@ def test_a_stream_closed_on_a_thread_holding_the_runs_lock_is_settled_after(
     def respond(request: Any) -> Any:
         return lib.Response(200, headers={"content-type": "text/event-stream"}, content=data)
 
-    with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
-        with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
-            chunks = response.iter_raw()
-            next(chunks)
-            with _LOCK:
-                response.close()
-                del chunks
-                held = r.report.call_count  # (reentrant: this thread may read under it)
-        assert held == 0  # not settled under the lock…
-        assert eventually(lambda: r.reserved == 0, timeout=5)  # …but right after
-    assert r.call_count == 1
+    if lock != "runs":
+        url = "memory://" if lock == "memory ledger" else f"sqlite:///{tmp_path / 'l.db'}"
+        burnmap.configure(ledger=url)
+    held_lock = _LOCK if lock == "runs" else ledger()._lock  # type: ignore[attr-defined]
+    try:
+        with sync_client(lib, respond) as client, burnmap.run("job", budget=1) as r:
+            with client.stream("POST", ANTHROPIC_URL, json=message_body(stream=True)) as response:
+                chunks = response.iter_raw()
+                next(chunks)
+                with held_lock:
+                    response.close()
+                    del chunks
+                    held = r.call_count
+            assert held == 0  # not settled under the lock…
+            assert eventually(lambda: r.reserved == 0, timeout=5)  # …but right after
+        assert r.call_count == 1
+    finally:
+        if burnmap.budgets._config.ledger is not None:
+            burnmap.budgets._config.ledger.close()
+        burnmap.budgets._config = burnmap.budgets._Config()
 
 
 def test_an_https_proxys_connect_is_not_the_request_going_out() -> None:

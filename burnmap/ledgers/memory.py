@@ -53,7 +53,8 @@ class MemoryLedger(Ledger):
     _refused: dict[str, Refusal] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)
     _done: deque[tuple[float, str]] = field(default_factory=deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant only so that its holder can be recognised (burnmap.budgets.ledger_lock_held).
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def set_limit(self, definition: LimitDef) -> None:
         with self._lock:

@@ -74,7 +74,8 @@ class SQLiteLedger(Ledger):
         self.charge_expired = charge_expired
         self.busy_timeout = busy_timeout
         self.clock = clock
-        self._lock = threading.Lock()
+        # Reentrant only so that its holder can be recognised (budgets.ledger_lock_held).
+        self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         with self._lock:
