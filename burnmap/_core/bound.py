@@ -525,7 +525,7 @@ def plan_call(
             isinstance(betas, list) and any("context-1m" in str(beta) for beta in betas)
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
-        modifiers = _anthropic_modifiers(obj)
+        modifiers = _anthropic_modifiers(obj.get("speed"), obj)
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
     elif obj.get("service_tier") in _PRIORITY_TIERS and sheet.source != "override":
@@ -540,7 +540,9 @@ def plan_call(
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
     window = sheet.context_window
     # (By the price's model too: an Azure deployment's own name, a registered alias.)
-    image_tokens = max(image_tokens_for(model), image_tokens_for(sheet.model))
+    image_tokens = image_tokens_for(model)
+    if sheet.model != model:
+        image_tokens = max(image_tokens, image_tokens_for(sheet.model))
     bounded = bound_input_tokens(
         body,
         obj,
@@ -548,7 +550,9 @@ def plan_call(
         image_tokens=image_tokens,
         reasoning_item_tokens=sheet.max_output or window or DEFAULT_CONTEXT_WINDOW,
     )
-    if bounded is None or (server_tools and endpoint.kind != "embeddings"):
+    if server_tools and endpoint.kind != "embeddings":
+        bounded = None  # the provider reads content of unknown length
+    if bounded is None:
         # Content of unknown length: only the context window bounds it.
         input_tokens = window or DEFAULT_CONTEXT_WINDOW
     elif (
@@ -572,19 +576,18 @@ def plan_call(
         cost += searches * sheet.web_search
     if sheet.per_request:
         cost += sheet.per_request
+    advisor = None
     if anthropic and server_tools:
-        cost += _advisors_bound(tools, book, endpoint)
+        advisor, advisors_cost = _advisors_bound(tools, book, endpoint)
+        cost += advisors_cost
     if anthropic and _compacts(obj):
         # A compaction summarises a closed context (past its trigger, up to the window)
         # in a step of its own, billed beside the answer.
-        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
-        cost += _worst_call(sheet, window, sheet.max_output or window)
+        whole = _input_on(sheet, None)
+        cost += _worst_call(sheet, whole, sheet.max_output or whole)
     fallbacks = obj.get("fallbacks") if anthropic else None
-    unknown_length = bounded is None or (server_tools and endpoint.kind != "embeddings")
     if fallbacks:
-        cost += _fallbacks_bound(
-            fallbacks, None if unknown_length else bounded, obj, book, endpoint
-        )
+        cost += _fallbacks_bound(fallbacks, bounded, obj, book, endpoint)
     routes = obj.get("models") if not anthropic else None
     if isinstance(routes, list):
         # OpenRouter's fallback list: any of them may serve (and bill) the call, each up
@@ -593,15 +596,13 @@ def plan_call(
             if isinstance(name, str) and name and name != model:
                 other = book.lookup(name, endpoint.provider)
                 images = max(image_tokens_for(name), image_tokens_for(other.model))
-                if unknown_length:
-                    route_input = other.context_window or DEFAULT_CONTEXT_WINDOW
-                elif images != image_tokens and _may_hold_media(body):
+                route_input = _input_on(other, bounded)
+                if bounded is not None and images != image_tokens and _may_hold_media(body):
                     # Its images cost other tokens, which its window does not cap.
-                    route_input = bound_input_tokens(
-                        body, obj, shape=endpoint.shape, image_tokens=images
-                    ) or (other.context_window or DEFAULT_CONTEXT_WINDOW)
-                else:
-                    route_input = _input_on(other, bounded)
+                    route_input = (
+                        bound_input_tokens(body, obj, shape=endpoint.shape, image_tokens=images)
+                        or route_input
+                    )
                 worst = _worst_call(other, route_input, _output_bound(endpoint, obj, other))
                 cost = max(cost, worst)
     if plugins and isinstance(plugins, list):
@@ -637,17 +638,8 @@ def plan_call(
         else None,
         search_fee=search_fee,
         modifiers=modifiers,
-        advisor=_advisor_model(tools) if anthropic and server_tools else None,
+        advisor=advisor,
     )
-
-
-def _advisor_model(tools: object) -> str | None:
-    for tool in tools if isinstance(tools, list) else ():
-        if isinstance(tool, dict) and str(tool.get("type") or "").startswith("advisor"):
-            model = tool.get("model")
-            if isinstance(model, str) and model:
-                return model
-    return None
 
 
 def _worst_call(sheet: PriceSheet, input_tokens: int, output_tokens: int) -> Decimal:
@@ -665,10 +657,14 @@ def _compacts(obj: dict[str, Any]) -> bool:
     )
 
 
-def _advisors_bound(tools: object, book: PriceBook, endpoint: Endpoint) -> Decimal:
+def _advisors_bound(
+    tools: object, book: PriceBook, endpoint: Endpoint
+) -> tuple[str | None, Decimal]:
     """Anthropic's advisor tool runs another model over the conversation on each use: its
     ``max_uses`` (else ``SERVER_TOOL_SEARCHES``) calls of that model, each reading up to
-    its window and writing up to the tool's ``max_tokens`` (else the model's maximum)."""
+    its window and writing up to the tool's ``max_tokens`` (else the model's maximum).
+    Returns the (first) advisor's model and the total."""
+    advisor = None
     total = Decimal(0)
     for tool in tools if isinstance(tools, list) else ():
         if not (isinstance(tool, dict) and str(tool.get("type") or "").startswith("advisor")):
@@ -676,13 +672,14 @@ def _advisors_bound(tools: object, book: PriceBook, endpoint: Endpoint) -> Decim
         model = tool.get("model")
         if not isinstance(model, str) or not model:
             continue
+        advisor = advisor or model
         sheet = book.lookup(model, endpoint.provider)
-        window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
+        window = _input_on(sheet, None)
         out = _positive_int(tool.get("max_tokens")) or sheet.max_output or window
         uses = tool.get("max_uses")
         uses = uses if isinstance(uses, int) and uses >= 0 else SERVER_TOOL_SEARCHES
         total += uses * _worst_call(sheet, window, out)
-    return total
+    return advisor, total
 
 
 # OpenRouter's web plugin: USD per result, and the results it fetches unless told.
@@ -724,23 +721,19 @@ def _fallbacks_bound(
             continue
         model = entry["model"]
         sheet = book.lookup(model, endpoint.provider)
-        speed = entry.get("speed", obj.get("speed"))
-        sheet = book.modified(
-            sheet,
-            model,
-            endpoint.provider,
-            _anthropic_modifiers({"speed": speed, "inference_geo": obj.get("inference_geo")}),
-        )
+        modifiers = _anthropic_modifiers(entry.get("speed", obj.get("speed")), obj)
+        sheet = book.modified(sheet, model, endpoint.provider, modifiers)
         out = _positive_int(entry.get("max_tokens")) or _output_bound(endpoint, obj, sheet)
         total += _worst_call(sheet, _input_on(sheet, bounded), out)
     return total
 
 
-def _anthropic_modifiers(obj: dict[str, Any]) -> tuple[str, ...]:
-    """What in an Anthropic request changes its rates: fast mode, a pinned region."""
+def _anthropic_modifiers(speed: object, obj: dict[str, Any]) -> tuple[str, ...]:
+    """What in an Anthropic request changes its rates: fast mode (``speed``), a pinned
+    region."""
     geo = obj.get("inference_geo")
     pinned = isinstance(geo, str) and geo not in ("", "global")
-    if obj.get("speed") == "fast":
+    if speed == "fast":
         return ("fast", "geo") if pinned else ("fast",)
     return ("geo",) if pinned else ()
 
