@@ -231,7 +231,8 @@ class _SyncMeteredStream:
         except DecodeError as exc:
             raise self.decoding_error(str(exc)) from exc
         except GeneratorExit:
-            abandoned = _finish_here_or_later(metering)
+            abandoned = True  # settled here, or later if here could deadlock
+            _finish_here_or_later(metering)
             raise
         finally:
             if not abandoned:
@@ -266,19 +267,17 @@ def _gc_phase(phase: str, info: dict[str, int]) -> None:
 gc.callbacks.append(_gc_phase)
 
 
-def _finish_here_or_later(metering: _Metering) -> bool:
+def _finish_here_or_later(metering: _Metering) -> None:
     """Settle now, or, where that could deadlock (inside a garbage collection, or with
-    the runs' lock held by this thread), hand over to the finisher thread; ``True`` when
-    handed over."""
+    the runs' lock or the ledger's held by this thread), hand over to the finisher
+    thread."""
     risky = (
         (_collecting_on and _collecting_on == threading.get_ident())
         or runs_lock_held()
         or ledger_lock_held()
     )
-    if risky and _FINISHER.hand_over(metering):
-        return True
-    metering.finish()
-    return False
+    if not (risky and _FINISHER.hand_over(metering)):
+        metering.finish()
 
 
 class _Finisher:
@@ -290,15 +289,19 @@ class _Finisher:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[_Metering] = queue.SimpleQueue()
-        self._pid = 0
+        self._running = False
         self._settled = threading.Condition()  # (an RLock: a collection may run inside)
         self._owed = 0  # handed over, not yet settled
         self.closed = False
 
     def ensure_running(self) -> None:
-        if self._pid != os.getpid():  # not yet, or a forked child
-            self._pid = os.getpid()
+        if not self._running:
+            self._running = True
             threading.Thread(target=self._run, name="burnmap-finisher", daemon=True).start()
+
+    def forked(self) -> None:
+        """In a forked child: the thread did not come along."""
+        self._running = False
 
     def hand_over(self, metering: _Metering) -> bool:
         """Queue ``metering`` for the thread; ``False`` once the process is exiting (the
@@ -341,7 +344,7 @@ class _Finisher:
         """At exit: let the thread finish what it holds, settle the rest here, and have
         what is abandoned from now on (the last collections) settled where it is."""
         self.closed = True
-        if self._pid == os.getpid():  # the thread runs in this process: let it finish
+        if self._running:  # the thread runs in this process: let it finish
             with self._settled:  # everything handed over, its current one included
                 self._settled.wait_for(lambda: self._owed <= 0, timeout=5)
         self.drain()
@@ -349,6 +352,7 @@ class _Finisher:
 
 _FINISHER = _Finisher()
 atexit.register(_FINISHER.close)
+os.register_at_fork(after_in_child=_FINISHER.forked)
 
 
 class _AsyncMeteredStream:
