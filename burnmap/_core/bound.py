@@ -38,7 +38,13 @@ from typing import Any
 
 from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
-from burnmap._core.pricing import PriceBook, PriceSheet, chat_search_fee, is_chat_search_model
+from burnmap._core.pricing import (
+    PriceBook,
+    PriceSheet,
+    by_prefix,
+    chat_search_fee,
+    is_chat_search_model,
+)
 from burnmap.errors import RefusalError, UnknownModelError, UnmeteredEndpointError
 
 __all__ = [
@@ -134,10 +140,7 @@ def image_tokens_for(model: str) -> int:
     name = model.rsplit("/", 1)[-1].lower()
     if name.startswith("ft:"):  # a fine-tune: "ft:gpt-4o-mini-2024-07-18:org::id"
         name = name[3:]
-    for prefix, tokens in IMAGE_TOKENS_BY_MODEL.items():
-        if name.startswith(prefix):
-            return tokens
-    return IMAGE_TOKENS
+    return by_prefix(IMAGE_TOKENS_BY_MODEL, name) or IMAGE_TOKENS
 
 
 def _may_hold_media(body: bytes, *, audio: bool = True) -> bool:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from burnmap._core.endpoint import template_pattern
 from burnmap._core.money import ZERO
@@ -32,11 +32,13 @@ __all__ = [
     "PriceBook",
     "PriceSheet",
     "Rate",
+    "by_prefix",
     "chat_search_fee",
     "is_chat_search_model",
     "max_output_for",
 ]
 
+_V = TypeVar("_V")
 MILLION = Decimal(1_000_000)
 RECENT_SECONDS = 60.0
 
@@ -291,9 +293,8 @@ AUDIO_RATES: dict[str, tuple[Decimal, Decimal]] = {
 
 
 def _audio_rate(model: str, which: int) -> Rate | None:
-    name = _normalise(model)
-    best = max((prefix for prefix in AUDIO_RATES if name.startswith(prefix)), key=len, default=None)
-    return None if best is None else Rate(AUDIO_RATES[best][which])
+    rates = by_prefix(AUDIO_RATES, _normalise(model))
+    return None if rates is None else Rate(rates[which])
 
 
 # Anthropic's fast mode (speed: "fast") bills Claude Opus 4.6 at 6x its standard rates
@@ -313,9 +314,7 @@ CONTEXT_WINDOWS: dict[str, int] = {
 
 def _context_window(model_id: str, listed: int | None) -> int | None:
     known = CONTEXT_WINDOWS.get(model_id)
-    if known is None or listed is None:
-        return listed if known is None else known
-    return max(known, listed)
+    return listed if known is None else max(known, listed or 0)
 
 
 _DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
@@ -340,12 +339,17 @@ def max_output_for(model: str) -> int | None:
     >>> max_output_for("gpt-4o-mini-2024-07-18"), max_output_for("o3-mini")
     (16384, 100000)
     """
-    name = _DATE_SUFFIX.sub("", _normalise(model))
-    best: str | None = None
-    for prefix in MAX_OUTPUT_TOKENS:
-        if name.startswith(prefix) and (best is None or len(prefix) > len(best)):
-            best = prefix
-    return MAX_OUTPUT_TOKENS[best] if best is not None else None
+    return by_prefix(MAX_OUTPUT_TOKENS, _DATE_SUFFIX.sub("", _normalise(model)))
+
+
+def by_prefix(table: Mapping[str, _V], name: str) -> _V | None:
+    """The entry of ``table`` whose key is the longest prefix of ``name``, if any.
+
+    >>> by_prefix({"gpt-4o": 1, "gpt-4o-mini": 2}, "gpt-4o-mini-2024-07-18")
+    2
+    """
+    best = max((prefix for prefix in table if name.startswith(prefix)), key=len, default=None)
+    return None if best is None else table[best]
 
 
 def _rate(value: Any) -> Rate | None:
@@ -603,11 +607,10 @@ class PriceBook:
             except UnknownModelError:
                 fast = sheet
             has_variant = fast.input != sheet.input or fast.output != sheet.output
-            sheet = (
-                replace(fast, context_window=sheet.context_window)
-                if has_variant
-                else (sheet.times(FAST_MODE_FACTOR))
-            )
+            if has_variant:
+                sheet = replace(fast, context_window=sheet.context_window)
+            else:
+                sheet = sheet.times(FAST_MODE_FACTOR)
         if "geo" in modifiers:
             sheet = sheet.times(GEO_FACTOR)
         return sheet

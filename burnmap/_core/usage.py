@@ -146,13 +146,14 @@ def _with_iterations(usage: Usage, iterations: object) -> Usage:
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
+        if kind not in ("compaction", "advisor_message"):
+            continue  # ("message" steps are in the top-level counts already)
+        part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
         if kind == "compaction":
             # A sampling step of its own (its own long-context tier), by the call's model.
-            part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
             others.append(("", part))
-        elif kind == "advisor_message":
+        else:
             model = item.get("model")
-            part = anthropic_usage({k: v for k, v in item.items() if k != "iterations"})
             # (Without a model: the advisor the request named, see charge.)
             others.append((model if isinstance(model, str) and model else ADVISOR, part))
     if others:
