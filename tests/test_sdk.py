@@ -347,18 +347,8 @@ def test_paid_endpoints_burnmap_cannot_meter_are_refused_until_priced(
     assert standin.requests == []
 
     # Declared: reserved and charged per call, against a mock that answers like OpenAI.
-    lib = importlib.import_module(OPENAI_STACK)
     image = {"created": 1, "data": [{"b64_json": "aGk="}], "usage": {"input_tokens": 9}}
-    sent: list[Any] = []
-
-    def answer(request: Any) -> Any:
-        sent.append(request)
-        return lib.Response(200, json=image)
-
-    mocked = openai.OpenAI(
-        api_key="test",
-        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
-    )
+    mocked, sent = openai_answering(image)
     burnmap.prices.register_endpoint("/v1/images/generations", per_call="0.04")
     try:
         with burnmap.run("media", budget="0.1") as r:
@@ -378,22 +368,26 @@ def test_paid_endpoints_burnmap_cannot_meter_are_refused_until_priced(
     )
 
 
+def openai_answering(answer: dict[str, Any]) -> tuple[openai.OpenAI, list[Any]]:
+    """The real openai SDK on a burnmap client whose mock answers every request with
+    ``answer``, and the list of requests that reached it."""
+    lib = importlib.import_module(OPENAI_STACK)
+    sent: list[Any] = []
+
+    def respond(request: Any) -> Any:
+        sent.append(request)
+        return lib.Response(200, json=answer)
+
+    transport = burnmap.Transport(lib.MockTransport(respond))
+    return openai.OpenAI(api_key="test", http_client=lib.Client(transport=transport)), sent
+
+
 def test_chat_search_models_are_charged_their_fee_per_call() -> None:
     """A Chat Completions search model bills a search on every call, beside its tokens, and
     its usage does not say so: burnmap reserves and charges OpenAI's fee per call."""
-    lib = importlib.import_module(OPENAI_STACK)
     reply = json.loads(wire("openai/chat.response.json"))
     reply["model"] = "gpt-4o-search-preview-2025-03-11"
-    sent: list[Any] = []
-
-    def answer(request: Any) -> Any:
-        sent.append(request)
-        return lib.Response(200, json=reply)
-
-    mocked = openai.OpenAI(
-        api_key="test",
-        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
-    )
+    mocked, sent = openai_answering(reply)
     tokens = burnmap.prices.lookup("gpt-4o-search-preview").cost(
         Usage(input_tokens=270, cache_read_tokens=2048, output_tokens=202)
     )
