@@ -136,9 +136,7 @@ def ledger() -> Ledger:
 def ledger_lock_held() -> bool:
     """Whether this thread is inside the configured ledger's lock (a signal handler that
     interrupted it, say): a settlement must not wait for that lock here."""
-    lock = getattr(_config.ledger, "_lock", None)
-    owned = getattr(lock, "_is_owned", None)
-    return bool(owned is not None and owned())
+    return _config.ledger is not None and _config.ledger.held_here()
 
 
 def standing_active() -> bool:

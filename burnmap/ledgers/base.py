@@ -200,6 +200,12 @@ class Ledger(ABC):
         """Expire overdue holds now (``reserve`` also does); returns how many."""
         return 0
 
+    def held_here(self) -> bool:
+        """Whether this thread is inside the ledger's own lock (a signal handler that
+        interrupted it, say), where a settlement must not wait for that lock. Ledgers
+        without a process-local lock hold none."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - a no-op by default, as in hishel's storages
         """Release connections."""
 

@@ -53,7 +53,7 @@ class MemoryLedger(Ledger):
     _refused: dict[str, Refusal] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)
     _done: deque[tuple[float, str]] = field(default_factory=deque)
-    # Reentrant only so that its holder can be recognised (burnmap.budgets.ledger_lock_held).
+    # Reentrant only so that its holder can be recognised (held_here).
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def set_limit(self, definition: LimitDef) -> None:
@@ -97,6 +97,9 @@ class MemoryLedger(Ledger):
     def reap(self) -> int:
         with self._lock:
             return self._reap(self.clock())
+
+    def held_here(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     def reserve(
         self,

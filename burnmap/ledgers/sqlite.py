@@ -74,7 +74,7 @@ class SQLiteLedger(Ledger):
         self.charge_expired = charge_expired
         self.busy_timeout = busy_timeout
         self.clock = clock
-        # Reentrant only so that its holder can be recognised (budgets.ledger_lock_held).
+        # Reentrant only so that its holder can be recognised (held_here).
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -195,6 +195,9 @@ class SQLiteLedger(Ledger):
     def reap(self) -> int:
         with self._transaction() as conn:
             return self._reap(conn, self.clock())
+
+    def held_here(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     def reserve(
         self,

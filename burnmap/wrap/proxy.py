@@ -260,19 +260,17 @@ class _Handler(LoopbackHandler[MeteringProxy]):
         except BodyError as exc:
             # What is left of the connection cannot be trusted: answer, then close it.
             self.close_connection = True
-            shape = "anthropic" if "anthropic-version" in self.headers else "openai"
             message = f"{exc} (the request was not forwarded)"
-            self._send_error(exc.status, shape, message, "burnmap_bad_request")
+            self._send_error(exc.status, self._shape(), message, "burnmap_bad_request")
             return
         route = proxy._route(self.path)
         if route is None:
-            shape = "anthropic" if "anthropic-version" in self.headers else "openai"
             message = (
                 f"burnmap proxy: no route for {self.path.partition('?')[0]!r}. Use "
                 f"{proxy.anthropic_base_url} as ANTHROPIC_BASE_URL or {proxy.openai_base_url} "
                 "as OPENAI_BASE_URL."
             )
-            self._send_error(404, shape, message, "burnmap_no_route")
+            self._send_error(404, self._shape(), message, "burnmap_no_route")
             return
         shape, url = route
         client = proxy._client
@@ -371,6 +369,10 @@ class _Handler(LoopbackHandler[MeteringProxy]):
         except OSError:
             log.debug("burnmap proxy: the agent left mid-body")
             self.close_connection = True
+
+    def _shape(self) -> str:
+        """The API a request not routed (yet) speaks, for the shape of its error body."""
+        return "anthropic" if "anthropic-version" in self.headers else "openai"
 
     def _send_error(self, status: int, shape: str, message: str, code: str) -> None:
         data = _error_body(shape, status, message, code)
