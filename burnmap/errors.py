@@ -116,16 +116,34 @@ class LoopDetectedError(RefusalError):
 class UnknownModelError(RefusalError):
     """No price is known for the model, so the call cannot be bounded; it was not sent.
     ``search_fee``: the model's token prices are known, but not the fee a Chat Completions
-    search model charges per call."""
+    search model charges per call. ``tool``: the request offers a hosted tool (the
+    Responses API's ``image_generation``) whose fee per use is not known; ``model`` is then
+    the tool's model (``""``: the provider's default)."""
 
     def __init__(
-        self, model: str, provider: str | None = None, *, search_fee: bool = False
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        search_fee: bool = False,
+        tool: str | None = None,
     ) -> None:
         self.model = model
         self.provider = provider
         self.search_fee = search_fee
+        self.tool = tool
         where = f" (provider {provider!r})" if provider else ""
-        if search_fee:
+        if tool:
+            named = f"image model {model!r}" if model else "its default image model"
+            which = f", model={model!r}" if model else ""
+            message = (
+                f"burnmap: this request offers the {tool} tool ({named}), which is billed "
+                "per use outside the response's usage, and no fee per use is known, so this "
+                "call cannot be budgeted and was not sent. Declare the most one use may cost "
+                "(USD; for images, at the largest size and quality you allow):\n"
+                f"    burnmap.prices.register_tool({tool!r}, per_use=0.25{which})"
+            )
+        elif search_fee:
             message = (
                 f"burnmap: model {model!r}{where} searches the web on every Chat Completions "
                 "call and bills each search, but its fee per search is not known, so this "
@@ -144,7 +162,7 @@ class UnknownModelError(RefusalError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_unknown, (self.model, self.provider, self.search_fee), {})
+        return (_rebuild_unknown, (self.model, self.provider, self.search_fee, self.tool), {})
 
 
 class UnmeteredEndpointError(RefusalError):
@@ -195,9 +213,9 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
 
 
 def _rebuild_unknown(
-    model: str, provider: str | None, search_fee: bool = False
+    model: str, provider: str | None, search_fee: bool = False, tool: str | None = None
 ) -> UnknownModelError:
-    return UnknownModelError(model, provider, search_fee=search_fee)
+    return UnknownModelError(model, provider, search_fee=search_fee, tool=tool)
 
 
 # SDK packages whose transports wrap foreign exceptions, and their base error class.

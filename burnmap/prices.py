@@ -11,6 +11,13 @@ fine-tuning, Assistants runs…) are refused with a budget in scope until their 
 call is declared::
 
     burnmap.prices.register_endpoint("/v1/images/generations", per_call=0.25)
+
+Hosted tools the Responses API bills per use, outside the response's usage, have a fee per
+use: file searches and code interpreter containers at OpenAI's published prices, images
+from the ``image_generation`` tool only once declared (a request offering it is refused
+until then)::
+
+    burnmap.prices.register_tool("image_generation", per_use=0.25)
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ __all__ = [
     "max_output_for",
     "register",
     "register_endpoint",
+    "register_tool",
     "unregister",
     "unregister_endpoint",
+    "unregister_tool",
 ]
 
 default_book = PriceBook()
@@ -42,6 +51,8 @@ register = default_book.register
 unregister = default_book.unregister
 register_endpoint = default_book.register_endpoint
 unregister_endpoint = default_book.unregister_endpoint
+register_tool = default_book.register_tool
+unregister_tool = default_book.unregister_tool
 clear = default_book.clear
 
 

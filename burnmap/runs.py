@@ -140,6 +140,9 @@ class RunReport:
                     "cache_write_tokens": usage.all_cache_write_tokens,
                     "reasoning_tokens": usage.reasoning_tokens,
                     "web_searches": usage.web_searches,
+                    "file_searches": usage.file_searches,
+                    "images_generated": usage.images_generated,
+                    "containers": usage.containers,
                     "cost": call.cost,
                     "cumulative_cost": cumulative,
                     "reserved": call.reserved,
@@ -326,6 +329,9 @@ def _call_from_row(row: object) -> CallRecord:
         cache_write_tokens=_count(row, "cache_write_tokens"),
         reasoning_tokens=_count(row, "reasoning_tokens"),
         web_searches=_count(row, "web_searches"),
+        file_searches=_count(row, "file_searches"),
+        images_generated=_count(row, "images_generated"),
+        containers=_count(row, "containers"),
     )
     cost = _money(row["cost"])
     return CallRecord(
@@ -703,6 +709,9 @@ _USAGE_FIELDS = (
     "input_audio_tokens",
     "output_audio_tokens",
     "web_searches",
+    "file_searches",
+    "images_generated",
+    "containers",
 )
 
 

@@ -181,6 +181,14 @@ class _Metering:
             except Exception as exc:
                 self._unreadable(exc)
         result = charge(plan, metered, self._book)
+        if result.unpriced is not None:
+            log.warning(
+                "burnmap: a %s call billed %s, whose price is not known: charged $0 for it. "
+                "Declare one (burnmap.prices.register_tool) and keep hosted tools in the "
+                "request's own tools, where burnmap can bound them.",
+                result.model,
+                result.unpriced,
+            )
         if result.exceeds_bound and not result.estimated:
             log.warning(
                 "burnmap: a %s call cost $%s, more than its bound $%s; please report this",

@@ -983,3 +983,147 @@ def test_compaction_is_bounded_as_a_step_of_its_own() -> None:
     sheet = compacting.sheet
     window = sheet.context_window or 0
     assert compacting.cost - plain.cost >= window * sheet.input.base / 10**6
+
+
+# -- hosted tools the Responses API bills outside usage --------------------------------------
+
+_ASK = {"model": "gpt-5", "input": "draw", "max_output_tokens": 100}
+
+
+def test_image_generation_is_refused_until_a_fee_per_image_is_declared() -> None:
+    book = PriceBook()
+    offered = {**_ASK, "tools": [{"type": "image_generation", "model": "gpt-image-2"}]}
+    with pytest.raises(UnknownModelError, match="register_tool") as info:
+        plan_call(RESPONSES, body(offered), book)
+    assert (info.value.tool, info.value.model) == ("image_generation", "gpt-image-2")
+    book.register_tool("image_generation", per_use="0.30", model="GPT-Image-2")
+    plain = plan_call(RESPONSES, body({**_ASK, "tools": [{"type": "web_fetch_x"}]}), book)
+    plan = plan_call(RESPONSES, body(offered), book)
+    assert plan is not None and plain is not None and plan.hosted is not None
+    assert plan.hosted.image == Decimal("0.30")
+    # Twenty images unless max_tool_calls caps the tool calls.
+    assert plan.cost - plain.cost == 20 * Decimal("0.30")
+    capped = plan_call(RESPONSES, body({**offered, "max_tool_calls": 2}), book)
+    assert capped is not None and capped.cost - plain.cost == 2 * Decimal("0.30")
+    # Declared for one image model only: another is still refused.
+    other = {**_ASK, "tools": [{"type": "image_generation"}]}
+    with pytest.raises(UnknownModelError, match="default image model"):
+        plan_call(RESPONSES, body(other), book)
+
+
+def test_containers_and_file_searches_are_bounded_at_openais_fees() -> None:
+    def fees(tools: list[dict[str, object]], **more: object) -> object:
+        plan = plan_call(RESPONSES, body({**_ASK, "tools": tools, **more}), PriceBook())
+        assert plan is not None
+        return plan.hosted
+
+    auto = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}
+    assert fees([auto]).container == fees([auto]).bound == Decimal("0.12")  # type: ignore[attr-defined]
+    # A container passed by id already exists: no container is created.
+    assert fees([{"type": "code_interpreter", "container": "cntr_1"}]) is None
+    # A hosted shell's own container costs the same; a local shell runs on the caller's.
+    hosted = {"type": "shell", "environment": {"type": "container_auto", "memory_limit": "16g"}}
+    assert fees([hosted]).container == Decimal("0.48")  # type: ignore[attr-defined]
+    assert fees([{"type": "shell", "environment": {"type": "local"}}]) is None
+    searches = fees([{"type": "file_search", "vector_store_ids": ["vs_1"]}], max_tool_calls=3)
+    assert searches.bound == 3 * Decimal("0.0025")  # type: ignore[attr-defined]
+    # A size OpenAI does not list is bounded at the largest.
+    odd = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "8g"}}
+    assert fees([odd]).container == Decimal("1.92")  # type: ignore[attr-defined]
+
+
+def test_responses_web_searches_are_bounded_at_max_tool_calls() -> None:
+    ask = {**_ASK, "tools": [{"type": "web_search"}]}
+    twenty = plan_call(RESPONSES, body(ask), BOOK)
+    two = plan_call(RESPONSES, body({**ask, "max_tool_calls": 2}), BOOK)
+    fifty = plan_call(RESPONSES, body({**ask, "max_tool_calls": 50}), BOOK)
+    assert twenty is not None and two is not None and fifty is not None
+    fee = twenty.sheet.web_search or Decimal(0)
+    assert fee > 0
+    assert twenty.cost - two.cost == 18 * fee and fifty.cost - twenty.cost == 30 * fee
+
+
+def test_tools_made_available_by_input_items_are_bounded_too() -> None:
+    offered = {
+        **_ASK,
+        "input": [
+            {"role": "developer", "type": "additional_tools", "tools": [{"type": "function"}]},
+            {"type": "tool_search_output", "tools": [{"type": "image_generation"}]},
+            {"role": "user", "content": "draw"},
+        ],
+    }
+    with pytest.raises(UnknownModelError, match="image_generation"):
+        plan_call(RESPONSES, body(offered), PriceBook())
+    auto = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "64g"}}
+    offered["input"][1]["tools"] = [auto]  # type: ignore[index]
+    plan = plan_call(RESPONSES, body(offered), PriceBook())
+    assert plan is not None and plan.hosted is not None
+    assert plan.hosted.container == Decimal("1.92")
+    assert plan.input_tokens == plan.sheet.context_window  # it reads what it runs
+
+
+def test_register_tool_knows_its_tools_and_container_sizes() -> None:
+    book = PriceBook()
+    with pytest.raises(ValueError, match="register\\(model"):
+        book.register_tool("web_search", per_use=1)
+    with pytest.raises(ValueError, match="image_generation"):
+        book.register_tool("image-generation", per_use=1)
+    book.register_tool("code_interpreter", per_use="0.05", model="1g")
+    # No container given is an auto container, and no memory_limit is the 1 GB default.
+    plan = plan_call(RESPONSES, body({**_ASK, "tools": [{"type": "code_interpreter"}]}), book)
+    assert plan is not None and plan.hosted is not None
+    assert (plan.hosted.container, plan.hosted.containers) == (Decimal("0.05"), 1)
+
+
+def test_hosted_tool_fees_are_charged_from_the_output_items() -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    book = PriceBook()
+    book.register_tool("image_generation", per_use="0.25")
+    tools = [
+        {"type": "image_generation"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+    ]
+    plan = plan_call(RESPONSES, body({**_ASK, "tools": tools}), book)
+    assert plan is not None
+    tokens = {"input_tokens": 10, "output_tokens": 10}
+    output = [{"type": "image_generation_call", "result": "iVBO"}] * 2 + [
+        {"type": "file_search_call", "queries": ["q"]}
+    ] * 3
+    answer = {"object": "response", "model": "gpt-5", "output": output, "usage": tokens}
+    result = charge(plan, json_result("openai", json.dumps(answer).encode()), book)
+    usage = result.usage
+    assert (usage.images_generated, usage.file_searches, usage.containers) == (2, 3, 1)
+    token_cost = plan.sheet.cost(Usage(input_tokens=10, output_tokens=10))
+    expected = token_cost + 2 * Decimal("0.25") + 3 * Decimal("0.0025") + Decimal("0.03")
+    assert result.cost == expected and not result.estimated
+    assert result.cost <= plan.cost
+    # No usage seen: what the tools did is unknown, so their whole bound is charged.
+    cut = charge(plan, json_result("openai", json.dumps({"object": "response"}).encode()), book)
+    assert cut.cost == plan.cost
+
+    # Two containers (a code interpreter and a hosted shell) are two.
+    shell = {"type": "shell", "environment": {"type": "container_auto"}}
+    both = plan_call(RESPONSES, body({**_ASK, "tools": [tools[2], shell]}), book)
+    assert both is not None
+    twice = charge(both, json_result("openai", json.dumps(answer).encode()), book)
+    assert twice.usage.containers == 2
+
+
+def test_images_a_request_did_not_show_are_charged_the_dearest_fee_or_flagged() -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    book = PriceBook()
+    plan = plan_call(RESPONSES, body({**_ASK, "prompt": {"id": "pmpt_1"}}), book)
+    assert plan is not None and plan.hosted is None
+    output = [{"type": "image_generation_call", "result": "iVBO"}] * 2
+    answer = json.dumps({"object": "response", "output": output, "usage": {}}).encode()
+    unpriced = charge(plan, json_result("openai", answer), book)
+    assert unpriced.unpriced == "2 image(s) from the image_generation tool"
+    book.register_tool("image_generation", per_use="0.10", model="gpt-image-2")
+    book.register_tool("image_generation", per_use="0.40", model="gpt-image-2.6-sunburst")
+    priced = charge(plan, json_result("openai", answer), book)
+    assert priced.unpriced is None and priced.cost == unpriced.cost + 2 * Decimal("0.40")

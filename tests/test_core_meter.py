@@ -357,3 +357,27 @@ def _metered(shape: str, body: bytes) -> Metered:
     meter = JSONMeter(shape)
     meter.feed(body)
     return meter.result()
+
+
+def test_responses_stream_counts_the_hosted_tool_calls_billed_per_use() -> None:
+    response = {
+        "object": "response",
+        "model": "gpt-5",
+        "output": [
+            {"type": "image_generation_call", "status": "completed", "result": "iVBO"},
+            {"type": "file_search_call", "status": "completed"},
+            {"type": "web_search_call", "status": "completed"},
+            {"type": "web_search_call", "status": "completed"},
+            {"type": ["odd"]},
+        ],
+        "usage": {"input_tokens": 5, "output_tokens": 7},
+    }
+    event = json.dumps({"type": "response.completed", "response": response})
+    data = f"event: response.completed\ndata: {event}\n\n".encode()
+    result = meter_stream("openai", "responses", [data])
+    assert result.complete and result.usage is not None
+    usage = result.usage
+    assert (usage.images_generated, usage.file_searches, usage.web_searches) == (1, 1, 2)
+    whole = json.dumps(response).encode()
+    assert json_result("openai", whole).usage == usage
+    assert quick_json_result("openai", whole) is None  # counted by a whole parse

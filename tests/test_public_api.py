@@ -84,6 +84,7 @@ def test_refusals_also_subclass_every_loaded_sdk_base_error() -> None:
         burnmap.LoopDetectedError("looping", trigger="call_rate", job_name="j", call_count=3),
         burnmap.UnknownModelError("acme-1", "openai"),
         burnmap.UnknownModelError("acme-search-preview", "openai", search_fee=True),
+        burnmap.UnknownModelError("gpt-image-9", "openai", tool="image_generation"),
     ],
 )
 def test_errors_pickle_across_processes(error: burnmap.RefusalError) -> None:

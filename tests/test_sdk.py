@@ -408,6 +408,47 @@ def test_chat_search_models_are_charged_their_fee_per_call() -> None:
     assert high.reserved >= high.cost
 
 
+def test_responses_hosted_tools_are_reserved_and_charged_per_use() -> None:
+    """Images from the image_generation tool, file searches and code interpreter containers
+    are billed outside a response's usage: an image tool with no declared fee is refused
+    unsent; declared, each use is reserved up to max_tool_calls and charged as listed."""
+    reply = json.loads(wire("openai/responses.response.json"))
+    reply["model"] = "gpt-5"
+    reply["output"] = [
+        {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "aGk="},
+        {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
+        *reply["output"],
+    ]
+    mocked, sent = openai_answering(reply)
+    tools: list[Any] = [
+        {"type": "image_generation", "quality": "high"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+        {"type": "code_interpreter", "container": {"type": "auto"}},
+    ]
+    with burnmap.run("tools", budget=5) as r:
+        with pytest.raises(burnmap.UnknownModelError, match="register_tool") as info:
+            mocked.responses.create(model="gpt-5", input="draw", tools=tools)
+        assert isinstance(info.value, openai.OpenAIError)  # not wrapped, not retried
+        assert sent == []
+        burnmap.prices.register_tool("image_generation", per_use="0.25")
+        mocked.responses.create(model="gpt-5", input="draw", tools=tools, max_tool_calls=4)
+    call = r.report.calls[0]
+    usage = call.usage
+    assert (usage.images_generated, usage.file_searches, usage.containers) == (1, 1, 1)
+    tokens = burnmap.prices.lookup("gpt-5", "openai").cost(
+        Usage(
+            **{
+                k: getattr(usage, k)
+                for k in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")
+            }
+        )
+    )
+    assert call.cost == tokens + Decimal("0.25") + Decimal("0.0025") + Decimal("0.03")
+    # Reserved: four calls of the dearest tools and the container, beside the tokens.
+    assert call.reserved >= 4 * (Decimal("0.25") + Decimal("0.0025")) + Decimal("0.03")
+    assert r.report.cost_by_call[0]["images_generated"] == 1
+
+
 # -- async and concurrency -------------------------------------------------------------------
 
 

@@ -941,6 +941,26 @@ def test_openai_web_searches_and_priority_tier_are_priced(lib: types.ModuleType)
 
 
 @pytest.mark.parametrize("lib", LIBS)
+def test_images_from_a_stored_prompts_tool_are_never_silently_free(
+    lib: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored prompt may bring the image tool, which the request does not show: its
+    images are charged the dearest image fee registered, and with none the log says so."""
+    reply = json.loads(wire("openai/responses.response.json"))
+    reply["output"] = [{"type": "image_generation_call", "id": "ig_1", "result": "aGk="}]
+    rec = Recorder(lambda r: lib.Response(200, json=reply))
+    request = {"model": "gpt-5", "prompt": {"id": "pmpt_1"}, "max_output_tokens": 200}
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        client.post("https://api.openai.com/v1/responses", json=request)
+        burnmap.prices.register_tool("image_generation", per_use="0.2")
+        client.post("https://api.openai.com/v1/responses", json=request)
+    assert "1 image(s) from the image_generation tool" in caplog.text
+    first, second = r.report.calls
+    assert second.cost - first.cost == Decimal("0.2")
+    assert first.usage.images_generated == second.usage.images_generated == 1
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_failed_attempts_are_not_repeats(lib: types.ModuleType) -> None:
     attempts = iter([529] * 7 + [200] * 3)
 

@@ -59,6 +59,7 @@ __all__ = [
 
 ANTHROPIC_TOKENIZER_FACTOR_TENTHS = 11  # x1.1
 _MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
 IMAGE_TOKENS = 6_400
 PDF_PAGE_TOKENS = 8_000
 AUDIO_BYTES_PER_TOKEN = 64
@@ -73,6 +74,7 @@ _SERVER_TOOL_PREFIXES = (
     "web_search",
     "web_fetch",
     "code_execution",
+    "code_interpreter",
     "file_search",
     "computer_use_preview",
     "image_generation",
@@ -109,6 +111,23 @@ class CallPlan:
     """Request options that change the rates (see ``PriceBook.modified``)."""
     advisor: str | None = None
     """The model of the request's advisor tool, if any."""
+    hosted: HostedFees | None = None
+    """What the request's hosted tools (Responses API) may bill outside its usage."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostedFees:
+    """The fees a Responses request's hosted tools bill per use, outside its usage."""
+
+    image: Decimal | None = None
+    """Per image from the ``image_generation`` tool."""
+    file_search: Decimal | None = None
+    """Per ``file_search`` call."""
+    container: Decimal | None = None
+    """The containers the request asks for (code interpreter, hosted shell), together."""
+    containers: int = 0
+    bound: Decimal = Decimal(0)
+    """The most they bill together (reserved with the call)."""
 
 
 _PRIORITY_TIERS = ("priority", "fast")
@@ -431,7 +450,7 @@ def _server_tools(tools: object) -> tuple[bool, int]:
         if not isinstance(tool, dict):
             continue
         kind = str(tool.get("type") or "")
-        if kind.startswith(_SERVER_TOOL_PREFIXES):
+        if kind.startswith(_SERVER_TOOL_PREFIXES) or (kind == "shell" and _hosted_shell(tool)):
             server = True
             if kind.startswith(_SEARCH_TOOL_PREFIXES):
                 max_uses = tool.get("max_uses")
@@ -441,6 +460,12 @@ def _server_tools(tools: object) -> tuple[bool, int]:
                     else (SERVER_TOOL_SEARCHES)
                 )
     return server, searches
+
+
+def _hosted_shell(tool: dict[str, Any]) -> bool:
+    """Whether a Responses ``shell`` tool runs in OpenAI's container (not the caller's)."""
+    environment = tool.get("environment")
+    return isinstance(environment, dict) and str(environment.get("type")).startswith("container")
 
 
 def _positive_int(value: object) -> int | None:
@@ -536,8 +561,12 @@ def plan_call(
         # rates (flex costs less).
         sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
 
-    tools = obj.get("tools")
+    responses = endpoint.kind == "responses"
+    tools = _responses_tools(obj, body) if responses else obj.get("tools")
     server_tools, searches = _server_tools(tools) if tools else (False, 0)
+    if searches and responses and "max_tool_calls" in obj:
+        # Responses' web search has no max_uses: max_tool_calls caps every hosted call.
+        searches = _tool_calls_allowed(obj["max_tool_calls"])
     plugins = obj.get("plugins")
     if plugins:
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
@@ -614,6 +643,11 @@ def plan_call(
     if endpoint.kind == "chat" and is_chat_search_model(model):
         search_fee = _search_fee(sheet, model, obj, endpoint)
         cost += search_fee * (_positive_int(obj.get("n")) or 1)
+    hosted = None
+    if server_tools and responses:
+        hosted = _hosted_fees(tools, obj.get("max_tool_calls"), book, endpoint)
+        if hosted is not None:
+            cost += hosted.bound
 
     stream = obj.get("stream") is True or endpoint.streams
     new_body: bytes | None = None
@@ -642,7 +676,80 @@ def plan_call(
         search_fee=search_fee,
         modifiers=modifiers,
         advisor=advisor,
+        hosted=hosted,
     )
+
+
+def _tool_calls_allowed(max_tool_calls: object) -> int:
+    """How many hosted-tool calls a Responses request allows: its ``max_tool_calls``, else
+    burnmap's allowance (``SERVER_TOOL_SEARCHES``): nothing else caps them."""
+    if isinstance(max_tool_calls, int) and not isinstance(max_tool_calls, bool):
+        return max(max_tool_calls, 0)
+    return SERVER_TOOL_SEARCHES
+
+
+def _hosted_fees(
+    tools: object, max_tool_calls: object, book: PriceBook, endpoint: Endpoint
+) -> HostedFees | None:
+    """The fees a Responses request's hosted tools may bill outside its usage: each image
+    (a declared fee, else a refusal) and each file search, up to the calls it allows, and
+    each container the request asks for: a code interpreter's ``container`` of type
+    ``auto`` (or none given), a hosted shell's ``environment`` of type
+    ``container_auto``; billed whether or not the model runs code, as it is created
+    first. ``None`` when none of its tools bills so."""
+    if not isinstance(tools, list):
+        return None
+    image = file_search = container = None
+    containers = 0
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        kind = tool.get("type")
+        if kind == "image_generation":
+            named = tool.get("model")
+            model = named if isinstance(named, str) else ""
+            fee = book.tool_fee("image_generation", model or None)
+            if fee is None:
+                raise UnknownModelError(model, endpoint.provider, tool="image_generation")
+            image = fee if image is None else max(image, fee)
+        elif kind == "file_search":
+            file_search = book.tool_fee("file_search")
+        elif kind in ("code_interpreter", "shell"):
+            spec = tool.get("container") if kind == "code_interpreter" else tool.get("environment")
+            if (spec is None and kind == "code_interpreter") or (
+                isinstance(spec, dict) and spec.get("type") in ("auto", "container_auto")
+            ):
+                memory = spec.get("memory_limit") if isinstance(spec, dict) else None
+                size = memory if isinstance(memory, str) else "1g"
+                fee = book.tool_fee("code_interpreter", size) or _ZERO
+                container = fee if container is None else container + fee
+                containers += 1
+    if image is None and file_search is None and container is None:
+        return None
+    calls = _tool_calls_allowed(max_tool_calls)
+    per_call = (image or _ZERO) + (file_search or _ZERO)
+    bound = calls * per_call + (container or _ZERO)
+    return HostedFees(image, file_search, container, containers, bound)
+
+
+_INPUT_TOOLS = re.compile(rb'"(?:additional_tools|tool_search_output)"')
+_TOOL_ITEMS = ("additional_tools", "tool_search_output")
+
+
+def _responses_tools(obj: dict[str, Any], body: bytes) -> object:
+    """A Responses request's tools: its ``tools``, and those its input items make
+    available (``additional_tools``, a ``tool_search_output``'s loaded tools)."""
+    tools = obj.get("tools")
+    items = obj.get("input")
+    if not isinstance(items, list) or _INPUT_TOOLS.search(body) is None:
+        return tools
+    gathered = list(tools) if isinstance(tools, list) else []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") in _TOOL_ITEMS:
+            more = item.get("tools")
+            if isinstance(more, list):
+                gathered.extend(more)
+    return gathered or tools
 
 
 def _worst_call(sheet: PriceSheet, input_tokens: int, output_tokens: int) -> Decimal:

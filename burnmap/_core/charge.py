@@ -10,6 +10,10 @@
   and the observed output. Marked estimated.
 - Nothing readable (a body that is not JSON, an unknown content type or encoding, a JSON
   body without usage): the whole reservation. Marked estimated.
+
+Hosted tools billed outside usage (Responses API): each image and file search the output
+lists at its fee, and the container a ``container: auto`` code interpreter created; when
+the output was not seen whole, the most they could bill (their part of the bound).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Charge:
     cost: Decimal
     estimated: bool
     exceeds_bound: bool
+    unpriced: str | None = None
+    """What the response billed that no price is known for (charged $0), to warn of."""
 
 
 def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
@@ -68,6 +74,33 @@ def _other_model_cost(
         return fallback.cost(usage)
 
 
+def _hosted_cost(
+    plan: CallPlan, usage: Usage, book: PriceBook, estimated: bool
+) -> tuple[Decimal, Usage, str | None]:
+    """What the call's hosted tools billed outside its usage, the usage with its
+    containers counted, and what could not be priced. Tools the request did not show (a
+    stored prompt's) are priced at their registered or published fee; images then at the
+    dearest fee registered for any image model."""
+    hosted = plan.hosted
+    if hosted is not None and estimated:
+        # The output was not seen whole: what its tools did is not known.
+        return hosted.bound, replace(usage, containers=hosted.containers), None
+    unpriced = None
+    image = hosted.image if hosted is not None else None
+    if image is None and usage.images_generated:
+        image = book.highest_tool_fee("image_generation")
+        if image is None:
+            unpriced = f"{usage.images_generated} image(s) from the image_generation tool"
+    file_search = hosted.file_search if hosted is not None else None
+    if file_search is None and usage.file_searches:
+        file_search = book.tool_fee("file_search")
+    cost = usage.images_generated * (image or 0) + usage.file_searches * (file_search or 0)
+    if hosted is not None and hosted.containers:
+        cost += hosted.container or 0
+        usage = replace(usage, containers=hosted.containers)
+    return Decimal(cost), usage, unpriced
+
+
 def _stated_cost(usage: Usage) -> Decimal | None:
     if usage.cost_reported is None:
         return None
@@ -97,6 +130,7 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
         usage = Usage(input_tokens=plan.input_tokens, output_tokens=seen)
         estimated = True
     cost = _stated_cost(usage) if not estimated else None
+    unpriced = None
     if cost is None:
         sheet = _sheet_for(plan, metered, book)
         cost = sheet.cost(usage)
@@ -107,4 +141,7 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
             # A Chat Completions search model searched before answering: its fee per call.
             cost += plan.search_fee
             usage = replace(usage, web_searches=usage.web_searches + 1)
-    return Charge(model, usage, cost, estimated, exceeds_bound=cost > plan.cost)
+        if plan.hosted is not None or usage.images_generated or usage.file_searches:
+            fees, usage, unpriced = _hosted_cost(plan, usage, book, estimated)
+            cost += fees
+    return Charge(model, usage, cost, estimated, exceeds_bound=cost > plan.cost, unpriced=unpriced)

@@ -125,7 +125,13 @@ def json_result(shape: str, body: bytes) -> Metered:
 
 
 _DECODER = json.JSONDecoder()
-_WEB_SEARCH_CALL = re.compile(rb'"web_search_call"')
+# Output items of hosted tools billed per use, which a Responses usage object omits.
+_BILLED_ITEMS = {
+    "web_search_call": "web_searches",
+    "file_search_call": "file_searches",
+    "image_generation_call": "images_generated",
+}
+_BILLED_MARKS = tuple(f'"{item}"'.encode() for item in _BILLED_ITEMS)
 _RESPONSE_KEY = re.compile(rb'"response"\s*:')
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
 _MODEL_VALUE = re.compile(rb'\s*:\s*"([^"\\]{1,200})"')
@@ -147,9 +153,10 @@ def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Meter
     """
     openai = shape == "openai"
     if (kind is None or kind == "responses") and (
-        _RESPONSE_KEY.search(body) or (openai and _WEB_SEARCH_CALL.search(body))
+        _RESPONSE_KEY.search(body)
+        or (openai and b'_call"' in body and any(item in body for item in _BILLED_MARKS))
     ):
-        # A wrapped Responses event, or web searches counted from the output items.
+        # A wrapped Responses event, or billed tool calls counted from the output items.
         return None
     found = _quick_usage(body)
     if found is None:
@@ -272,16 +279,25 @@ def _top_model(body: bytes, usage_at: int) -> object:
 
 
 def _response_usage(response: dict[str, Any]) -> Usage | None:
-    """A Responses-API object's usage, with its web searches (billed per call) counted
-    from the output items, since the usage object does not report them."""
+    """A Responses-API object's usage, with the hosted tool calls billed per use (web and
+    file searches, images) counted from the output items, since the usage object does not
+    report them."""
     usage = usage_from("openai", response.get("usage"))
     output = response.get("output")
     if usage is not None and isinstance(output, list):
-        searches = sum(
-            1 for item in output if isinstance(item, dict) and item.get("type") == "web_search_call"
-        )
-        if searches:
-            usage = replace(usage, web_searches=searches)
+        counts = dict.fromkeys(_BILLED_ITEMS.values(), 0)
+        for item in output:
+            kind = item.get("type") if isinstance(item, dict) else None
+            field = _BILLED_ITEMS.get(kind) if isinstance(kind, str) else None
+            if field is not None:
+                counts[field] += 1
+        if any(counts.values()):
+            usage = replace(
+                usage,
+                web_searches=counts["web_searches"],
+                file_searches=counts["file_searches"],
+                images_generated=counts["images_generated"],
+            )
     return usage
 
 

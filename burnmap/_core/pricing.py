@@ -34,6 +34,7 @@ __all__ = [
     "Rate",
     "by_prefix",
     "chat_search_fee",
+    "hosted_tool_fee",
     "is_chat_search_model",
     "max_output_for",
 ]
@@ -283,6 +284,38 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
     return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
 
 
+# What the Responses API bills per use of a hosted tool, outside the response's usage,
+# USD from OpenAI's pricing page: a file search call ($2.50 per 1,000 calls), a code
+# interpreter container by its ``memory_limit`` (1 GB, the default, $0.03). Images made by
+# the ``image_generation`` tool have no price here (it depends on the image model, size and
+# quality): a request that offers the tool is refused until one is registered.
+HOSTED_TOOL_FEES: dict[tuple[str, str | None], Decimal] = {
+    ("file_search", None): Decimal("0.0025"),
+    ("code_interpreter", None): Decimal("0.03"),
+    ("code_interpreter", "1g"): Decimal("0.03"),
+    ("code_interpreter", "4g"): Decimal("0.12"),
+    ("code_interpreter", "16g"): Decimal("0.48"),
+    ("code_interpreter", "64g"): Decimal("1.92"),
+}
+
+
+HOSTED_TOOLS = frozenset({"image_generation", "file_search", "code_interpreter"})
+
+
+def hosted_tool_fee(tool: str, option: str | None = None) -> Decimal | None:
+    """OpenAI's published fee per use of a hosted tool (``None`` when none is known);
+    ``option``: a container's memory limit. A size OpenAI does not offer is answered 400
+    (free): it is bounded at the largest.
+
+    >>> hosted_tool_fee("code_interpreter", "4g"), hosted_tool_fee("image_generation")
+    (Decimal('0.12'), None)
+    """
+    fee = HOSTED_TOOL_FEES.get((tool, option))
+    if fee is None and tool == "code_interpreter" and option is not None:
+        return HOSTED_TOOL_FEES[(tool, "64g")]
+    return fee if fee is not None else HOSTED_TOOL_FEES.get((tool, None))
+
+
 # Audio rates genai-prices lacks (USD per million audio tokens, input and output), by
 # longest prefix of the model id: without them audio would be priced at the text rates.
 AUDIO_RATES: dict[str, tuple[Decimal, Decimal]] = {
@@ -392,6 +425,7 @@ class PriceBook:
 
     _overrides: dict[str, PriceSheet] = field(default_factory=dict)
     _endpoints: dict[str, tuple[re.Pattern[str], PriceSheet]] = field(default_factory=dict)
+    _tools: dict[tuple[str, str | None], Decimal] = field(default_factory=dict)
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
     _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
@@ -487,11 +521,70 @@ class PriceBook:
             found = [key for key, (pattern, _) in self._endpoints.items() if pattern.search(path)]
             return self._endpoints[max(found, key=_specificity)][1] if found else None
 
+    def register_tool(
+        self, tool: str, *, per_use: float | Decimal | str, model: str | None = None
+    ) -> Decimal:
+        """Declare what one use of a hosted tool costs (USD), billed outside the
+        response's usage: ``"image_generation"`` (each image; ``model``: only for that
+        image model, else for any), ``"file_search"`` (each search),
+        ``"code_interpreter"`` (each container a call creates, whatever its size). A
+        declared fee wins over burnmap's own; ``per_use=0`` makes the tool free.
+
+        >>> book = PriceBook()
+        >>> book.register_tool("image_generation", per_use="0.25")
+        Decimal('0.25')
+        >>> book.tool_fee("image_generation", "gpt-image-2"), book.tool_fee("file_search")
+        (Decimal('0.25'), Decimal('0.0025'))
+        """
+        from burnmap._core.money import usd
+
+        name = tool.strip().lower()
+        if name not in HOSTED_TOOLS:
+            hint = (
+                " (web searches are priced per model: register(model, ..., web_search=…))"
+                if name.startswith("web_search")
+                else ""
+            )
+            raise ValueError(
+                f"burnmap prices hosted tools {', '.join(sorted(HOSTED_TOOLS))}, not {tool!r}{hint}"
+            )
+        fee = usd(per_use)
+        with self._lock:
+            self._tools[(name, model.strip().lower() if model else None)] = fee
+        return fee
+
+    def unregister_tool(self, tool: str, *, model: str | None = None) -> bool:
+        with self._lock:
+            key = (tool.strip().lower(), model.strip().lower() if model else None)
+            return self._tools.pop(key, None) is not None
+
+    def tool_fee(self, tool: str, option: str | None = None) -> Decimal | None:
+        """The fee per use of a hosted tool: one declared for ``option`` (an image model,
+        a container's memory limit), else one declared for the tool, else OpenAI's
+        published fee; ``None`` when none is known."""
+        if self._tools:
+            key = option.strip().lower() if isinstance(option, str) else None
+            with self._lock:
+                fee = self._tools.get((tool, key))
+                if fee is None:
+                    fee = self._tools.get((tool, None))
+            if fee is not None:
+                return fee
+        return hosted_tool_fee(tool, option)
+
+    def highest_tool_fee(self, tool: str) -> Decimal | None:
+        """The dearest fee known for a hosted tool, whatever its model or size."""
+        with self._lock:
+            fees = [fee for (name, _), fee in self._tools.items() if name == tool]
+        fees += [fee for (name, _), fee in HOSTED_TOOL_FEES.items() if name == tool]
+        return max(fees) if fees else None
+
     def clear(self) -> None:
-        """Drop every registered model and endpoint price."""
+        """Drop every registered model, endpoint and hosted-tool price."""
         with self._lock:
             self._overrides.clear()
             self._endpoints.clear()
+            self._tools.clear()
 
     def _override(self, model: str) -> PriceSheet | None:
         if not self._overrides:

@@ -44,6 +44,12 @@ class Usage:
     output_audio_tokens: int = 0
     """Part of ``output_tokens``, priced at the audio rate where the model has one."""
     web_searches: int = 0
+    file_searches: int = 0
+    """Hosted file searches (OpenAI's Responses API bills each one)."""
+    images_generated: int = 0
+    """Images made by the Responses API's ``image_generation`` tool (billed per image)."""
+    containers: int = 0
+    """Code interpreter containers the call was charged for (billed per container)."""
     cost_reported: str | None = None
     """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
     other_models: tuple[tuple[str, Usage], ...] = ()
