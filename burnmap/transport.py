@@ -69,7 +69,16 @@ _IDENTITY = BodyDecoder(None)
 class _Metering:
     """Drives one response through decoder → (filter) → meter, and settles once."""
 
-    __slots__ = ("_book", "_decoder", "_done", "_filter", "_meter", "_plan", "reservation")
+    __slots__ = (
+        "_book",
+        "_decoder",
+        "_done",
+        "_filter",
+        "_host",
+        "_meter",
+        "_plan",
+        "reservation",
+    )
 
     def __init__(
         self,
@@ -78,9 +87,12 @@ class _Metering:
         reservation: Reservation,
         content_encoding: bytes,
         content_type: bytes,
+        *,
+        host: str,
     ) -> None:
         self._book = book
         self._plan = plan
+        self._host = host
         self.reservation = reservation
         self._done = False
         streaming = b"text/event-stream" in content_type
@@ -181,6 +193,8 @@ class _Metering:
             except Exception as exc:
                 self._unreadable(exc)
         result = charge(plan, metered, self._book)
+        if plan.tier_unasked and metered is not None and metered.service_tier == "priority":
+            _defaults_to_priority(self._host)
         if result.unpriced is not None:
             log.warning(
                 "burnmap: a %s call billed %s, whose price is not known: charged $0 for it. "
@@ -452,6 +466,25 @@ def _anthropic_beta(request: Any) -> str:
     )
 
 
+# Hosts whose project was seen to serve requests that name no service tier at priority
+# rates (an OpenAI project whose default tier is priority): later such requests to them
+# are bounded at priority rates. Process-wide: every client of the project learns it.
+_PRIORITY_HOSTS: set[str] = set()
+
+
+def _defaults_to_priority(host: str) -> None:
+    if host not in _PRIORITY_HOSTS:
+        _PRIORITY_HOSTS.add(host)
+        log.warning(
+            "burnmap: %s served a request that named no service tier at priority rates (the "
+            "project's default tier): it was charged at those rates, which may be more than "
+            "its bound, and later calls to %s are bounded at them. Set service_tier on "
+            "requests to such a project.",
+            host,
+            host,
+        )
+
+
 class _Engine:
     """What both transports share: deciding, and wrapping the response."""
 
@@ -488,6 +521,9 @@ class _Engine:
                 self._book,
                 anthropic_beta=_anthropic_beta(request) if endpoint.shape == "anthropic" else "",
                 fingerprint=observed() if run is None else run.needs_fingerprints(),
+                default_tier="priority"
+                if _PRIORITY_HOSTS and request.url.host in _PRIORITY_HOSTS
+                else None,
             )
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
@@ -516,7 +552,9 @@ class _Engine:
             extensions=request.extensions,
         )
 
-    def wrap(self, plan: CallPlan, reservation: Reservation, response: Any, *, sync: bool) -> Any:
+    def wrap(
+        self, plan: CallPlan, reservation: Reservation, response: Any, host: str, *, sync: bool
+    ) -> Any:
         """Meter a successful response as it is read (error responses never get here)."""
         content_type = b""
         content_encoding = b""
@@ -525,7 +563,9 @@ class _Engine:
                 content_type = value.lower()
             elif name == b"content-encoding":
                 content_encoding = value
-        metering = _Metering(self._book, plan, reservation, content_encoding, content_type)
+        metering = _Metering(
+            self._book, plan, reservation, content_encoding, content_type, host=host
+        )
         _FINISHER.ensure_running()
         cls = _STREAMS[type(response), sync]
         if metering.rewrites:
@@ -688,7 +728,7 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             # Errors and redirects are not billed: drop the hold now, pass the body untouched.
             reservation.release(failed=response.status_code >= 400)
             return response
-        return self._engine.wrap(plan, reservation, response, sync=True)
+        return self._engine.wrap(plan, reservation, response, request.url.host, sync=True)
 
     def close(self) -> None:
         if self._inner is not None:
@@ -743,7 +783,7 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         if not 200 <= response.status_code < 300:
             await reservation.arelease(failed=response.status_code >= 400)
             return response
-        return self._engine.wrap(plan, reservation, response, sync=False)
+        return self._engine.wrap(plan, reservation, response, request.url.host, sync=False)
 
     async def aclose(self) -> None:
         if self._inner is not None:

@@ -72,6 +72,9 @@ def claude(standin: StandIn) -> Iterator[anthropic.Anthropic]:
 def _clean_prices() -> Iterator[None]:
     yield
     burnmap.prices.clear()
+    from burnmap import transport
+
+    transport._PRIORITY_HOSTS.clear()  # what a test's project taught the process
 
 
 def free_port() -> int:

@@ -941,6 +941,28 @@ def test_openai_web_searches_and_priority_tier_are_priced(lib: types.ModuleType)
 
 
 @pytest.mark.parametrize("lib", LIBS)
+def test_a_project_that_defaults_to_priority_is_bounded_at_priority_once_seen(
+    lib: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request naming no tier is served at the project's default tier: once a host
+    answers one at priority, later ones to it reserve at priority rates."""
+    reply = json.loads(wire("openai/chat.response.json"))
+    reply["model"] = "gpt-5"
+    reply["service_tier"] = "priority"
+    rec = Recorder(lambda r: lib.Response(200, json=reply))
+    request = {"model": "gpt-5", "messages": [], "max_completion_tokens": 100}
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        for _ in range(2):
+            client.post("https://api.openai.com/v1/chat/completions", json=request)
+        client.post("https://other.example/v1/chat/completions", json=request)
+    first, second, elsewhere = r.report.calls
+    assert "at priority rates (the project's default tier)" in caplog.text
+    standard = burnmap.prices.lookup("gpt-5", "openai").cost(first.usage)
+    assert first.cost == second.cost > standard  # charged at priority both times
+    assert second.reserved > first.reserved == elsewhere.reserved
+
+
+@pytest.mark.parametrize("lib", LIBS)
 def test_images_from_a_stored_prompts_tool_are_never_silently_free(
     lib: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -113,6 +113,9 @@ class CallPlan:
     """The model of the request's advisor tool, if any."""
     hosted: HostedFees | None = None
     """What the request's hosted tools (Responses API) may bill outside its usage."""
+    tier_unasked: bool = False
+    """An OpenAI-shaped request that names no service tier (or ``auto``): its project's
+    default tier serves it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,11 +510,14 @@ def plan_call(
     *,
     anthropic_beta: str = "",
     fingerprint: bool = True,
+    default_tier: str | None = None,
 ) -> CallPlan | None:
     """Read a request body and bound its cost; raises a refusal when it cannot. ``None``
     when the request turns out not to be a model call (another service's ``/messages``
     on a host that is not a known provider). ``fingerprint``: digest the request tail for
-    the repeat trigger (skipped when no repeat limit or observer will read it)."""
+    the repeat trigger (skipped when no repeat limit or observer will read it).
+    ``default_tier``: the tier OpenAI serves requests that name none at (``"priority"``
+    once a project was seen to default to it)."""
     if endpoint.kind == "unmetered":
         return _declared_plan(endpoint, body, book)
     try:
@@ -546,6 +552,7 @@ def plan_call(
         raise
     anthropic = endpoint.shape == "anthropic"
     modifiers: tuple[str, ...] = ()
+    tier_unasked = False
     if anthropic:
         # Bedrock's InvokeModel carries the betas in the body too.
         betas = obj.get("anthropic_beta")
@@ -556,10 +563,15 @@ def plan_call(
         modifiers = _anthropic_modifiers(obj.get("speed"), obj)
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
-    elif obj.get("service_tier") in _PRIORITY_TIERS and sheet.source != "override":
-        # Priority processing costs more ("fast" is served as priority): bound at its
-        # rates (flex costs less).
-        sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
+    else:
+        tier = obj.get("service_tier")
+        tier_unasked = tier is None or tier == "auto"
+        if sheet.source != "override" and (
+            tier in _PRIORITY_TIERS or (tier_unasked and default_tier == "priority")
+        ):
+            # Priority processing costs more ("fast" is served as priority): bound at
+            # its rates (flex costs less).
+            sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
 
     responses = endpoint.kind == "responses"
     tools = _responses_tools(obj, body) if responses else obj.get("tools")
@@ -677,6 +689,7 @@ def plan_call(
         modifiers=modifiers,
         advisor=advisor,
         hosted=hosted,
+        tier_unasked=tier_unasked,
     )
 
 
