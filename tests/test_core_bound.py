@@ -1127,3 +1127,43 @@ def test_images_a_request_did_not_show_are_charged_the_dearest_fee_or_flagged() 
     book.register_tool("image_generation", per_use="0.40", model="gpt-image-2.6-sunburst")
     priced = charge(plan, json_result("openai", answer), book)
     assert priced.unpriced is None and priced.cost == unpriced.cost + 2 * Decimal("0.40")
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "factor"),
+    [
+        # Vertex: a region, or a multi-region, costs 10% more than global for Claude 4.5+.
+        ("us-east5-aiplatform.googleapis.com", "locations/us-east5", "1.1"),
+        ("aiplatform.googleapis.com", "locations/us", "1.1"),
+        ("aiplatform.googleapis.com", "locations/global", "1"),
+    ],
+)
+def test_regional_vertex_endpoints_cost_ten_percent_more(host: str, path: str, factor: str) -> None:
+    url = f"/v1/projects/p/{path}/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
+    endpoint = identify("POST", host, url)
+    assert endpoint is not None
+    ask = {"anthropic_version": "vertex-2023-10-16", "max_tokens": 10, "messages": []}
+    plan = plan_call(endpoint, body(ask), BOOK)
+    assert plan is not None
+    assert plan.sheet.input.base == 3 * Decimal(factor)
+    # An older model has one price everywhere.
+    older = identify(
+        "POST", host, url.replace("claude-sonnet-4-5@20250929", "claude-sonnet-4@2025")
+    )
+    assert older is not None
+    assert plan_call(older, body(ask), BOOK).sheet.input.base == 3  # type: ignore[union-attr]
+
+
+def test_bedrock_regional_ids_are_priced_once_from_genai_prices() -> None:
+    ask = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": []}
+    host = "bedrock-runtime.us-east-1.amazonaws.com"
+    rates = {}
+    for prefix in ("us.", "global."):
+        endpoint = identify(
+            "POST", host, f"/model/{prefix}anthropic.claude-haiku-4-5-20251001-v1:0/invoke"
+        )
+        assert endpoint is not None
+        plan = plan_call(endpoint, body(ask), BOOK)
+        assert plan is not None
+        rates[prefix] = plan.sheet.input.base
+    assert rates == {"us.": Decimal("1.1"), "global.": Decimal(1)}  # not 1.21

@@ -152,7 +152,10 @@ def test_bedrock_invoke_and_its_event_stream_are_billed_exactly() -> None:
     assert [row["streamed"] for row in r.report.cost_by_call] == [False, True]
 
 
-def test_vertex_calls_are_billed_and_its_token_counting_is_free() -> None:
+@pytest.mark.parametrize(("region", "premium"), [("us-east5", "1.1"), ("global", "1")])
+def test_vertex_calls_are_billed_and_its_token_counting_is_free(region: str, premium: str) -> None:
+    """Billed at Anthropic's rates on Vertex's global endpoint, 10% more on a regional one
+    (Claude 4.5 and later); token counting is free."""
     lib = importlib.import_module(ANTHROPIC_STACK)
     reply = _claude_reply(900, 40)
     paths: list[str] = []
@@ -164,7 +167,7 @@ def test_vertex_calls_are_billed_and_its_token_counting_is_free() -> None:
         return lib.Response(200, json=reply)
 
     client = anthropic.AnthropicVertex(
-        region="us-east5",
+        region=region,
         project_id="my-project",
         access_token="token",
         http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(answer))),
@@ -174,7 +177,9 @@ def test_vertex_calls_are_billed_and_its_token_counting_is_free() -> None:
         client.messages.create(model=CLAUDE, max_tokens=256, messages=HELLO)
     assert paths == ["count-tokens:rawPredict", f"{CLAUDE}:rawPredict"]
     assert r.call_count == 1
-    assert r.spent == burnmap.prices.cost(CLAUDE, Usage(input_tokens=900, output_tokens=40))
+    usage = Usage(input_tokens=900, output_tokens=40)
+    assert r.spent == burnmap.prices.cost(CLAUDE, usage) * Decimal(premium)
+    assert r.report.calls[0].reserved >= r.spent
 
 
 def test_count_tokens_is_free(claude: anthropic.Anthropic, standin: StandIn) -> None:

@@ -561,6 +561,13 @@ def plan_call(
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
         modifiers = _anthropic_modifiers(obj.get("speed"), obj)
+        if (
+            endpoint.regional
+            and sheet.provider != "aws"  # genai-prices' Bedrock table prices regional ids
+            and "geo" not in modifiers
+            and regional_premium(model)
+        ):
+            modifiers = (*modifiers, "geo")
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
     else:
@@ -849,6 +856,28 @@ def _fallbacks_bound(
         out = _positive_int(entry.get("max_tokens")) or _output_bound(endpoint, obj, sheet)
         total += _worst_call(sheet, _input_on(sheet, bounded), out)
     return total
+
+
+# Claude's major and minor version in a model id: claude-sonnet-4-5-20250929,
+# anthropic.claude-haiku-4-5-…, claude-3-7-sonnet (the older order), claude-opus-4-2025…
+_CLAUDE_VERSION = re.compile(r"claude-(?:[a-z]+-)?(\d{1,2})(?:[-.](\d{1,2}))?(?!\d)")
+
+
+@lru_cache(maxsize=256)
+def regional_premium(model: str) -> bool:
+    """Whether a Claude model costs 10% more on a regional Bedrock or Vertex endpoint than
+    on the global one: Claude 4.5 and later. A name whose version cannot be read is
+    taken to (the bound then errs high, never low).
+
+    >>> [regional_premium(m) for m in ("claude-sonnet-4-5@20250929", "claude-sonnet-4-20250514",
+    ...     "claude-3-7-sonnet-20250219", "us.anthropic.claude-opus-5-v1:0", "my-profile")]
+    [True, False, False, True, True]
+    """
+    found = _CLAUDE_VERSION.search(model.lower())
+    if found is None:
+        return True
+    major, minor = int(found.group(1)), int(found.group(2) or 0)
+    return (major, minor) >= (4, 5)
 
 
 def _anthropic_modifiers(speed: object, obj: dict[str, Any]) -> tuple[str, ...]:

@@ -44,6 +44,9 @@ class Endpoint:
     """What an ``unmetered`` endpoint does, in words, for error messages."""
     streams: bool = field(default=False, repr=False)
     """The path itself asks for a stream (Bedrock's ``invoke-with-response-stream``)."""
+    regional: bool = field(default=False, repr=False)
+    """A Bedrock or Vertex endpoint that keeps Claude in a region or geography (not the
+    global one): newer Claude models cost 10% more there."""
 
 
 _KNOWN_HOSTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -168,6 +171,7 @@ _ONLY_ON = {
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 _VERTEX_MODEL = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:stream)?[rR]awPredict$")
+_VERTEX_LOCATION = re.compile(r"/locations/([^/]+)/publishers/")
 # Paid model calls in formats burnmap does not meter: Vertex partner models, Gemini.
 _OTHER_MODELS = re.compile(
     r"(/publishers/[^/]+/models/[^/:]+:(?:stream)?[rR]awPredict"
@@ -209,7 +213,10 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
     if match:
         if match.group(1) == "count-tokens":  # Vertex's token counting: free
             return None
-        return Endpoint("anthropic", "messages", "anthropic", match.group(1).split("@")[0])
+        location = _VERTEX_LOCATION.search(path)
+        regional = location is None or location.group(1) != "global"
+        model = match.group(1).split("@")[0]
+        return Endpoint("anthropic", "messages", "anthropic", model, regional=regional)
     api_shaped = provider is not None or _API_SHAPED.search(path) is not None
     llm_shaped = api_shaped or _LLM_SHAPED.search(path) is not None
     match = _BEDROCK_MODEL.search(path)
@@ -220,7 +227,12 @@ def identify(method: str, host: str, path: str) -> Endpoint | None:
         # as whatever price is registered for it; any other model's format is not metered.
         if "anthropic" in name or "application-inference-profile/" in model_id:
             streams = match.group(2) is not None
-            return Endpoint("anthropic", "messages", "aws", name, streams=streams)
+            # In-region ids and geographic profiles (us., eu., …) keep it in a region;
+            # global. profiles route worldwide.
+            regional = not name.startswith("global.")
+            return Endpoint(
+                "anthropic", "messages", "aws", name, streams=streams, regional=regional
+            )
         if api_shaped:
             template = f"/model/{model_id}/invoke{match.group(2) or ''}"
             what = "a Bedrock model burnmap does not meter"
