@@ -74,9 +74,9 @@ class _Metering:
         "_decoder",
         "_done",
         "_filter",
-        "_host",
         "_meter",
         "_plan",
+        "_request",
         "reservation",
     )
 
@@ -88,11 +88,11 @@ class _Metering:
         content_encoding: bytes,
         content_type: bytes,
         *,
-        host: str,
+        request: Any,
     ) -> None:
         self._book = book
         self._plan = plan
-        self._host = host
+        self._request = request
         self.reservation = reservation
         self._done = False
         streaming = b"text/event-stream" in content_type
@@ -193,8 +193,11 @@ class _Metering:
             except Exception as exc:
                 self._unreadable(exc)
         result = charge(plan, metered, self._book)
-        if plan.tier_unasked and metered is not None and metered.service_tier == "priority":
-            _defaults_to_priority(self._host)
+        explained = False
+        if plan.tier_unasked and metered is not None and metered.service_tier is not None:
+            # The project's default tier: learned, and the reason a call costs more.
+            _learn_default_tier(self._request, metered.service_tier)
+            explained = metered.service_tier == "priority" and plan.tier != "priority"
         if result.unpriced is not None:
             log.warning(
                 "burnmap: a %s call billed %s, whose price is not known: charged $0 for it. "
@@ -203,7 +206,7 @@ class _Metering:
                 result.model,
                 result.unpriced,
             )
-        if result.exceeds_bound and not result.estimated:
+        if result.exceeds_bound and not result.estimated and not explained:
             log.warning(
                 "burnmap: a %s call cost $%s, more than its bound $%s; please report this",
                 result.model,
@@ -466,23 +469,48 @@ def _anthropic_beta(request: Any) -> str:
     )
 
 
-# Hosts whose project was seen to serve requests that name no service tier at priority
-# rates (an OpenAI project whose default tier is priority): later such requests to them
-# are bounded at priority rates. Process-wide: every client of the project learns it.
-_PRIORITY_HOSTS: set[str] = set()
+# OpenAI projects seen to serve requests that name no service tier at priority rates (a
+# project whose default tier is priority), by host and the credentials that pick the
+# project: later such requests with them are bounded at priority rates, in every client
+# of the process, until one is served at another tier. Nothing is kept but hashes.
+_PRIORITY_PROJECTS: dict[str, set[int]] = {}
+_PROJECT_HEADERS = (b"authorization", b"api-key", b"openai-project", b"openai-organization")
 
 
-def _defaults_to_priority(host: str) -> None:
-    if host not in _PRIORITY_HOSTS:
-        _PRIORITY_HOSTS.add(host)
-        log.warning(
-            "burnmap: %s served a request that named no service tier at priority rates (the "
-            "project's default tier): it was charged at those rates, which may be more than "
-            "its bound, and later calls to %s are bounded at them. Set service_tier on "
-            "requests to such a project.",
-            host,
-            host,
-        )
+def _project(request: Any) -> tuple[str, int]:
+    """A request's host, and a hash of the headers that choose its project."""
+    chosen = tuple(
+        value for _, name, value in _header_items(request.headers) if name in _PROJECT_HEADERS
+    )
+    return request.url.host, hash(chosen)
+
+
+def _learn_default_tier(request: Any, tier: str) -> None:
+    if tier != "priority":
+        if request.url.host in _PRIORITY_PROJECTS:
+            # Served at another tier: the project's default is not (or no longer) priority.
+            host, project = _project(request)
+            _PRIORITY_PROJECTS[host].discard(project)
+        return
+    host, project = _project(request)
+    if project in _PRIORITY_PROJECTS.get(host, ()):
+        return
+    _PRIORITY_PROJECTS.setdefault(host, set()).add(project)
+    log.warning(
+        "burnmap: %s served a request that named no service tier at priority rates (its "
+        "project's default tier): it was charged at those rates, which may be more than its "
+        "bound, and the project's later such calls are bounded at them. Set service_tier "
+        "on requests to such a project.",
+        host,
+    )
+
+
+def _default_tier(request: Any) -> str | None:
+    """``"priority"`` for a request to a project seen to default to it."""
+    if request.url.host not in _PRIORITY_PROJECTS:
+        return None
+    host, project = _project(request)
+    return "priority" if project in _PRIORITY_PROJECTS.get(host, ()) else None
 
 
 class _Engine:
@@ -521,9 +549,7 @@ class _Engine:
                 self._book,
                 anthropic_beta=_anthropic_beta(request) if endpoint.shape == "anthropic" else "",
                 fingerprint=observed() if run is None else run.needs_fingerprints(),
-                default_tier="priority"
-                if _PRIORITY_HOSTS and request.url.host in _PRIORITY_HOSTS
-                else None,
+                default_tier=_default_tier(request) if _PRIORITY_PROJECTS else None,
             )
         except RefusalError as exc:
             raise sdk_compatible(exc) from None
@@ -553,7 +579,7 @@ class _Engine:
         )
 
     def wrap(
-        self, plan: CallPlan, reservation: Reservation, response: Any, host: str, *, sync: bool
+        self, plan: CallPlan, reservation: Reservation, response: Any, request: Any, *, sync: bool
     ) -> Any:
         """Meter a successful response as it is read (error responses never get here)."""
         content_type = b""
@@ -564,7 +590,7 @@ class _Engine:
             elif name == b"content-encoding":
                 content_encoding = value
         metering = _Metering(
-            self._book, plan, reservation, content_encoding, content_type, host=host
+            self._book, plan, reservation, content_encoding, content_type, request=request
         )
         _FINISHER.ensure_running()
         cls = _STREAMS[type(response), sync]
@@ -728,7 +754,7 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             # Errors and redirects are not billed: drop the hold now, pass the body untouched.
             reservation.release(failed=response.status_code >= 400)
             return response
-        return self._engine.wrap(plan, reservation, response, request.url.host, sync=True)
+        return self._engine.wrap(plan, reservation, response, request, sync=True)
 
     def close(self) -> None:
         if self._inner is not None:
@@ -783,7 +809,7 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         if not 200 <= response.status_code < 300:
             await reservation.arelease(failed=response.status_code >= 400)
             return response
-        return self._engine.wrap(plan, reservation, response, request.url.host, sync=False)
+        return self._engine.wrap(plan, reservation, response, request, sync=False)
 
     async def aclose(self) -> None:
         if self._inner is not None:

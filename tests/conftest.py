@@ -74,7 +74,7 @@ def _clean_prices() -> Iterator[None]:
     burnmap.prices.clear()
     from burnmap import transport
 
-    transport._PRIORITY_HOSTS.clear()  # what a test's project taught the process
+    transport._PRIORITY_PROJECTS.clear()  # what a test's project taught the process
 
 
 def free_port() -> int:

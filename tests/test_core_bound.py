@@ -1167,3 +1167,48 @@ def test_bedrock_regional_ids_are_priced_once_from_genai_prices() -> None:
         assert plan is not None
         rates[prefix] = plan.sheet.input.base
     assert rates == {"us.": Decimal("1.1"), "global.": Decimal(1)}  # not 1.21
+
+
+def test_bedrock_routes_keep_their_price_when_the_response_names_the_bare_model() -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    ask = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": []}
+    host = "bedrock-runtime.us-east-1.amazonaws.com"
+    answer = json.dumps(
+        {"model": "claude-haiku-4-5-20251001", "usage": {"input_tokens": 1000, "output_tokens": 0}}
+    ).encode()
+    costs = {}
+    for prefix in ("global.", "us."):
+        path = f"/model/{prefix}anthropic.claude-haiku-4-5-20251001-v1:0/invoke"
+        endpoint = identify("POST", host, path)
+        assert endpoint is not None
+        plan = plan_call(endpoint, body(ask), BOOK)
+        assert plan is not None
+        costs[prefix] = charge(plan, json_result("anthropic", answer), BOOK).cost
+    assert costs == {"global.": Decimal("0.001"), "us.": Decimal("0.0011")}
+    # An id genai-prices' Bedrock table does not know is priced at Anthropic's rates, plus
+    # the regional premium where it is regional.
+    unlisted = identify("POST", host, "/model/us.anthropic.claude-haiku-4-5-v9:0/invoke")
+    assert unlisted is not None
+    plan = plan_call(unlisted, body(ask), BOOK)
+    assert plan is not None and plan.sheet.input.base == Decimal("1.1")
+
+
+def test_a_regional_vertex_call_bounds_its_fallbacks_and_advisors_regionally_too() -> None:
+    url = "/v1/projects/p/locations/{}/publishers/anthropic/models/claude-haiku-4-5:rawPredict"
+    ask = {
+        "anthropic_version": "vertex-2023-10-16",
+        "max_tokens": 10,
+        "messages": [],
+        "fallbacks": [{"model": "claude-opus-4-6", "max_tokens": 100}],
+        "tools": [{"type": "advisor_20260301", "model": "claude-opus-4-6", "max_uses": 1}],
+    }
+    plans = {}
+    for location in ("global", "us-east5"):
+        endpoint = identify("POST", "aiplatform.googleapis.com", url.format(location))
+        assert endpoint is not None
+        plans[location] = plan_call(endpoint, body(ask), BOOK)
+    regional, world = plans["us-east5"], plans["global"]
+    assert regional is not None and world is not None
+    assert regional.cost == world.cost * Decimal("1.1")

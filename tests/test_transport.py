@@ -944,22 +944,42 @@ def test_openai_web_searches_and_priority_tier_are_priced(lib: types.ModuleType)
 def test_a_project_that_defaults_to_priority_is_bounded_at_priority_once_seen(
     lib: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A request naming no tier is served at the project's default tier: once a host
-    answers one at priority, later ones to it reserve at priority rates."""
+    """A request naming no tier is served at its project's default tier: once a project
+    (host and key) answers one at priority, its later ones reserve at priority rates,
+    other keys' do not, and a call served at the default tier is charged at standard
+    rates and makes the project forgotten."""
     reply = json.loads(wire("openai/chat.response.json"))
     reply["model"] = "gpt-5"
-    reply["service_tier"] = "priority"
-    rec = Recorder(lambda r: lib.Response(200, json=reply))
-    request = {"model": "gpt-5", "messages": [], "max_completion_tokens": 100}
-    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
-        for _ in range(2):
-            client.post("https://api.openai.com/v1/chat/completions", json=request)
-        client.post("https://other.example/v1/chat/completions", json=request)
-    first, second, elsewhere = r.report.calls
-    assert "at priority rates (the project's default tier)" in caplog.text
+    tiers = iter(["priority", "priority", "default", "priority", "default", "default"])
+
+    def respond(request: Any) -> Any:
+        return lib.Response(200, json={**reply, "service_tier": next(tiers)})
+
+    # Long enough for the fixture's usage (2,318 tokens in, 202 out) to be within bounds.
+    request = {
+        "model": "gpt-5",
+        "messages": [{"role": "user", "content": "x" * 3000}],
+        "max_completion_tokens": 300,
+    }
+    url = "https://api.openai.com/v1/chat/completions"
+    mine, theirs = {"authorization": "Bearer A"}, {"authorization": "Bearer B"}
+    run = burnmap.run("job", budget=10, repeat_limit=None)
+    with sync_client(lib, Recorder(respond)) as client, run as r:
+        client.post(url, json=request, headers=mine)  # priority: learned
+        client.post(url, json=request, headers=mine)  # priority, bounded so
+        client.post(url, json=request, headers=mine)  # default: charged so, forgotten
+        client.post(url, json=request, headers=theirs)  # another project: priority
+        client.post(url, json=request, headers=mine)  # bounded at standard again
+        client.post(url, json=request, headers=theirs)  # default: forgotten
+    first, second, third, other, fifth, sixth = r.report.calls
+    assert caplog.text.count("at priority rates (its project's default tier)") == 2
+    assert "please report this" not in caplog.text
     standard = burnmap.prices.lookup("gpt-5", "openai").cost(first.usage)
-    assert first.cost == second.cost > standard  # charged at priority both times
-    assert second.reserved > first.reserved == elsewhere.reserved
+    assert first.cost == second.cost == other.cost > standard
+    assert third.cost == fifth.cost == sixth.cost == standard
+    assert second.reserved == third.reserved > first.reserved
+    assert first.reserved == other.reserved == fifth.reserved
+    assert sixth.reserved > first.reserved  # theirs was learned by then
 
 
 @pytest.mark.parametrize("lib", LIBS)

@@ -116,6 +116,8 @@ class CallPlan:
     tier_unasked: bool = False
     """An OpenAI-shaped request that names no service tier (or ``auto``): its project's
     default tier serves it."""
+    tier: str | None = None
+    """The service tier whose rates the sheet holds (``"priority"``), ``None``: standard."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +555,7 @@ def plan_call(
     anthropic = endpoint.shape == "anthropic"
     modifiers: tuple[str, ...] = ()
     tier_unasked = False
+    priced_tier = None
     if anthropic:
         # Bedrock's InvokeModel carries the betas in the body too.
         betas = obj.get("anthropic_beta")
@@ -560,14 +563,7 @@ def plan_call(
             isinstance(betas, list) and any("context-1m" in str(beta) for beta in betas)
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
-        modifiers = _anthropic_modifiers(obj.get("speed"), obj)
-        if (
-            endpoint.regional
-            and sheet.provider != "aws"  # genai-prices' Bedrock table prices regional ids
-            and "geo" not in modifiers
-            and regional_premium(model)
-        ):
-            modifiers = (*modifiers, "geo")
+        modifiers = rate_modifiers(endpoint, sheet, model, obj.get("speed"), obj)
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
     else:
@@ -579,6 +575,7 @@ def plan_call(
             # Priority processing costs more ("fast" is served as priority): bound at
             # its rates (flex costs less).
             sheet = book.lookup(model, endpoint.provider, context={"service_tier": "priority"})
+            priced_tier = "priority"
 
     responses = endpoint.kind == "responses"
     tools = _responses_tools(obj, body) if responses else obj.get("tools")
@@ -629,7 +626,7 @@ def plan_call(
         cost += sheet.per_request
     advisor = None
     if anthropic and server_tools:
-        advisor, advisors_cost = _advisors_bound(tools, book, endpoint)
+        advisor, advisors_cost = _advisors_bound(tools, book, endpoint, obj)
         cost += advisors_cost
     if anthropic and _compacts(obj):
         # A compaction summarises a closed context (past its trigger, up to the window)
@@ -697,6 +694,7 @@ def plan_call(
         advisor=advisor,
         hosted=hosted,
         tier_unasked=tier_unasked,
+        tier=priced_tier,
     )
 
 
@@ -788,7 +786,7 @@ def _compacts(obj: dict[str, Any]) -> bool:
 
 
 def _advisors_bound(
-    tools: object, book: PriceBook, endpoint: Endpoint
+    tools: object, book: PriceBook, endpoint: Endpoint, obj: dict[str, Any]
 ) -> tuple[str | None, Decimal]:
     """Anthropic's advisor tool runs another model over the conversation on each use: its
     ``max_uses`` (else ``SERVER_TOOL_SEARCHES``) calls of that model, each reading up to
@@ -804,6 +802,8 @@ def _advisors_bound(
             continue
         advisor = advisor or model
         sheet = book.lookup(model, endpoint.provider)
+        geo = tuple(m for m in rate_modifiers(endpoint, sheet, model, None, obj) if m == "geo")
+        sheet = book.modified(sheet, model, endpoint.provider, geo)
         window = _input_on(sheet, None)
         out = _positive_int(tool.get("max_tokens")) or sheet.max_output or window
         uses = tool.get("max_uses")
@@ -851,7 +851,8 @@ def _fallbacks_bound(
             continue
         model = entry["model"]
         sheet = book.lookup(model, endpoint.provider)
-        modifiers = _anthropic_modifiers(entry.get("speed", obj.get("speed")), obj)
+        speed = entry.get("speed", obj.get("speed"))
+        modifiers = rate_modifiers(endpoint, sheet, model, speed, obj)
         sheet = book.modified(sheet, model, endpoint.provider, modifiers)
         out = _positive_int(entry.get("max_tokens")) or _output_bound(endpoint, obj, sheet)
         total += _worst_call(sheet, _input_on(sheet, bounded), out)
@@ -878,6 +879,28 @@ def regional_premium(model: str) -> bool:
         return True
     major, minor = int(found.group(1)), int(found.group(2) or 0)
     return (major, minor) >= (4, 5)
+
+
+# genai-prices' Bedrock table names its entries by route: their prices are the route's.
+BEDROCK_TABLE = ("regional.", "global.")
+
+
+def rate_modifiers(
+    endpoint: Endpoint, sheet: PriceSheet, model: str, speed: object, obj: dict[str, Any]
+) -> tuple[str, ...]:
+    """What changes an Anthropic-shaped request's rates: fast mode, a pinned region, or a
+    regional Bedrock or Vertex endpoint for a model that costs more there (unless its
+    price already is the regional one: genai-prices' Bedrock table prices ``regional.``
+    and ``global.`` ids itself)."""
+    modifiers = _anthropic_modifiers(speed, obj)
+    if (
+        endpoint.regional
+        and "geo" not in modifiers
+        and not sheet.model.startswith(BEDROCK_TABLE)
+        and regional_premium(model)
+    ):
+        modifiers = (*modifiers, "geo")
+    return modifiers
 
 
 def _anthropic_modifiers(speed: object, obj: dict[str, Any]) -> tuple[str, ...]:

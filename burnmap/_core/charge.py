@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from burnmap._core.bound import CallPlan
+from burnmap._core.bound import BEDROCK_TABLE, CallPlan
 from burnmap._core.meter import Metered
 from burnmap._core.pricing import PriceBook, PriceSheet
 from burnmap._core.usage import ADVISOR, Usage
@@ -45,33 +45,56 @@ class Charge:
 
 
 def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
+    """The sheet a call is charged at: the plan's, unless the response names another
+    model or reports another tier than the plan's sheet was priced at."""
     sheet = plan.sheet
     if sheet.source == "override":
         return sheet
     model = metered.model or plan.model
-    tier = metered.service_tier if plan.endpoint.shape == "openai" else None
-    context = {"service_tier": tier} if tier in _PRICED_TIERS else None
-    if model == plan.model and context is None:
+    tier = plan.tier
+    if plan.endpoint.shape == "openai" and metered.service_tier is not None:
+        # Served at the tier the response reports (default, scale…: standard rates).
+        reported = metered.service_tier
+        tier = reported if reported in _PRICED_TIERS else None
+    if tier == plan.tier and (model == plan.model or _routed_as(model, plan)):
         return sheet
+    context = {"service_tier": tier} if tier is not None else None
     try:
         found = book.lookup(model, plan.endpoint.provider, context=context)
     except UnknownModelError:
         return sheet
-    return book.modified(found, model, plan.endpoint.provider, plan.modifiers)
+    modifiers = plan.modifiers
+    if found.model.startswith(BEDROCK_TABLE):
+        modifiers = tuple(m for m in modifiers if m != "geo")  # its price is regional already
+    return book.modified(found, model, plan.endpoint.provider, modifiers)
+
+
+def _routed_as(model: str, plan: CallPlan) -> bool:
+    """Whether a Bedrock response's model is the one the request's routing id names:
+    ``claude-sonnet-4-5-20250929`` for ``global.anthropic.claude-sonnet-4-5-20250929-v1:0``
+    (looked up alone, it would match another route's price)."""
+    if plan.endpoint.provider != "aws":
+        return False
+    routed = plan.model
+    return f".{model}-v" in routed or routed.endswith(f".{model}")
 
 
 def _other_model_cost(
-    book: PriceBook, model: str, provider: str | None, usage: Usage, fallback: PriceSheet
+    book: PriceBook, model: str, plan: CallPlan, usage: Usage, fallback: PriceSheet
 ) -> Decimal:
     """What a step billed beside the call costs: another model's (an advisor's) at its own
-    rates, the call's own model's (``""``: a compaction) at the call's; at the call's when
-    the other model has no known price."""
+    rates (in the call's region, if pinned), the call's own model's (``""``: a compaction)
+    at the call's; at the call's when the other model has no known price."""
     if not model:
         return fallback.cost(usage)
+    provider = plan.endpoint.provider
     try:
-        return book.lookup(model, provider).cost(usage)
+        sheet = book.lookup(model, provider)
     except UnknownModelError:
         return fallback.cost(usage)
+    if "geo" in plan.modifiers and not sheet.model.startswith(BEDROCK_TABLE):
+        sheet = book.modified(sheet, model, provider, ("geo",))
+    return sheet.cost(usage)
 
 
 def _hosted_cost(
@@ -136,7 +159,7 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
         cost = sheet.cost(usage)
         for other, part in usage.other_models:
             named = (plan.advisor or "") if other == ADVISOR else other
-            cost += _other_model_cost(book, named, plan.endpoint.provider, part, sheet)
+            cost += _other_model_cost(book, named, plan, part, sheet)
         if plan.search_fee is not None:
             # A Chat Completions search model searched before answering: its fee per call.
             cost += plan.search_fee

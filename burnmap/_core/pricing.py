@@ -426,6 +426,9 @@ class PriceBook:
     _overrides: dict[str, PriceSheet] = field(default_factory=dict)
     _endpoints: dict[str, tuple[re.Pattern[str], PriceSheet]] = field(default_factory=dict)
     _tools: dict[tuple[str, str | None], Decimal] = field(default_factory=dict)
+    _modified: dict[tuple[int, str, str | None, tuple[str, ...]], tuple[PriceSheet, PriceSheet]] = (
+        field(default_factory=dict)
+    )
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
     _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
@@ -694,6 +697,20 @@ class PriceBook:
         other than global: ``GEO_FACTOR`` times). A registered price is taken as it is."""
         if not modifiers or sheet.source == "override":
             return sheet
+        key = (id(sheet), model, provider, modifiers)
+        cached = self._modified.get(key)
+        if cached is not None and cached[0] is sheet:
+            return cached[1]
+        changed = self._modify(sheet, model, provider, modifiers)
+        with self._lock:
+            if len(self._modified) >= 1024:
+                self._modified.clear()
+            self._modified[key] = (sheet, changed)
+        return changed
+
+    def _modify(
+        self, sheet: PriceSheet, model: str, provider: str | None, modifiers: tuple[str, ...]
+    ) -> PriceSheet:
         if "fast" in modifiers:
             try:
                 fast = self.lookup(model, provider, context={"speed": "fast"})
