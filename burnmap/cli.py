@@ -37,6 +37,7 @@ def _money(value: Decimal | None, places: int = 6) -> str:
 def prices(models: tuple[str, ...], provider: str | None) -> None:
     """Show the prices burnmap uses for MODELS (USD per million tokens)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from burnmap.prices import lookup
@@ -47,7 +48,13 @@ def prices(models: tuple[str, ...], provider: str | None) -> None:
         try:
             sheet = lookup(model, provider)
         except UnknownModelError as exc:
-            console.print(f"[red]{exc}[/red]", soft_wrap=True)
+            guess = f" Did you mean {' or '.join(exc.similar)}?" if exc.similar else ""
+            said = escape(
+                f"No price is known for {model!r}.{guess} Calls to it are refused until one "
+                f"is registered: burnmap.prices.register({model!r}, input=…, output=…) (USD "
+                "per million tokens)."
+            )
+            console.print(f"[red]{said}[/red]", soft_wrap=True)
             failed = True
             continue
         table = Table(title=f"{model} → {sheet.model} ({sheet.source})", show_header=False)

@@ -127,11 +127,13 @@ class UnknownModelError(RefusalError):
         *,
         search_fee: bool = False,
         tool: str | None = None,
+        similar: tuple[str, ...] = (),
     ) -> None:
         self.model = model
         self.provider = provider
         self.search_fee = search_fee
         self.tool = tool
+        self.similar = tuple(similar)
         where = f" (provider {provider!r})" if provider else ""
         if tool:
             named = f"image model {model!r}" if model else "its default image model"
@@ -153,16 +155,26 @@ class UnknownModelError(RefusalError):
                 "web_search=0.035)"
             )
         else:
+            guess = (
+                f" Did you mean {' or '.join(repr(name) for name in self.similar)}?"
+                if self.similar
+                else ""
+            )
             message = (
                 f"burnmap: no price is known for model {model!r}{where}, so this call cannot "
-                "be budgeted and was not sent. Register its price (USD per million tokens) "
-                f"first:\n    burnmap.prices.register({model!r}, input=3.00, output=15.00)\n"
+                f"be budgeted and was not sent.{guess} If the name is right, register its "
+                "price (USD per million tokens) first:\n"
+                f"    burnmap.prices.register({model!r}, input=3.00, output=15.00)\n"
                 "or run `burnmap prices MODEL` to see which names are known."
             )
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_unknown, (self.model, self.provider, self.search_fee, self.tool), {})
+        return (
+            _rebuild_unknown,
+            (self.model, self.provider, self.search_fee, self.tool, self.similar),
+            {},
+        )
 
 
 class UnmeteredEndpointError(RefusalError):
@@ -213,9 +225,13 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
 
 
 def _rebuild_unknown(
-    model: str, provider: str | None, search_fee: bool = False, tool: str | None = None
+    model: str,
+    provider: str | None,
+    search_fee: bool = False,
+    tool: str | None = None,
+    similar: tuple[str, ...] = (),
 ) -> UnknownModelError:
-    return UnknownModelError(model, provider, search_fee=search_fee, tool=tool)
+    return UnknownModelError(model, provider, search_fee=search_fee, tool=tool, similar=similar)
 
 
 # SDK packages whose transports wrap foreign exceptions, and their base error class.

@@ -90,7 +90,8 @@ class CallRecord:
     cost: Decimal
     reserved: Decimal
     estimated: bool
-    """True when the stream was cut short or unreadable and the cost is an estimate."""
+    """True when the cost is an estimate: a stream cut short, a timeout, a response
+    without readable usage, or a declared price per call."""
     streamed: bool
     started_at: float
     duration_seconds: float
@@ -194,11 +195,17 @@ class RunReport:
                 f"{row['cache_write_tokens']} cache write tokens, ${row['cost']:.6f}"
             )
         if any(call.estimated for call in self.calls):
-            lines.append("  (some calls were cut short: their cost is an estimate)")
+            lines.append(
+                "  (some costs are estimates: a stream cut short, a timeout, or a response "
+                "without readable usage)"
+            )
         if self.stopped_early:
             lines.append(f"  stopped early: {self.stop_reason}")
         if self.failed_attempts:
-            lines.append(f"  {self.failed_attempts} failed attempts (HTTP errors, not billed)")
+            lines.append(
+                f"  {self.failed_attempts} failed attempts (HTTP errors or no connection, "
+                "not billed)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -841,7 +848,8 @@ class Settlement(NamedTuple):
     usage: Usage
     cost: Decimal
     estimated: bool
-    """True when the stream was cut short or unreadable and the cost is an estimate."""
+    """True when the cost is an estimate: a stream cut short, a timeout, a response
+    without readable usage, or a declared price per call."""
     streamed: bool
     fingerprint: str | None = None
 
@@ -943,6 +951,20 @@ class Reservation:
             await self.ledger_hold.asettle(ZERO)
 
 
+def check_loop_limit(name: str, value: object, *, whole: bool, least: int) -> None:
+    """A loop trigger's limit is a number past which calls are refused, or ``None`` (off);
+    anything else would refuse every call, or none, without saying why."""
+    if value is None:
+        return
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a whole number" if whole else "a number"
+        raise TypeError(f"{name} is {kind} or None (off), not {value!r}")
+    if not (value >= least if whole else value > least) or value != value:  # noqa: PLR0124
+        bound = f"at least {least}" if whole else f"more than {least}"
+        raise ValueError(f"{name} must be {bound}, or None to turn it off; got {value!r}")
+
+
 def run(
     job_name: str,
     budget: float | int | str | Decimal | None = None,
@@ -965,6 +987,9 @@ def run(
     """
     if not isinstance(job_name, str) or not job_name:
         raise ValueError("burnmap.run() needs a job name, e.g. burnmap.run('nightly-triage')")
+    check_loop_limit("call_rate_limit", call_rate_limit, whole=True, least=1)
+    check_loop_limit("repeat_limit", repeat_limit, whole=True, least=1)
+    check_loop_limit("context_growth_limit", context_growth_limit, whole=False, least=1)
     return Run(
         job_name=job_name,
         budget=None if budget is None else usd(budget),

@@ -703,6 +703,24 @@ def _bound_settlement(plan: CallPlan) -> Settlement:
     return _settlement(plan, charge(plan, None, default_book))
 
 
+_SYNC_BASES = (httpx2.BaseTransport, httpx.BaseTransport)
+_ASYNC_BASES = (httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport)
+
+
+def _same_library(inner: Any, request: Any) -> None:
+    """An httpx transport under an httpx2 client (or the reverse) fails deep inside the
+    client: say so plainly on the first request."""
+    theirs = type(inner).__module__.partition(".")[0]
+    ours = type(request).__module__.partition(".")[0]
+    if theirs in ("httpx", "httpx2") and ours in ("httpx", "httpx2") and theirs != ours:
+        raise TypeError(
+            f"burnmap: the inner transport is {theirs}.{type(inner).__name__} but the client "
+            f"is an {ours} client; the two must come from the same library: wrap "
+            f"{ours}.{type(inner).__name__}(...) instead, or use burnmap.client(...), which "
+            "builds a matching pair (see docs/httpx.md)"
+        )
+
+
 class Transport(httpx2.BaseTransport, httpx.BaseTransport):
     """A budget-enforcing transport around ``inner`` (an httpx or httpx2 transport).
 
@@ -711,16 +729,25 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
     """
 
     def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
+        if isinstance(inner, _ASYNC_BASES) and not isinstance(inner, _SYNC_BASES):
+            raise TypeError(
+                f"burnmap.Transport wraps a sync transport, and {type(inner).__name__} is an "
+                "async one: use burnmap.AsyncTransport(...) with an async client"
+            )
         self._inner = inner
+        self._checked = False  # the inner transport is made or checked on the first request
         self._engine = _Engine(prices)
 
     def _inner_for(self, request: Any) -> Any:
         if self._inner is None:
             self._inner = _library(request).HTTPTransport()
+        else:
+            _same_library(self._inner, request)
+        self._checked = True
         return self._inner
 
     def handle_request(self, request: Any) -> Any:
-        inner = self._inner or self._inner_for(request)
+        inner = self._inner if self._checked else self._inner_for(request)
         if _FINISHER.pending():  # abandoned responses: settled before the next call
             _FINISHER.drain()
         run = current_run()
@@ -765,16 +792,25 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
     """The async twin of :class:`Transport`."""
 
     def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
+        if isinstance(inner, _SYNC_BASES) and not isinstance(inner, _ASYNC_BASES):
+            raise TypeError(
+                f"burnmap.AsyncTransport wraps an async transport, and {type(inner).__name__} "
+                "is a sync one: use burnmap.Transport(...) with a sync client"
+            )
         self._inner = inner
+        self._checked = False  # the inner transport is made or checked on the first request
         self._engine = _Engine(prices)
 
     def _inner_for(self, request: Any) -> Any:
         if self._inner is None:
             self._inner = _library(request).AsyncHTTPTransport()
+        else:
+            _same_library(self._inner, request)
+        self._checked = True
         return self._inner
 
     async def handle_async_request(self, request: Any) -> Any:
-        inner = self._inner or self._inner_for(request)
+        inner = self._inner if self._checked else self._inner_for(request)
         if _FINISHER.pending():
             _FINISHER.drain()
         run = current_run()

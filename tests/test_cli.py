@@ -17,6 +17,9 @@ def test_prices_shows_known_models_and_explains_unknown_ones() -> None:
     result = CliRunner().invoke(main, ["prices", "acme-9000"])
     assert result.exit_code == 1
     assert "burnmap.prices.register" in result.output
+    assert "was not sent" not in result.output  # no call was made
+    typo = CliRunner().invoke(main, ["prices", "claude-sonet-4-6"])
+    assert "Did you mean claude-sonnet-4-6" in typo.output
 
 
 def test_demo_stops_the_agent_before_its_budget() -> None:

@@ -126,6 +126,15 @@ def test_dated_and_prefixed_ids_resolve(ref: str, expected: str) -> None:
     assert PriceBook().lookup(ref, provider).model == expected
 
 
+def test_a_misspelt_model_is_refused_with_the_names_it_may_mean() -> None:
+    with pytest.raises(UnknownModelError, match="Did you mean 'claude-haiku-4-5'") as info:
+        burnmap.prices.lookup("claude-hiaku-4-5")
+    assert info.value.similar[0] == "claude-haiku-4-5"
+    with pytest.raises(UnknownModelError) as unlike:
+        burnmap.prices.lookup("acme-9000")
+    assert unlike.value.similar == () and "Did you mean" not in str(unlike.value)
+
+
 def test_unknown_model_is_refused_never_zero() -> None:
     with pytest.raises(UnknownModelError, match=r"burnmap\.prices\.register\('acme-1'"):
         PriceBook().lookup("acme-1", "openai")
@@ -138,6 +147,20 @@ def test_register_overrides_and_unregister_restores() -> None:
     assert burnmap.prices.cost("gpt-4o-2024-08-06", Usage(input_tokens=10**6)) == 1
     assert burnmap.prices.unregister("gpt-4o")
     assert burnmap.prices.lookup("gpt-4o") == bundled
+
+
+@pytest.mark.parametrize(
+    "routed",
+    [
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "arn:aws:bedrock:us-east-1:1:inference-profile/global.anthropic.claude-sonnet-4-5-v1:0",
+        "claude-sonnet-4-5@20250929",
+    ],
+)
+def test_a_registered_price_covers_the_routed_ids_of_its_model(routed: str) -> None:
+    burnmap.prices.register("claude-sonnet-4-5", input=30, output=150)
+    assert burnmap.prices.lookup(routed, "aws").input.base == 30
 
 
 def test_register_unknown_model_with_limits() -> None:

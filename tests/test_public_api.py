@@ -85,6 +85,7 @@ def test_refusals_also_subclass_every_loaded_sdk_base_error() -> None:
         burnmap.UnknownModelError("acme-1", "openai"),
         burnmap.UnknownModelError("acme-search-preview", "openai", search_fee=True),
         burnmap.UnknownModelError("gpt-image-9", "openai", tool="image_generation"),
+        burnmap.UnknownModelError("claude-sonet-4-6", similar=("claude-sonnet-4-6",)),
     ],
 )
 def test_errors_pickle_across_processes(error: burnmap.RefusalError) -> None:

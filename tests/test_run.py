@@ -159,10 +159,40 @@ def test_a_run_is_entered_once() -> None:
         pass
 
 
-@pytest.mark.parametrize("bad", [-1, "abc", float("nan"), True])
-def test_bad_budgets_are_rejected(bad: object) -> None:
-    with pytest.raises((ValueError, TypeError, ArithmeticError)):
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (-1, ">= 0"),
+        ("abc", "not an amount of dollars"),
+        ("5 USD", "not an amount of dollars"),
+        (float("nan"), "finite"),
+        (True, "not a bool"),
+        ([1], "not list"),
+    ],
+)
+def test_bad_budgets_are_rejected_with_what_to_give(bad: object, says: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=says):
         burnmap.run("job", budget=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"call_rate_limit": 0}, "call_rate_limit must be at least 1, or None"),
+        ({"repeat_limit": -3}, "repeat_limit must be at least 1"),
+        ({"context_growth_limit": 1}, "context_growth_limit must be more than 1"),
+        ({"context_growth_limit": float("nan")}, "more than 1"),
+        ({"call_rate_limit": 2.5}, "a whole number or None"),
+        ({"repeat_limit": True}, "a whole number or None"),
+    ],
+)
+def test_loop_limits_that_would_refuse_every_call_are_rejected(
+    limits: dict[str, object], says: str
+) -> None:
+    """A limit of 0 would refuse every call with a message about a loop: None turns a
+    trigger off, and the error says so."""
+    with pytest.raises((ValueError, TypeError), match=says):
+        burnmap.run("job", budget=1, **limits)  # type: ignore[arg-type]
 
 
 def test_empty_job_name_is_rejected() -> None:

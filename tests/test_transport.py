@@ -1017,3 +1017,15 @@ def test_failed_attempts_are_not_repeats(lib: types.ModuleType) -> None:
             client.post(ANTHROPIC_URL, json=message_body())
     assert r.call_count == 3
     assert r.report.failed_attempts == 7
+
+
+def test_mismatched_transports_are_named_not_left_to_an_assertion() -> None:
+    """An async inner transport in burnmap.Transport (or the reverse) is refused when
+    built; an httpx transport under an httpx2 client on its first request."""
+    with pytest.raises(TypeError, match=r"use burnmap\.AsyncTransport"):
+        burnmap.Transport(httpx2.AsyncHTTPTransport())
+    with pytest.raises(TypeError, match=r"use burnmap\.Transport"):
+        burnmap.AsyncTransport(httpx.HTTPTransport())
+    mixed = burnmap.Transport(httpx.MockTransport(lambda r: httpx.Response(200, json={})))
+    with httpx2.Client(transport=mixed) as client, pytest.raises(TypeError, match="same library"):
+        client.get("https://example.com/")

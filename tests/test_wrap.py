@@ -301,3 +301,21 @@ def test_a_bad_number_names_its_option(
     status = launch.execute(launch.parse([option, value, "--", "true"]))
     assert status == 2
     assert f"Invalid value for '{option}': not a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--repeat-limit", "-3", "must be at least 1 (0 turns it off)"),
+        ("--call-rate-limit", "-1", "must be at least 1 (0 turns it off)"),
+        ("--context-growth-limit", "0.5", "must be more than 1 (0 turns it off)"),
+    ],
+)
+def test_a_loop_limit_that_would_refuse_every_call_is_rejected(
+    option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from burnmap.wrap import launch
+
+    status = launch.execute(launch.parse([option, value, "--", "true"]))
+    assert status == 2
+    assert f"Invalid value for '{option}': {says}" in capsys.readouterr().err

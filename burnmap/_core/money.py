@@ -29,8 +29,18 @@ def usd(value: float | int | str | Decimal) -> Decimal:
         raise TypeError("a budget or price must be a number of dollars, not a bool")
     elif isinstance(value, float):
         result = Decimal(repr(value))
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(value.strip() if isinstance(value, str) else value)
+        except ArithmeticError:
+            raise ValueError(
+                f"{value!r} is not an amount of dollars: give a number such as 2.50 or '2.50'"
+            ) from None
     else:
-        result = Decimal(value)
+        raise TypeError(
+            f"an amount of dollars is a number (int, float, str or Decimal), not "
+            f"{type(value).__name__}"
+        )
     if not result.is_finite() or result < 0:
         raise ValueError(f"an amount of dollars must be finite and >= 0, got {value!r}")
     return result

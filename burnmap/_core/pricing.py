@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -366,6 +366,41 @@ def _normalise(model: str) -> str:
     return name
 
 
+@lru_cache(maxsize=256)
+def similar_models(model: str) -> tuple[str, ...]:
+    """Known model ids close to ``model`` (a typo's likely meaning), closest first.
+
+    >>> similar_models("claude-sonet-4-6")[0]
+    'claude-sonnet-4-6'
+    """
+    import difflib
+
+    from genai_prices import data_snapshot
+
+    ids = {m.id for p in data_snapshot.get_snapshot().providers for m in p.models}
+    named = _normalise(model)
+    close = difflib.get_close_matches(named, sorted(ids), n=5, cutoff=0.8)
+    # One spelling per model: claude-sonnet-4-6 and claude-sonnet-4.6 are one.
+    return tuple(dict.fromkeys(_DOTTED_VERSION.sub(r"\1-\2", m) for m in close))[:3]
+
+
+def _override_names(name: str) -> Iterator[str]:
+    """The names a registered price may be under, most specific first: the id as given,
+    without its date and version suffixes (one after the other, as in Bedrock's
+    ``…-20250929-v1:0``), then the same for its normalised form (no provider or route
+    prefix).
+
+    >>> list(_override_names("us.anthropic.claude-sonnet-4-5-20250929-v1:0"))[-2:]
+    ['claude-sonnet-4-5-20250929', 'claude-sonnet-4-5']
+    """
+    for form in (name, _normalise(name)):
+        current = form
+        yield current
+        while (shorter := _DATE_SUFFIX.sub("", current)) != current:
+            current = shorter
+            yield current
+
+
 def max_output_for(model: str) -> int | None:
     """The documented maximum output of ``model``, by longest matching prefix.
 
@@ -593,7 +628,7 @@ class PriceBook:
         if not self._overrides:
             return None
         name = model.strip().lower()
-        for candidate in (name, _DATE_SUFFIX.sub("", name), _normalise(name)):
+        for candidate in _override_names(name):
             sheet = self._overrides.get(candidate)
             if sheet is not None:
                 return sheet
@@ -659,7 +694,7 @@ class PriceBook:
             if found is not None:
                 break
         if found is None:
-            raise UnknownModelError(model, provider)
+            raise UnknownModelError(model, provider, similar=similar_models(model))
         with self._lock:
             self._models[key] = found
         return found

@@ -304,6 +304,14 @@ def execute(values: dict[str, Any]) -> int:
         }
     except ValueError as exc:
         return fail("--" + str(exc).replace("_", "-"), "not a number")
+    from burnmap.runs import check_loop_limit
+
+    for name, number in loops.items():
+        try:
+            check_loop_limit(name, number, whole=name != "context_growth_limit", least=1)
+        except ValueError:
+            least = "more than 1" if name == "context_growth_limit" else "at least 1"
+            return fail("--" + name.replace("_", "-"), f"must be {least} (0 turns it off)")
     grace = 5.0 if given_grace is None else given_grace
     if grace < 0:
         return fail("--grace", "must be >= 0 seconds")
