@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from burnmap._core import ledger
+from burnmap._core.limits import check_loop_limit
 from burnmap._core.loops import (
     DEFAULT_CALL_RATE_LIMIT,
     DEFAULT_CONTEXT_GROWTH_LIMIT,
@@ -949,20 +950,6 @@ class Reservation:
         """The async twin of :meth:`release`."""
         if self.release(failed=failed, ledger_too=False) and self.ledger_hold is not None:
             await self.ledger_hold.asettle(ZERO)
-
-
-def check_loop_limit(name: str, value: object, *, whole: bool, least: int) -> None:
-    """A loop trigger's limit is a number past which calls are refused, or ``None`` (off);
-    anything else would refuse every call, or none, without saying why."""
-    if value is None:
-        return
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "a whole number" if whole else "a number"
-        raise TypeError(f"{name} is {kind} or None (off), not {value!r}")
-    if not (value >= least if whole else value > least) or value != value:  # noqa: PLR0124
-        bound = f"at least {least}" if whole else f"more than {least}"
-        raise ValueError(f"{name} must be {bound}, or None to turn it off; got {value!r}")
 
 
 def run(

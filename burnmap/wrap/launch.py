@@ -304,7 +304,7 @@ def execute(values: dict[str, Any]) -> int:
         }
     except ValueError as exc:
         return fail("--" + str(exc).replace("_", "-"), "not a number")
-    from burnmap.runs import check_loop_limit
+    from burnmap._core.limits import check_loop_limit
 
     for name, number in loops.items():
         try:
