@@ -319,3 +319,23 @@ def test_a_loop_limit_that_would_refuse_every_call_is_rejected(
     status = launch.execute(launch.parse([option, value, "--", "true"]))
     assert status == 2
     assert f"Invalid value for '{option}': {says}" in capsys.readouterr().err
+
+
+def test_the_program_starts_before_burnmap_loads_its_runs() -> None:
+    """wrap starts a plain program first and loads itself while it runs: checking the
+    options (loop limits included) must not import the heavy modules before the start."""
+    probe = (
+        "import sys\n"
+        "from burnmap.wrap import launch\n"
+        "def started(command):\n"
+        "    print(sorted(m for m in ('burnmap.runs', 'burnmap.transport', 'httpx2')"
+        " if m in sys.modules))\n"
+        "    raise SystemExit(0)\n"
+        "launch.prestart = started\n"
+        "launch.execute(launch.parse(['--budget', '1', '--repeat-limit', '3',"
+        " '--context-growth-limit', '2', '--', 'true']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
