@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from burnmap._core.pricing import PriceBook, PriceSheet, max_output_for
+from burnmap._core.pricing import PriceBook, PriceSheet, max_output_for, with_suggestions
 from burnmap._core.usage import Usage
+from burnmap.errors import UnknownModelError
 
 __all__ = [
     "PriceBook",
@@ -57,8 +58,12 @@ clear = default_book.clear
 
 
 def lookup(model: str, provider: str | None = None) -> PriceSheet:
-    """The price sheet for ``model`` (raises ``UnknownModelError`` when none is known)."""
-    return default_book.lookup(model, provider)
+    """The price sheet for ``model`` (raises ``UnknownModelError`` when none is known,
+    naming the known models it may mean)."""
+    try:
+        return default_book.lookup(model, provider)
+    except UnknownModelError as exc:
+        raise with_suggestions(exc) from None
 
 
 def cost(model: str, usage: Usage, provider: str | None = None) -> Decimal:

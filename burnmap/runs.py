@@ -197,8 +197,8 @@ class RunReport:
             )
         if any(call.estimated for call in self.calls):
             lines.append(
-                "  (some costs are estimates: a stream cut short, a timeout, or a response "
-                "without readable usage)"
+                "  (some costs are estimates: a stream cut short, a timeout, a response "
+                "without readable usage, or a declared price per call)"
             )
         if self.stopped_early:
             lines.append(f"  stopped early: {self.stop_reason}")
@@ -981,8 +981,8 @@ def run(
         job_name=job_name,
         budget=None if budget is None else usd(budget),
         user_id=None if user_id is None else str(user_id),  # user:42 and user:"42" are one
-        call_rate_limit=call_rate_limit,
-        context_growth_limit=context_growth_limit,
-        repeat_limit=repeat_limit,
+        call_rate_limit=None if call_rate_limit is None else int(call_rate_limit),
+        context_growth_limit=None if context_growth_limit is None else float(context_growth_limit),
+        repeat_limit=None if repeat_limit is None else int(repeat_limit),
         spend_rate_limit=None if spend_rate_limit is None else usd(spend_rate_limit),
     )

@@ -30,9 +30,9 @@ from burnmap._core.charge import Charge, charge
 from burnmap._core.decode import BodyDecoder, DecodeError
 from burnmap._core.endpoint import Endpoint, identify
 from burnmap._core.meter import BedrockStreamMeter, JSONMeter, SSEMeter, UsageChunkFilter
-from burnmap._core.pricing import PriceBook
+from burnmap._core.pricing import PriceBook, with_suggestions
 from burnmap.budgets import ledger_lock_held, standing_active
-from burnmap.errors import RefusalError, sdk_compatible
+from burnmap.errors import RefusalError, UnknownModelError, sdk_compatible
 from burnmap.prices import default_book
 from burnmap.runs import (
     Reservation,
@@ -195,9 +195,8 @@ class _Metering:
         result = charge(plan, metered, self._book)
         explained = False
         if plan.tier_unasked and metered is not None and metered.service_tier is not None:
-            # The project's default tier: learned, and the reason a call costs more.
-            _learn_default_tier(self._request, metered.service_tier)
-            explained = metered.service_tier == "priority" and plan.tier != "priority"
+            # The project's default tier: learned, and then the reason a call costs more.
+            explained = _learn_default_tier(self._request, plan.model, metered.service_tier)
         if result.unpriced is not None:
             log.warning(
                 "burnmap: a %s call billed %s, whose price is not known: charged $0 for it. "
@@ -469,48 +468,56 @@ def _anthropic_beta(request: Any) -> str:
     )
 
 
-# OpenAI projects seen to serve requests that name no service tier at priority rates (a
-# project whose default tier is priority), by host and the credentials that pick the
-# project: later such requests with them are bounded at priority rates, in every client
-# of the process, until one is served at another tier. Nothing is kept but hashes.
-_PRIORITY_PROJECTS: dict[str, set[int]] = {}
+# OpenAI projects seen to serve a model at priority rates when the request named no
+# service tier (a project whose default tier is priority): by host, then by a hash of the
+# credentials that pick the project, the models it serves so. Later such requests for
+# them are bounded at priority rates, in every client of the process, until that model is
+# served at another tier (a model the project cannot serve at priority stays apart).
+_PRIORITY_PROJECTS: dict[str, dict[int, set[str]]] = {}
 _PROJECT_HEADERS = (b"authorization", b"api-key", b"openai-project", b"openai-organization")
 
 
-def _project(request: Any) -> tuple[str, int]:
-    """A request's host, and a hash of the headers that choose its project."""
-    chosen = tuple(
-        value for _, name, value in _header_items(request.headers) if name in _PROJECT_HEADERS
+def _project(request: Any) -> int:
+    """A hash of the headers that choose a request's project (no credential is kept)."""
+    return hash(
+        tuple(
+            value for _, name, value in _header_items(request.headers) if name in _PROJECT_HEADERS
+        )
     )
-    return request.url.host, hash(chosen)
 
 
-def _learn_default_tier(request: Any, tier: str) -> None:
+def _learn_default_tier(request: Any, model: str, tier: str) -> bool:
+    """Note the tier a project served a request that named none at; ``True`` when it
+    just learned that the project serves ``model`` at priority by default (the call may
+    have cost more than its bound, and the log says why)."""
+    host = request.url.host
+    projects = _PRIORITY_PROJECTS.get(host)
     if tier != "priority":
-        if request.url.host in _PRIORITY_PROJECTS:
-            # Served at another tier: the project's default is not (or no longer) priority.
-            host, project = _project(request)
-            _PRIORITY_PROJECTS[host].discard(project)
-        return
-    host, project = _project(request)
-    if project in _PRIORITY_PROJECTS.get(host, ()):
-        return
-    _PRIORITY_PROJECTS.setdefault(host, set()).add(project)
+        if projects:
+            projects.get(_project(request), set()).discard(model)  # served at its own tier
+        return False
+    models = _PRIORITY_PROJECTS.setdefault(host, {}).setdefault(_project(request), set())
+    if model in models:
+        return False
+    models.add(model)
     log.warning(
-        "burnmap: %s served a request that named no service tier at priority rates (its "
-        "project's default tier): it was charged at those rates, which may be more than its "
-        "bound, and the project's later such calls are bounded at them. Set service_tier "
-        "on requests to such a project.",
+        "burnmap: %s served %s at priority rates to a request that named no service tier "
+        "(its project's default tier): it was charged at those rates, which may be more "
+        "than its bound, and the project's later such calls to %s are bounded at them. Set "
+        "service_tier on requests to such a project.",
         host,
+        model,
+        model,
     )
+    return True
 
 
-def _default_tier(request: Any) -> str | None:
-    """``"priority"`` for a request to a project seen to default to it."""
-    if request.url.host not in _PRIORITY_PROJECTS:
-        return None
-    host, project = _project(request)
-    return "priority" if project in _PRIORITY_PROJECTS.get(host, ()) else None
+def _priority_models(request: Any) -> frozenset[str]:
+    """The models a request's project was seen to serve at priority by default."""
+    projects = _PRIORITY_PROJECTS.get(request.url.host)
+    if not projects:
+        return frozenset()
+    return frozenset(projects.get(_project(request), ()))
 
 
 class _Engine:
@@ -549,9 +556,11 @@ class _Engine:
                 self._book,
                 anthropic_beta=_anthropic_beta(request) if endpoint.shape == "anthropic" else "",
                 fingerprint=observed() if run is None else run.needs_fingerprints(),
-                default_tier=_default_tier(request) if _PRIORITY_PROJECTS else None,
+                priority_models=_priority_models(request) if _PRIORITY_PROJECTS else None,
             )
         except RefusalError as exc:
+            if isinstance(exc, UnknownModelError):
+                exc = with_suggestions(exc)
             raise sdk_compatible(exc) from None
 
     @staticmethod
@@ -707,17 +716,28 @@ _SYNC_BASES = (httpx2.BaseTransport, httpx.BaseTransport)
 _ASYNC_BASES = (httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport)
 
 
+_HTTPX_BASES = (httpx.BaseTransport, httpx.AsyncBaseTransport)
+_HTTPX2_BASES = (httpx2.BaseTransport, httpx2.AsyncBaseTransport)
+
+
+def _transport_library(inner: Any) -> str | None:
+    """The library a transport (or a subclass of one) belongs to; ``None`` for one of
+    both (burnmap's own) or neither (duck-typed)."""
+    first, second = isinstance(inner, _HTTPX_BASES), isinstance(inner, _HTTPX2_BASES)
+    return None if first == second else ("httpx" if first else "httpx2")
+
+
 def _same_library(inner: Any, request: Any) -> None:
     """An httpx transport under an httpx2 client (or the reverse) fails deep inside the
     client: say so plainly on the first request."""
-    theirs = type(inner).__module__.partition(".")[0]
-    ours = type(request).__module__.partition(".")[0]
-    if theirs in ("httpx", "httpx2") and ours in ("httpx", "httpx2") and theirs != ours:
+    theirs = _transport_library(inner)
+    ours = "httpx2" if isinstance(request, httpx2.Request) else "httpx"
+    if theirs is not None and theirs != ours:
         raise TypeError(
-            f"burnmap: the inner transport is {theirs}.{type(inner).__name__} but the client "
-            f"is an {ours} client; the two must come from the same library: wrap "
-            f"{ours}.{type(inner).__name__}(...) instead, or use burnmap.client(...), which "
-            "builds a matching pair (see docs/httpx.md)"
+            f"burnmap: the inner transport {type(inner).__name__} is an {theirs} transport "
+            f"but the client is an {ours} client; the two must come from the same library: "
+            f"wrap an {ours} transport instead, or use burnmap.client(...), which builds a "
+            "matching pair (see docs/httpx.md)"
         )
 
 

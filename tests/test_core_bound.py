@@ -1068,7 +1068,9 @@ def test_register_tool_knows_its_tools_and_container_sizes() -> None:
         book.register_tool("web_search", per_use=1)
     with pytest.raises(ValueError, match="image_generation"):
         book.register_tool("image-generation", per_use=1)
-    book.register_tool("code_interpreter", per_use="0.05", model="1g")
+    book.register_tool("code_interpreter", per_use="0.05", memory_limit="1g")
+    with pytest.raises(ValueError, match="model= is for image_generation"):
+        book.register_tool("file_search", per_use=1, model="x")
     # No container given is an auto container, and no memory_limit is the 1 GB default.
     plan = plan_call(RESPONSES, body({**_ASK, "tools": [{"type": "code_interpreter"}]}), book)
     assert plan is not None and plan.hosted is not None
@@ -1212,3 +1214,31 @@ def test_a_regional_vertex_call_bounds_its_fallbacks_and_advisors_regionally_too
     regional, world = plans["us-east5"], plans["global"]
     assert regional is not None and world is not None
     assert regional.cost == world.cost * Decimal("1.1")
+
+
+def test_on_a_regional_endpoint_each_model_is_charged_its_own_premium() -> None:
+    """Vertex in a region bills Claude 4.5+ 10% more, older models not: a fallback that
+    served, or an advisor step, is charged by its own model's rule, not the request's."""
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    url = "/v1/projects/p/locations/us-east5/publishers/anthropic/models/{}:rawPredict"
+    ask = {"anthropic_version": "vertex-2023-10-16", "max_tokens": 100, "messages": []}
+
+    def charged(main: str, answer: dict[str, object]) -> Decimal:
+        endpoint = identify("POST", "us-east5-aiplatform.googleapis.com", url.format(main))
+        assert endpoint is not None
+        plan = plan_call(endpoint, body(ask), BOOK)
+        assert plan is not None
+        return charge(plan, json_result("anthropic", json.dumps(answer).encode()), BOOK).cost
+
+    million = {"input_tokens": 1_000_000, "output_tokens": 0}
+    # A claude-sonnet-4 request a claude-opus-4-6 fallback served: Opus 4.6's $5, +10%.
+    served = charged("claude-sonnet-4@20250514", {"model": "claude-opus-4-6", "usage": million})
+    assert served == Decimal("5.5")
+    # A claude-sonnet-4-5 request whose claude-opus-4-1 advisor read a million tokens:
+    # Sonnet 4.5's own step +10%, the older advisor's at its $15.
+    step = {"type": "advisor_message", "model": "claude-opus-4-1", **million}
+    usage = {"input_tokens": 0, "output_tokens": 0, "iterations": [step]}
+    advised = charged("claude-sonnet-4-5@20250929", {"model": "claude-sonnet-4-5", "usage": usage})
+    assert advised == Decimal(15)

@@ -181,9 +181,11 @@ def test_bad_budgets_are_rejected_with_what_to_give(bad: object, says: str) -> N
         ({"call_rate_limit": 0}, "call_rate_limit must be at least 1, or None"),
         ({"repeat_limit": -3}, "repeat_limit must be at least 1"),
         ({"context_growth_limit": 1}, "context_growth_limit must be more than 1"),
-        ({"context_growth_limit": float("nan")}, "more than 1"),
-        ({"call_rate_limit": 2.5}, "a whole number or None"),
+        ({"context_growth_limit": float("nan")}, "must be a number"),
+        ({"call_rate_limit": 2.5}, "a whole number of calls"),
+        ({"call_rate_limit": float("inf")}, "a whole number of calls"),
         ({"repeat_limit": True}, "a whole number or None"),
+        ({"repeat_limit": "5"}, "a whole number or None"),
     ],
 )
 def test_loop_limits_that_would_refuse_every_call_are_rejected(
@@ -193,6 +195,11 @@ def test_loop_limits_that_would_refuse_every_call_are_rejected(
     trigger off, and the error says so."""
     with pytest.raises((ValueError, TypeError), match=says):
         burnmap.run("job", budget=1, **limits)  # type: ignore[arg-type]
+
+
+def test_limits_given_as_other_numbers_are_taken() -> None:
+    r = burnmap.run("job", call_rate_limit=600.0, context_growth_limit=Decimal("1.5"))  # type: ignore[arg-type]
+    assert (r.call_rate_limit, r.context_growth_limit) == (600, 1.5)
 
 
 def test_empty_job_name_is_rejected() -> None:

@@ -945,41 +945,44 @@ def test_a_project_that_defaults_to_priority_is_bounded_at_priority_once_seen(
     lib: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A request naming no tier is served at its project's default tier: once a project
-    (host and key) answers one at priority, its later ones reserve at priority rates,
-    other keys' do not, and a call served at the default tier is charged at standard
-    rates and makes the project forgotten."""
+    (host and key) serves a model at priority, its later requests for that model reserve
+    at priority rates; other keys' and other models' do not; a call served at the default
+    tier is charged at standard rates and makes that model forgotten."""
     reply = json.loads(wire("openai/chat.response.json"))
-    reply["model"] = "gpt-5"
-    tiers = iter(["priority", "priority", "default", "priority", "default", "default"])
+    served = iter(["priority", "default", "priority", "default", "priority", "default", "default"])
 
     def respond(request: Any) -> Any:
-        return lib.Response(200, json={**reply, "service_tier": next(tiers)})
+        model = json.loads(request.content)["model"]
+        return lib.Response(200, json={**reply, "model": model, "service_tier": next(served)})
 
-    # Long enough for the fixture's usage (2,318 tokens in, 202 out) to be within bounds.
-    request = {
-        "model": "gpt-5",
-        "messages": [{"role": "user", "content": "x" * 3000}],
-        "max_completion_tokens": 300,
-    }
+    def ask(model: str) -> dict[str, Any]:
+        # Long enough for the fixture's usage (2,318 tokens in, 202 out) to be in bounds.
+        return {
+            "model": model,
+            "messages": [{"role": "user", "content": "x" * 3000}],
+            "max_completion_tokens": 300,
+        }
+
     url = "https://api.openai.com/v1/chat/completions"
     mine, theirs = {"authorization": "Bearer A"}, {"authorization": "Bearer B"}
     run = burnmap.run("job", budget=10, repeat_limit=None)
     with sync_client(lib, Recorder(respond)) as client, run as r:
-        client.post(url, json=request, headers=mine)  # priority: learned
-        client.post(url, json=request, headers=mine)  # priority, bounded so
-        client.post(url, json=request, headers=mine)  # default: charged so, forgotten
-        client.post(url, json=request, headers=theirs)  # another project: priority
-        client.post(url, json=request, headers=mine)  # bounded at standard again
-        client.post(url, json=request, headers=theirs)  # default: forgotten
-    first, second, third, other, fifth, sixth = r.report.calls
-    assert caplog.text.count("at priority rates (its project's default tier)") == 2
+        client.post(url, json=ask("gpt-5"), headers=mine)  # priority: learned
+        client.post(url, json=ask("gpt-4o-mini"), headers=mine)  # default: gpt-5 kept
+        client.post(url, json=ask("gpt-5"), headers=mine)  # priority, bounded so
+        client.post(url, json=ask("gpt-5"), headers=mine)  # default: charged so, forgotten
+        client.post(url, json=ask("gpt-5"), headers=theirs)  # another project: priority
+        client.post(url, json=ask("gpt-5"), headers=mine)  # bounded at standard again
+        client.post(url, json=ask("gpt-5"), headers=theirs)  # theirs: bounded at priority
+    first, mini, third, fourth, other, sixth, seventh = r.report.calls
+    assert caplog.text.count("at priority rates to a request that named no service") == 2
     assert "please report this" not in caplog.text
     standard = burnmap.prices.lookup("gpt-5", "openai").cost(first.usage)
-    assert first.cost == second.cost == other.cost > standard
-    assert third.cost == fifth.cost == sixth.cost == standard
-    assert second.reserved == third.reserved > first.reserved
-    assert first.reserved == other.reserved == fifth.reserved
-    assert sixth.reserved > first.reserved  # theirs was learned by then
+    assert first.cost == third.cost == other.cost > standard
+    assert fourth.cost == sixth.cost == seventh.cost == standard
+    assert third.reserved == fourth.reserved == seventh.reserved > first.reserved
+    assert first.reserved == other.reserved == sixth.reserved
+    assert mini.cost == burnmap.prices.lookup("gpt-4o-mini", "openai").cost(mini.usage)
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -1026,6 +1029,14 @@ def test_mismatched_transports_are_named_not_left_to_an_assertion() -> None:
         burnmap.Transport(httpx2.AsyncHTTPTransport())
     with pytest.raises(TypeError, match=r"use burnmap\.Transport"):
         burnmap.AsyncTransport(httpx.HTTPTransport())
-    mixed = burnmap.Transport(httpx.MockTransport(lambda r: httpx.Response(200, json={})))
-    with httpx2.Client(transport=mixed) as client, pytest.raises(TypeError, match="same library"):
-        client.get("https://example.com/")
+
+    class Signing(httpx.MockTransport):  # a user's own transport, from another module
+        pass
+
+    for inner in (httpx.MockTransport, Signing):
+        mixed = burnmap.Transport(inner(lambda r: httpx.Response(200, json={})))
+        with (
+            httpx2.Client(transport=mixed) as client,
+            pytest.raises(TypeError, match="same library"),
+        ):
+            client.get("https://example.com/")

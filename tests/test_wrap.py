@@ -339,3 +339,16 @@ def test_the_program_starts_before_burnmap_loads_its_runs() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_programs_own_scopes_are_kept_beside_the_wraps() -> None:
+    """A program given BURNMAP_SCOPES (a tenant's budget) still counts against it under
+    wrap, and against the wrap's own budget too."""
+    from burnmap.wrap.launch import inject
+
+    env = {"BURNMAP_SCOPES": "tenant:acme"}
+    inject(env, ledger="memory://", scope="wrap:abc", events="/dev/null")
+    assert env["BURNMAP_SCOPES"] == "tenant:acme,wrap:abc"
+    bare: dict[str, str] = {}
+    inject(bare, ledger="memory://", scope="wrap:abc", events="/dev/null")
+    assert bare["BURNMAP_SCOPES"] == "wrap:abc"

@@ -118,6 +118,9 @@ class CallPlan:
     default tier serves it."""
     tier: str | None = None
     """The service tier whose rates the sheet holds (``"priority"``), ``None``: standard."""
+    geo_pinned: bool = False
+    """An Anthropic request pinned to a region (``inference_geo``): every model it runs
+    is billed 1.1x."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,14 +515,14 @@ def plan_call(
     *,
     anthropic_beta: str = "",
     fingerprint: bool = True,
-    default_tier: str | None = None,
+    priority_models: frozenset[str] | None = None,
 ) -> CallPlan | None:
     """Read a request body and bound its cost; raises a refusal when it cannot. ``None``
     when the request turns out not to be a model call (another service's ``/messages``
     on a host that is not a known provider). ``fingerprint``: digest the request tail for
     the repeat trigger (skipped when no repeat limit or observer will read it).
-    ``default_tier``: the tier OpenAI serves requests that name none at (``"priority"``
-    once a project was seen to default to it)."""
+    ``priority_models``: the models the request's OpenAI project was seen to serve at
+    priority rates when a request named no tier (its default tier)."""
     if endpoint.kind == "unmetered":
         return _declared_plan(endpoint, body, book)
     try:
@@ -556,6 +559,7 @@ def plan_call(
     modifiers: tuple[str, ...] = ()
     tier_unasked = False
     priced_tier = None
+    geo_pinned = False
     if anthropic:
         # Bedrock's InvokeModel carries the betas in the body too.
         betas = obj.get("anthropic_beta")
@@ -563,6 +567,7 @@ def plan_call(
             isinstance(betas, list) and any("context-1m" in str(beta) for beta in betas)
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
+        geo_pinned = _pinned(obj)
         modifiers = rate_modifiers(endpoint, sheet, model, obj.get("speed"), obj)
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
@@ -570,7 +575,8 @@ def plan_call(
         tier = obj.get("service_tier")
         tier_unasked = tier is None or tier == "auto"
         if sheet.source != "override" and (
-            tier in _PRIORITY_TIERS or (tier_unasked and default_tier == "priority")
+            tier in _PRIORITY_TIERS
+            or (tier_unasked and priority_models is not None and model in priority_models)
         ):
             # Priority processing costs more ("fast" is served as priority): bound at
             # its rates (flex costs less).
@@ -580,7 +586,7 @@ def plan_call(
     responses = endpoint.kind == "responses"
     tools = _responses_tools(obj, body) if responses else obj.get("tools")
     server_tools, searches = _server_tools(tools) if tools else (False, 0)
-    if searches and responses and "max_tool_calls" in obj:
+    if searches and responses and obj.get("max_tool_calls") is not None:
         # Responses' web search has no max_uses: max_tool_calls caps every hosted call.
         searches = _tool_calls_allowed(obj["max_tool_calls"])
     plugins = obj.get("plugins")
@@ -695,6 +701,7 @@ def plan_call(
         hosted=hosted,
         tier_unasked=tier_unasked,
         tier=priced_tier,
+        geo_pinned=geo_pinned,
     )
 
 
@@ -802,7 +809,7 @@ def _advisors_bound(
             continue
         advisor = advisor or model
         sheet = book.lookup(model, endpoint.provider)
-        geo = tuple(m for m in rate_modifiers(endpoint, sheet, model, None, obj) if m == "geo")
+        geo = ("geo",) if geo_applies(endpoint, sheet, model, _pinned(obj)) else ()
         sheet = book.modified(sheet, model, endpoint.provider, geo)
         window = _input_on(sheet, None)
         out = _positive_int(tool.get("max_tokens")) or sheet.max_output or window
@@ -882,35 +889,32 @@ def regional_premium(model: str) -> bool:
 
 
 # genai-prices' Bedrock table names its entries by route: their prices are the route's.
-BEDROCK_TABLE = ("regional.", "global.")
+_BEDROCK_TABLE = ("regional.", "global.")
 
 
 def rate_modifiers(
     endpoint: Endpoint, sheet: PriceSheet, model: str, speed: object, obj: dict[str, Any]
 ) -> tuple[str, ...]:
-    """What changes an Anthropic-shaped request's rates: fast mode, a pinned region, or a
-    regional Bedrock or Vertex endpoint for a model that costs more there (unless its
-    price already is the regional one: genai-prices' Bedrock table prices ``regional.``
-    and ``global.`` ids itself)."""
-    modifiers = _anthropic_modifiers(speed, obj)
-    if (
-        endpoint.regional
-        and "geo" not in modifiers
-        and not sheet.model.startswith(BEDROCK_TABLE)
-        and regional_premium(model)
-    ):
-        modifiers = (*modifiers, "geo")
-    return modifiers
+    """What changes an Anthropic-shaped request's rates for ``model`` (priced as
+    ``sheet``): fast mode (``speed``), and ``"geo"`` where :func:`geo_applies`."""
+    fast = ("fast",) if speed == "fast" else ()
+    return (*fast, "geo") if geo_applies(endpoint, sheet, model, _pinned(obj)) else fast
 
 
-def _anthropic_modifiers(speed: object, obj: dict[str, Any]) -> tuple[str, ...]:
-    """What in an Anthropic request changes its rates: fast mode (``speed``), a pinned
-    region."""
+def geo_applies(endpoint: Endpoint, sheet: PriceSheet, model: str, pinned: bool) -> bool:
+    """Whether ``model`` (priced as ``sheet``) is billed 1.1x: inference pinned to a region
+    (``inference_geo``), or a regional Bedrock or Vertex endpoint for a model that costs
+    more there, unless its price already is the route's (genai-prices' Bedrock table
+    prices ``regional.`` and ``global.`` ids itself)."""
+    if sheet.model.startswith(_BEDROCK_TABLE):
+        return False
+    return pinned or (endpoint.regional and regional_premium(model))
+
+
+def _pinned(obj: dict[str, Any]) -> bool:
+    """Whether an Anthropic request pins its inference to a region."""
     geo = obj.get("inference_geo")
-    pinned = isinstance(geo, str) and geo not in ("", "global")
-    if speed == "fast":
-        return ("fast", "geo") if pinned else ("fast",)
-    return ("geo",) if pinned else ()
+    return isinstance(geo, str) and geo not in ("", "global")
 
 
 def _search_fee(sheet: PriceSheet, model: str, obj: dict[str, Any], endpoint: Endpoint) -> Decimal:

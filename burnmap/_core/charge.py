@@ -12,8 +12,9 @@
   body without usage): the whole reservation. Marked estimated.
 
 Hosted tools billed outside usage (Responses API): each image and file search the output
-lists at its fee, and the container a ``container: auto`` code interpreter created; when
-the output was not seen whole, the most they could bill (their part of the bound).
+lists at its fee, and each container the request asked for (a code interpreter's
+``container: auto``, a hosted shell's ``container_auto``); when the output was not seen
+whole, the most they could bill (their part of the bound).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from burnmap._core.bound import BEDROCK_TABLE, CallPlan
+from burnmap._core.bound import CallPlan, geo_applies
 from burnmap._core.meter import Metered
 from burnmap._core.pricing import PriceBook, PriceSheet
 from burnmap._core.usage import ADVISOR, Usage
@@ -63,10 +64,14 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
         found = book.lookup(model, plan.endpoint.provider, context=context)
     except UnknownModelError:
         return sheet
-    modifiers = plan.modifiers
-    if found.model.startswith(BEDROCK_TABLE):
-        modifiers = tuple(m for m in modifiers if m != "geo")  # its price is regional already
-    return book.modified(found, model, plan.endpoint.provider, modifiers)
+    return book.modified(found, model, plan.endpoint.provider, _modifiers_for(plan, found, model))
+
+
+def _modifiers_for(plan: CallPlan, sheet: PriceSheet, model: str) -> tuple[str, ...]:
+    """The plan's rate modifiers for another model it ran (a fallback, an advisor): fast
+    mode as asked, the regional premium as that model owes it."""
+    fast = tuple(m for m in plan.modifiers if m != "geo")
+    return (*fast, "geo") if geo_applies(plan.endpoint, sheet, model, plan.geo_pinned) else fast
 
 
 def _routed_as(model: str, plan: CallPlan) -> bool:
@@ -92,7 +97,7 @@ def _other_model_cost(
         sheet = book.lookup(model, provider)
     except UnknownModelError:
         return fallback.cost(usage)
-    if "geo" in plan.modifiers and not sheet.model.startswith(BEDROCK_TABLE):
+    if geo_applies(plan.endpoint, sheet, model, plan.geo_pinned):
         sheet = book.modified(sheet, model, provider, ("geo",))
     return sheet.cost(usage)
 

@@ -302,6 +302,27 @@ HOSTED_TOOL_FEES: dict[tuple[str, str | None], Decimal] = {
 HOSTED_TOOLS = frozenset({"image_generation", "file_search", "code_interpreter"})
 
 
+def _tool_key(tool: str, model: str | None, memory_limit: str | None) -> tuple[str, str | None]:
+    """A declared hosted-tool fee's key: the tool, and the image model or container size
+    it is for (``None``: any)."""
+    name = tool.strip().lower()
+    if name not in HOSTED_TOOLS:
+        hint = (
+            " (web searches are priced per model: register(model, ..., web_search=…))"
+            if name.startswith("web_search")
+            else ""
+        )
+        raise ValueError(
+            f"burnmap prices hosted tools {', '.join(sorted(HOSTED_TOOLS))}, not {tool!r}{hint}"
+        )
+    if model is not None and name != "image_generation":
+        raise ValueError(f"model= is for image_generation's image models, not for {name}")
+    if memory_limit is not None and name != "code_interpreter":
+        raise ValueError(f"memory_limit= is for code_interpreter's containers, not for {name}")
+    option = model if model is not None else memory_limit
+    return name, option.strip().lower() if option else None
+
+
 def hosted_tool_fee(tool: str, option: str | None = None) -> Decimal | None:
     """OpenAI's published fee per use of a hosted tool (``None`` when none is known);
     ``option``: a container's memory limit. A size OpenAI does not offer is answered 400
@@ -364,6 +385,15 @@ def _normalise(model: str) -> str:
     if "anthropic." in name:
         name = name.rsplit("anthropic.", 1)[1]
     return name
+
+
+def with_suggestions(error: UnknownModelError) -> UnknownModelError:
+    """The refusal of an unknown model, naming the known models it may mean (computed only
+    for a refusal that reaches a caller: lookups that fall back skip it)."""
+    if error.tool or error.search_fee or error.similar:
+        return error
+    similar = similar_models(error.model)
+    return UnknownModelError(error.model, error.provider, similar=similar) if similar else error
 
 
 @lru_cache(maxsize=256)
@@ -560,13 +590,19 @@ class PriceBook:
             return self._endpoints[max(found, key=_specificity)][1] if found else None
 
     def register_tool(
-        self, tool: str, *, per_use: float | Decimal | str, model: str | None = None
+        self,
+        tool: str,
+        *,
+        per_use: float | Decimal | str,
+        model: str | None = None,
+        memory_limit: str | None = None,
     ) -> Decimal:
         """Declare what one use of a hosted tool costs (USD), billed outside the
         response's usage: ``"image_generation"`` (each image; ``model``: only for that
         image model, else for any), ``"file_search"`` (each search),
-        ``"code_interpreter"`` (each container a call creates, whatever its size). A
-        declared fee wins over burnmap's own; ``per_use=0`` makes the tool free.
+        ``"code_interpreter"`` (each container a call creates; ``memory_limit``: only for
+        that size, ``"1g"`` to ``"64g"``, else for any). A declared fee wins over
+        burnmap's own; ``per_use=0`` makes the tool free.
 
         >>> book = PriceBook()
         >>> book.register_tool("image_generation", per_use="0.25")
@@ -576,24 +612,19 @@ class PriceBook:
         """
         from burnmap._core.money import usd
 
-        name = tool.strip().lower()
-        if name not in HOSTED_TOOLS:
-            hint = (
-                " (web searches are priced per model: register(model, ..., web_search=…))"
-                if name.startswith("web_search")
-                else ""
-            )
-            raise ValueError(
-                f"burnmap prices hosted tools {', '.join(sorted(HOSTED_TOOLS))}, not {tool!r}{hint}"
-            )
+        key = _tool_key(tool, model, memory_limit)
         fee = usd(per_use)
         with self._lock:
-            self._tools[(name, model.strip().lower() if model else None)] = fee
+            self._tools[key] = fee
         return fee
 
-    def unregister_tool(self, tool: str, *, model: str | None = None) -> bool:
+    def unregister_tool(
+        self, tool: str, *, model: str | None = None, memory_limit: str | None = None
+    ) -> bool:
+        """Drop a fee declared with :meth:`register_tool` (the same arguments); ``False``
+        when none was."""
+        key = _tool_key(tool, model, memory_limit)
         with self._lock:
-            key = (tool.strip().lower(), model.strip().lower() if model else None)
             return self._tools.pop(key, None) is not None
 
     def tool_fee(self, tool: str, option: str | None = None) -> Decimal | None:
@@ -694,7 +725,7 @@ class PriceBook:
             if found is not None:
                 break
         if found is None:
-            raise UnknownModelError(model, provider, similar=similar_models(model))
+            raise UnknownModelError(model, provider)
         with self._lock:
             self._models[key] = found
         return found

@@ -110,7 +110,8 @@ def inject(env: dict[str, str], *, ledger: str, scope: str, events: str) -> None
     ``sitecustomize``, the shared ledger and scope, where to report calls."""
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_INJECT_DIR, env.get("PYTHONPATH")]))
     env["BURNMAP_LEDGER"] = ledger
-    env["BURNMAP_SCOPES"] = scope
+    # The wrap's own scope, after any the program was given (BURNMAP_SCOPES=tenant:acme).
+    env["BURNMAP_SCOPES"] = ",".join(filter(None, [env.get("BURNMAP_SCOPES"), scope]))
     env["BURNMAP_WRAP_EVENTS"] = events
     env["BURNMAP_WRAP_PATHS"] = python_paths()
 
