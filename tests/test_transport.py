@@ -1040,3 +1040,17 @@ def test_mismatched_transports_are_named_not_left_to_an_assertion() -> None:
             pytest.raises(TypeError, match="same library"),
         ):
             client.get("https://example.com/")
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_background_response_is_charged_its_bound(lib: types.ModuleType) -> None:
+    """A Responses call with background: true is answered before it runs, with no usage:
+    what it will cost is unknown, so its whole reservation is charged, marked estimated."""
+    queued = {"id": "resp_1", "object": "response", "status": "queued", "usage": None}
+    rec = Recorder(lambda r: lib.Response(200, json={**queued, "model": "gpt-5"}))
+    ask = {"model": "gpt-5", "input": "hi", "background": True, "max_output_tokens": 1000}
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        client.post("https://api.openai.com/v1/responses", json=ask)
+        client.get("https://api.openai.com/v1/responses/resp_1")  # polling: free
+    (call,) = r.report.calls
+    assert call.cost == call.reserved > 0 and call.estimated
