@@ -1242,3 +1242,66 @@ def test_on_a_regional_endpoint_each_model_is_charged_its_own_premium() -> None:
     usage = {"input_tokens": 0, "output_tokens": 0, "iterations": [step]}
     advised = charged("claude-sonnet-4-5@20250929", {"model": "claude-sonnet-4-5", "usage": usage})
     assert advised == Decimal(15)
+
+
+_HOSTED_TOOLS = st.lists(
+    st.sampled_from(
+        [
+            {"type": "image_generation"},
+            {"type": "image_generation", "model": "gpt-image-2"},
+            {"type": "file_search", "vector_store_ids": ["vs_1"]},
+            {"type": "code_interpreter"},
+            {"type": "code_interpreter", "container": "cntr_1"},
+            {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "16g"}},
+            {"type": "shell", "environment": {"type": "container_auto", "memory_limit": "4g"}},
+            {"type": "web_search"},
+            {"type": "function", "name": "f", "parameters": {}},
+        ]
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _HOSTED_TOOLS,
+    st.one_of(st.none(), st.integers(min_value=1, max_value=30)),
+    st.integers(min_value=0, max_value=30),
+    st.integers(min_value=0, max_value=30),
+    st.integers(min_value=0, max_value=30),
+)
+def test_hosted_tool_charges_never_pass_their_bound(
+    tools: list[dict[str, object]],
+    max_tool_calls: int | None,
+    images: int,
+    searches: int,
+    web: int,
+) -> None:
+    """Whatever hosted tools a Responses request offers and whatever the output lists
+    within what the request allows, the charge is at most the reservation."""
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    book = PriceBook()
+    book.register_tool("image_generation", per_use="0.19")
+    book.register_tool("image_generation", per_use="0.3", model="gpt-image-2")
+    ask: dict[str, object] = {"model": "gpt-5", "input": "go", "max_output_tokens": 500}
+    ask["tools"] = tools
+    if max_tool_calls is not None:
+        ask["max_tool_calls"] = max_tool_calls
+    plan = plan_call(RESPONSES, body(ask), book)
+    assert plan is not None
+    allowed = max_tool_calls if max_tool_calls is not None else 20
+    offered = {str(tool["type"]) for tool in tools}
+    output = (
+        [{"type": "image_generation_call"}]
+        * (min(images, allowed) * ("image_generation" in offered))
+        + [{"type": "file_search_call"}] * (min(searches, allowed) * ("file_search" in offered))
+        + [{"type": "web_search_call"}] * (min(web, allowed) * ("web_search" in offered))
+    )
+    usage = {"input_tokens": 1000, "output_tokens": 500}
+    answer = {"object": "response", "model": "gpt-5", "output": output, "usage": usage}
+    result = charge(plan, json_result("openai", json.dumps(answer).encode()), book)
+    assert result.cost <= plan.cost
+    assert not result.exceeds_bound and result.unpriced is None
