@@ -493,8 +493,9 @@ def _learn_default_tier(request: Any, model: str, tier: str) -> bool:
     host = request.url.host
     projects = _PRIORITY_PROJECTS.get(host)
     if tier != "priority":
-        if projects:
-            projects.get(_project(request), set()).discard(model)  # served at its own tier
+        learned = projects.get(_project(request)) if projects else None
+        if learned:
+            learned.discard(model)  # served at its own tier now
         return False
     models = _PRIORITY_PROJECTS.setdefault(host, {}).setdefault(_project(request), set())
     if model in models:
@@ -556,7 +557,9 @@ class _Engine:
                 self._book,
                 anthropic_beta=_anthropic_beta(request) if endpoint.shape == "anthropic" else "",
                 fingerprint=observed() if run is None else run.needs_fingerprints(),
-                priority_models=_priority_models(request) if _PRIORITY_PROJECTS else None,
+                priority_models=_priority_models(request)
+                if _PRIORITY_PROJECTS and endpoint.shape == "openai"
+                else None,
             )
         except RefusalError as exc:
             if isinstance(exc, UnknownModelError):
@@ -712,10 +715,9 @@ def _bound_settlement(plan: CallPlan) -> Settlement:
     return _settlement(plan, charge(plan, None, default_book))
 
 
+# What an inner transport is, by the base classes of either library it derives from.
 _SYNC_BASES = (httpx2.BaseTransport, httpx.BaseTransport)
 _ASYNC_BASES = (httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport)
-
-
 _HTTPX_BASES = (httpx.BaseTransport, httpx.AsyncBaseTransport)
 _HTTPX2_BASES = (httpx2.BaseTransport, httpx2.AsyncBaseTransport)
 

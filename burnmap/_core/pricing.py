@@ -286,9 +286,11 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
 
 # What the Responses API bills per use of a hosted tool, outside the response's usage,
 # USD from OpenAI's pricing page: a file search call ($2.50 per 1,000 calls), a code
-# interpreter container by its ``memory_limit`` (1 GB, the default, $0.03). Images made by
-# the ``image_generation`` tool have no price here (it depends on the image model, size and
-# quality): a request that offers the tool is refused until one is registered.
+# interpreter (or hosted shell) container by its ``memory_limit``, one 20-minute session
+# (1 GB, the default, $0.03; billed per minute since June 2026, at least 5, at the same
+# rate). Images made by the ``image_generation`` tool have no price here (it depends on
+# the image model, size and quality): a request that offers the tool is refused until one
+# is registered.
 HOSTED_TOOL_FEES: dict[tuple[str, str | None], Decimal] = {
     ("file_search", None): Decimal("0.0025"),
     ("code_interpreter", None): Decimal("0.03"),

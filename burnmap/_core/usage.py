@@ -49,7 +49,7 @@ class Usage:
     images_generated: int = 0
     """Images made by the Responses API's ``image_generation`` tool (billed per image)."""
     containers: int = 0
-    """Code interpreter containers the call was charged for (billed per container)."""
+    """Containers (code interpreter, hosted shell) the call was charged for."""
     cost_reported: str | None = None
     """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
     other_models: tuple[tuple[str, Usage], ...] = ()
