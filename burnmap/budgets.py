@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
-from burnmap._core.money import from_micros, to_micros, usd
+from burnmap._core.money import MICRO, from_micros, to_micros, usd
 from burnmap._core.windows import check_period
 from burnmap.errors import BudgetExceededError, LedgerUnavailableError, sdk_compatible
 from burnmap.ledgers import Ledger, LimitDef, Refusal, ScopeStatus, open_ledger
@@ -152,6 +152,10 @@ def standing_active() -> bool:
     return False
 
 
+# Stores count micro-dollars in 64-bit integers: a billion dollars leaves them room.
+MAX_LIMIT = Decimal(10**9)
+
+
 def limit(
     scope: str,
     budget: float | int | str | Decimal,
@@ -167,8 +171,16 @@ def limit(
     """
     if not isinstance(scope, str) or not scope:
         raise ValueError("a budget scope is a non-empty string, e.g. 'user:usr_123' or 'global'")
+    try:
+        scope.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a budget scope is text a store can keep, not {scope!r}") from None
     check_period(per, tz)
-    amount = to_micros(usd(budget))
+    dollars = usd(budget)
+    if dollars > MAX_LIMIT:
+        raise ValueError(f"a standing budget is at most ${MAX_LIMIT:,}, not ${dollars:,}")
+    # Rounded down to whole micro-dollars (what the stores count in): never more than asked.
+    amount = int(dollars / MICRO)
     target = ledger()
     target.set_limit(LimitDef(scope, amount, per, tz))
     with _config.lock:

@@ -306,3 +306,21 @@ async def test_a_call_cancelled_while_the_ledger_reserves_holds_nothing(tmp_path
     assert sent == []
     scope = burnmap.spent("global")
     assert (scope.reserved, scope.spent) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda: burnmap.limit("\udcff", 1), "text a store can keep"),
+        (lambda: burnmap.limit("global", 10**13), "at most"),
+        (lambda: burnmap.run("\udcff"), "text a ledger can keep"),
+    ],
+)
+def test_limits_no_store_can_keep_are_refused_up_front(call: Any, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        call()
+
+
+def test_a_limit_is_never_stored_above_what_was_asked() -> None:
+    burnmap.configure(ledger="memory://")
+    assert burnmap.limit("job:tiny", "0.0000015").limit == Decimal("0.000001")

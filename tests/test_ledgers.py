@@ -328,3 +328,83 @@ def test_a_callers_redis_client_serves_async_calls_too(redis_url: str) -> None:
     assert asyncio.run(store.areserve(hold(), ["user:c"], 600)) is not None  # refused
     store.close()
     client.close()
+
+
+def test_a_late_settle_corrects_an_expired_hold_after_finished_ones_are_forgotten() -> None:
+    """The memory ledger forgets finished holds after keep_done, but an expired one is
+    kept a day: a call that settles later still corrects what expiry charged."""
+    now = [1_000.0]
+    store = MemoryLedger(clock=lambda: now[0], keep_done=300.0)
+    store.set_limit(LimitDef("s", 1_000_000, None, "UTC"))
+    dead = hold()
+    assert store.reserve(dead, ["s"], 800_000, ttl=600) is None
+    now[0] += 601
+    store.reap()  # expired: charged in full
+    now[0] += 400  # finished holds older than 5 minutes are forgotten by now
+    store.reap()
+    store.settle(dead, 700_000)
+    assert totals(store, "s") == (700_000, 0)
+    assert store.reserve(hold(), ["s"], 900_000) is not None  # $0.70 spent: refused
+
+
+def test_a_failed_commit_never_leaves_the_write_lock_held(tmp_path: Path) -> None:
+    """A COMMIT that fails (or is interrupted) is rolled back: the next transaction of
+    this process and another process's both go ahead."""
+    import sqlite3
+
+    import burnmap.ledgers.sqlite as sqlite_module
+
+    failing = [False]
+
+    class Connection(sqlite3.Connection):
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+            if sql == "COMMIT" and failing[0]:
+                failing[0] = False
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *args)  # type: ignore[arg-type]
+
+    real = sqlite3.connect
+    path = tmp_path / "spend.db"
+    sqlite_module.sqlite3.connect = (  # type: ignore[assignment]
+        lambda *a, **k: real(*a, factory=Connection, **k)  # type: ignore[misc]
+    )
+    try:
+        store = sqlite_module.SQLiteLedger(path, busy_timeout=2)
+        store.set_limit(LimitDef("u", 1_000_000, None, "UTC"))
+        failing[0] = True
+        with pytest.raises(LedgerUnavailableError, match="disk I/O error"):
+            store.reserve(hold(), ["u"], 10)
+        assert store.reserve(hold(), ["u"], 10) is None
+    finally:
+        sqlite_module.sqlite3.connect = real
+    other = sqlite_module.SQLiteLedger(path, busy_timeout=2)
+    assert other.reserve(hold(), ["u"], 10) is None
+    assert totals(other, "u") == (0, 20)
+
+
+def test_threads_queued_behind_a_stuck_lock_give_up_together(tmp_path: Path) -> None:
+    """busy_timeout bounds the whole wait, the thread lock's included: six threads queued
+    behind another process's write lock all fail after about busy_timeout, not six."""
+    import sqlite3
+
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    path = tmp_path / "spend.db"
+    store = SQLiteLedger(path, busy_timeout=0.5)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    waited: list[float] = []
+
+    def call() -> None:
+        start = time.monotonic()
+        with pytest.raises(LedgerUnavailableError):
+            store.reserve(hold(), ["global"], 1)
+        waited.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    blocker.execute("ROLLBACK")
+    assert len(waited) == 6 and max(waited) < 2.0  # one after another: 3 s

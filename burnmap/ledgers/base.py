@@ -19,6 +19,9 @@ provider may have billed the call), or released with ``expired_holds="release"``
 from __future__ import annotations
 
 import json
+import os
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -206,6 +209,13 @@ class Ledger(ABC):
         without a process-local lock hold none."""
         return False
 
+    def _fork_safe(self) -> None:
+        """Give a forked child a fresh process lock: the parent's may have been held by a
+        thread that does not exist in the child, which would wait for it forever. Stores
+        with a process lock call this once they have one."""
+        key = id(self)
+        _LOCKED[key] = weakref.ref(self, lambda _: _LOCKED.pop(key, None))
+
     def close(self) -> None:  # noqa: B027 - a no-op by default, as in hishel's storages
         """Release connections."""
 
@@ -217,3 +227,17 @@ class Ledger(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# Ledgers with a process lock, by id: re-locked in a forked child (``os.register_at_fork``).
+_LOCKED: dict[int, weakref.ref[Ledger]] = {}
+
+
+def _relock_in_child() -> None:
+    for ref in list(_LOCKED.values()):
+        ledger = ref()
+        if ledger is not None:
+            ledger._lock = threading.RLock()  # type: ignore[attr-defined]
+
+
+os.register_at_fork(after_in_child=_relock_in_child)

@@ -45,6 +45,9 @@ class MemoryLedger(Ledger):
     """Seconds a finished hold is remembered. Stores shared over a network keep them a day
     (a client may re-send after a timeout); in one process five minutes is plenty, and
     millions of remembered holds would only slow the garbage collector."""
+    keep_expired: float = 86_400.0
+    """Seconds an expired hold is remembered, so that its call's late settlement still
+    corrects what expiry charged (or released): a day, as the shared stores keep them."""
     _limits: dict[str, LimitDef] = field(default_factory=dict)
     _totals: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     _holds: dict[str, _Hold] = field(default_factory=dict)
@@ -53,8 +56,12 @@ class MemoryLedger(Ledger):
     _refused: dict[str, Refusal] = field(default_factory=dict)
     _expiry: list[tuple[float, str]] = field(default_factory=list)
     _done: deque[tuple[float, str]] = field(default_factory=deque)
+    _expired_done: deque[tuple[float, str]] = field(default_factory=deque)
     # Reentrant only so that its holder can be recognised (held_here).
     _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        self._fork_safe()
 
     def set_limit(self, definition: LimitDef) -> None:
         with self._lock:
@@ -83,15 +90,18 @@ class MemoryLedger(Ledger):
                 totals[1] -= hold.amount
                 totals[0] += charged
             self._expired[hold_id] = (hold.entries, charged)
-            self._done.append((now, hold_id))
+            self._expired_done.append((now, hold_id))
             reaped += 1
         stale = now - self.keep_done
         done = self._done
         while done and done[0][0] < stale:
             _, hold_id = done.popleft()
             self._settled.pop(hold_id, None)
-            self._expired.pop(hold_id, None)
             self._refused.pop(hold_id, None)
+        stale = now - self.keep_expired
+        expired = self._expired_done
+        while expired and expired[0][0] < stale:
+            self._expired.pop(expired.popleft()[1], None)
         return reaped
 
     def reap(self) -> int:

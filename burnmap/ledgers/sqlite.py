@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from burnmap.errors import LedgerUnavailableError
@@ -76,6 +76,7 @@ class SQLiteLedger(Ledger):
         self.clock = clock
         # Reentrant only so that its holder can be recognised (held_here).
         self._lock = threading.RLock()
+        self._fork_safe()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         with self._lock:
@@ -109,22 +110,45 @@ class SQLiteLedger(Ledger):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        # One deadline for the thread lock and the database's write lock together: threads
+        # queued behind a stuck lock give up after busy_timeout, not one after another.
+        deadline = time.monotonic() + self.busy_timeout
+        if not self._lock.acquire(timeout=max(self.busy_timeout, 0.0)):
+            raise LedgerUnavailableError(
+                self.url, f"another thread held the ledger for {self.busy_timeout:g} s"
+            )
+        try:
             conn = self._connect()
             try:
-                self._begin(conn)
+                self._begin(conn, deadline)
                 try:
                     yield conn
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    self._abandon(conn)
                     raise
-                conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise LedgerUnavailableError(self.url, exc) from exc
+        finally:
+            self._lock.release()
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        """Take the write lock, retrying every ~0.5 ms (with jitter) up to ``busy_timeout``."""
-        deadline = time.monotonic() + self.busy_timeout
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        """Undo a transaction that failed or was interrupted (a COMMIT too): a connection
+        left inside one would keep the write lock of every process on the host. One that
+        cannot roll back is closed, and the next transaction opens another."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except BaseException:
+            self._conn = None
+            with suppress(Exception):
+                conn.close()
+
+    def _begin(self, conn: sqlite3.Connection, deadline: float) -> None:
+        """Take the write lock, retrying every ~0.5 ms (with jitter) until ``deadline``."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # (never left so, but never built upon either)
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
