@@ -408,3 +408,18 @@ def test_threads_queued_behind_a_stuck_lock_give_up_together(tmp_path: Path) -> 
         thread.join()
     blocker.execute("ROLLBACK")
     assert len(waited) == 6 and max(waited) < 2.0  # one after another: 3 s
+
+
+def test_a_sqlite_file_deleted_under_a_process_fails_closed(tmp_path: Path) -> None:
+    """Deleting (or replacing) the ledger file while processes use it would split the
+    ledger in two: the process says so instead of writing to a file nobody else sees."""
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    store = SQLiteLedger(tmp_path / "spend.db")
+    store.set_limit(LimitDef("u", 1_000_000, None, "UTC"))
+    assert store.reserve(hold(), ["u"], 10) is None
+    for path in tmp_path.iterdir():
+        path.unlink()
+    store._file_checked = 0.0  # (it looks once a second at most)
+    with pytest.raises(LedgerUnavailableError, match="deleted or replaced"):
+        store.reserve(hold(), ["u"], 10)

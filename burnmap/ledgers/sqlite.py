@@ -78,6 +78,8 @@ class SQLiteLedger(Ledger):
         self._lock = threading.RLock()
         self._fork_safe()
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+        self._file_checked = 0.0
         self._pid = 0
         with self._lock:
             try:
@@ -106,7 +108,35 @@ class SQLiteLedger(Ledger):
             raise LedgerUnavailableError(self.url, exc) from exc
         self._conn = conn
         self._pid = os.getpid()
+        self._file = self._identity()
         return conn
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _check_file(self) -> None:
+        """The database file must still be the one connected to: deleted or replaced
+        while this process runs, it would split the ledger in two (this process writing
+        to the old file, new ones to a new file with no limits). Looked at once a second
+        at most (a stat per operation cost a tenth of the throughput)."""
+        now = time.monotonic()
+        if now < self._file_checked + 1.0:
+            return
+        self._file_checked = now
+        if self._identity() != self._file:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with suppress(Exception):
+                    conn.close()
+            raise LedgerUnavailableError(
+                self.url,
+                "its file was deleted or replaced while this process was using it; restart "
+                "the processes that share it (limits set on the old file must be set again)",
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -119,6 +149,7 @@ class SQLiteLedger(Ledger):
             )
         try:
             conn = self._connect()
+            self._check_file()
             try:
                 self._begin(conn, deadline)
                 try:
