@@ -139,17 +139,23 @@ def ledger_lock_held() -> bool:
     return _config.ledger is not None and _config.ledger.held_here()
 
 
+_ENV_LOCK = threading.Lock()
+
+
 def standing_active() -> bool:
     """Whether calls reserve on the ledger: a ledger was configured or a limit set."""
     if _config.explicit:
         return True
     if _config.env_checked:
         return False
-    _config.env_checked = True  # the environment is read once, not on every call
-    if _config.ledger is None and os.environ.get("BURNMAP_LEDGER"):
-        ledger()
-        return True
-    return False
+    # The environment is read once, not on every call, and calls made meanwhile on other
+    # threads wait for its ledger to open: none may pass unbudgeted before it is.
+    with _ENV_LOCK:
+        if not _config.env_checked:
+            if _config.ledger is None and os.environ.get("BURNMAP_LEDGER"):
+                ledger()
+            _config.env_checked = True
+    return _config.explicit
 
 
 # Stores count micro-dollars in 64-bit integers: a billion dollars leaves them room.

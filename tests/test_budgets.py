@@ -18,6 +18,7 @@ from click.testing import CliRunner
 import burnmap
 from burnmap import budgets
 from burnmap.cli import main
+from burnmap.prices import Usage
 from burnmap.standin import Script, StandIn
 from tests.conftest import ANTHROPIC_STACK, billed
 
@@ -324,3 +325,35 @@ def test_limits_no_store_can_keep_are_refused_up_front(call: Any, says: str) -> 
 def test_a_limit_is_never_stored_above_what_was_asked() -> None:
     burnmap.configure(ledger="memory://")
     assert burnmap.limit("job:tiny", "0.0000015").limit == Decimal("0.000001")
+
+
+def test_first_calls_racing_on_threads_all_wait_for_the_environments_ledger(
+    tmp_path: Path,
+) -> None:
+    """With BURNMAP_LEDGER in the environment (as under burnmap wrap), the first calls of
+    many threads at once all reserve on it: none passes while the ledger is opening."""
+    probe = f"""
+import json, os, threading
+os.environ["BURNMAP_LEDGER"] = "sqlite:///{tmp_path}/spend.db"
+os.environ["BURNMAP_SCOPES"] = "wrap:t"
+import httpx2, burnmap
+from burnmap.ledgers import LimitDef
+from burnmap.ledgers.sqlite import SQLiteLedger
+SQLiteLedger("{tmp_path}/spend.db").set_limit(LimitDef("wrap:t", 10**9, None, "UTC"))
+answer = {{"model": "claude-haiku-4-5", "usage": {{"input_tokens": 10, "output_tokens": 10}}}}
+client = httpx2.Client(transport=burnmap.Transport(
+    httpx2.MockTransport(lambda r: httpx2.Response(200, json=answer))))
+body = {{"model": "claude-haiku-4-5", "max_tokens": 10, "messages": []}}
+go = threading.Barrier(20)
+def call():
+    go.wait()
+    client.post("https://api.anthropic.com/v1/messages", json=body)
+threads = [threading.Thread(target=call) for _ in range(20)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(burnmap.spent("wrap:t").spent)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    one = burnmap.prices.cost("claude-haiku-4-5", Usage(input_tokens=10, output_tokens=10))
+    assert Decimal(done.stdout.strip()) == 20 * one
