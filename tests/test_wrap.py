@@ -352,3 +352,36 @@ def test_the_programs_own_scopes_are_kept_beside_the_wraps() -> None:
     bare: dict[str, str] = {}
     inject(bare, ledger="memory://", scope="wrap:abc", events="/dev/null")
     assert bare["BURNMAP_SCOPES"] == "wrap:abc"
+
+
+def test_under_proxy_a_program_that_prints_its_responses_is_counted_once(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """Under --proxy every call is metered at the proxy: the usage a program prints (an
+    SDK response dumped as JSON) must not be counted again from its output."""
+    script = tmp_path / "prints.py"
+    script.write_text(
+        "import os, httpx\n"
+        "base = os.environ['OPENAI_BASE_URL'].rstrip('/')\n"
+        "for _ in range(3):\n"
+        "    r = httpx.post(base + '/chat/completions', headers={'authorization': 'Bearer x'},\n"
+        "        json={'model': 'gpt-4o-mini', 'max_tokens': 50,\n"
+        "              'messages': [{'role': 'user', 'content': 'hi'}]})\n"
+        "    print(r.text, flush=True)\n"
+    )
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "burnmap.cli", "wrap", "--report-json", str(report)]
+    env = {**os.environ, "OPENAI_BASE_URL": standin.openai_base_url}  # the proxy's upstream
+    result = subprocess.run(
+        [*command, "--proxy", "--budget", "1", "--", sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count('"usage"') == 3  # the usage it printed, three times
+    data = json.loads(report.read_text())
+    assert data["call_count"] == len(standin.calls) == 3
+    assert Decimal(data["total_cost"]) == billed(standin.calls)

@@ -359,8 +359,10 @@ class Supervisor:
 
     def agent_call(self, call: parsers.AgentCall) -> None:
         """A call an agent reported (telemetry, its output): priced and counted once."""
-        if self.options.proxy and self.agent in ("claude", "codex"):
-            return  # their calls go through the proxy, metered exactly: no double counting
+        if self.options.proxy:
+            # Every call through the proxy is metered exactly there: an agent's reports
+            # and the output scan would count them twice (docs/wrap.md, --proxy).
+            return
         if self._dedup is None:
             from burnmap.wrap import parsers
 
