@@ -385,3 +385,50 @@ def test_under_proxy_a_program_that_prints_its_responses_is_counted_once(
     data = json.loads(report.read_text())
     assert data["call_count"] == len(standin.calls) == 3
     assert Decimal(data["total_cost"]) == billed(standin.calls)
+
+
+def test_a_call_burnmap_cannot_budget_stops_the_program_with_its_own_status(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """A refusal that is not the budget (no price is known for the model) is named as
+    such, with exit status 82, not reported as 'budget None reached'."""
+    script = tmp_path / "unknown.py"
+    script.write_text(
+        "import os, anthropic\n"
+        "client = anthropic.Anthropic(api_key='x', base_url=os.environ['STANDIN_URL'],"
+        " max_retries=0)\n"
+        "client.messages.create(model='llama-9-acme', max_tokens=5,"
+        " messages=[{'role': 'user', 'content': 'hi'}])\n"
+    )
+    report = tmp_path / "report.json"
+    result = wrap(standin, "--", sys.executable, str(script), report=report)
+    assert result.returncode == 82, result.stderr
+    assert "no price is known for model 'llama-9-acme'" in result.stderr
+    assert "budget None" not in result.stderr
+    assert json.loads(report.read_text())["stopped_by_burnmap"] == "refused"
+    assert standin.requests == []
+
+
+def test_a_report_path_in_no_folder_is_refused_before_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from burnmap.wrap import launch
+
+    status = launch.execute(launch.parse(["--report-json", "/nonexistent/r.json", "--", "true"]))
+    assert status == 2
+    assert "Invalid value for '--report-json': /nonexistent is no folder" in capsys.readouterr().err
+
+
+def test_a_pipeline_reader_that_quits_ends_the_program_as_without_wrap() -> None:
+    """`burnmap wrap -- yes | head -1` ends (the program's writes fail once the reader is
+    gone), and the program starts with SIGPIPE at its default, as shells give it."""
+    wrap_cmd = f"{sys.executable} -m burnmap.cli wrap"
+    done = subprocess.run(
+        ["sh", "-c", f"{wrap_cmd} -- yes | head -1; {wrap_cmd} -- sh -c 'yes | head -1'"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout == "y\ny\n"
+    assert "Broken pipe" not in done.stderr

@@ -204,8 +204,17 @@ def prestart(command: list[str]) -> Prepared:
         ours.append(read)
         theirs.append(write)
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours + theirs]
+    # (Python ignores SIGPIPE and SIGXFSZ, and a spawned program would inherit that:
+    # `yes | head -1` would never end. subprocess restores them; so does this.)
+    import signal
+
     pid = os.posix_spawn(
-        executable, [executable, *command[1:]], env, file_actions=actions, setpgroup=0
+        executable,
+        [executable, *command[1:]],
+        env,
+        file_actions=actions,
+        setpgroup=0,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
     )
     for fd in theirs:
         os.close(fd)
@@ -318,6 +327,9 @@ def execute(values: dict[str, Any]) -> int:
         return fail("--grace", "must be >= 0 seconds")
     command: list[str] = values["command"]
     report = values.get("report_json")
+    if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
+        # Found out only at the end, it would lose the report of a whole run.
+        return fail("--report-json", f"{os.path.dirname(os.path.abspath(report))} is no folder")
     prepared = None
     # Known agent CLIs need the supervisor ready before they start (a telemetry receiver,
     # or the list of session files that existed before them): only other programs

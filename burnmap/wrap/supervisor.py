@@ -65,6 +65,7 @@ __all__ = [
     "EXIT_BUDGET",
     "EXIT_LOOP",
     "EXIT_NOT_FOUND",
+    "EXIT_REFUSED",
     "Supervisor",
     "WrapOptions",
     "descendants",
@@ -76,6 +77,9 @@ EXIT_BUDGET = 80
 """Exit status when burnmap stopped the program at its budget."""
 EXIT_LOOP = 81
 """Exit status when burnmap stopped the program for a runaway loop."""
+EXIT_REFUSED = 82
+"""Exit status when burnmap stopped the program after refusing a call it cannot budget
+(no price known for its model, an undeclared paid endpoint, the ledger unavailable)."""
 EXIT_NOT_FOUND = 127
 
 
@@ -286,8 +290,10 @@ class Supervisor:
         trigger = getattr(exc, "trigger", None)
         if trigger:
             self.stop("loop", f"loop detected ({trigger}): a call was refused by the proxy")
-        else:
+        elif getattr(exc, "scope", None):
             self.stop("budget", "a call was refused by the proxy: budget reached")
+        else:
+            self.stop("refused", f"a call was refused by the proxy: {_first_line(str(exc))}")
 
     def _session_files(
         self, env: dict[str, str]
@@ -433,8 +439,14 @@ class Supervisor:
                 break
             if not data:
                 break
-            with contextlib.suppress(OSError):
+            try:
                 _write_all(sink, data)
+            except BrokenPipeError:
+                # Our reader is gone (`burnmap wrap -- yes | head -1`): stop reading, so
+                # that the program's next write fails as it would without burnmap.
+                break
+            except OSError:
+                pass
             block = partial + data
             end = block.rfind(b"\n") + 1
             partial = block[end:]
@@ -523,16 +535,18 @@ class Supervisor:
         """A Python child's call was refused before it was sent. The budget is safe, so
         the program gets ``grace`` seconds to wind down by itself (its calls in flight
         finish and are counted) before it is stopped."""
-        self.run.stop(
-            f"a call was refused: {fields.get('scope') or fields.get('trigger')}", refused=True
-        )
         trigger = fields.get("trigger")
+        scope = fields.get("scope")
+        cannot = _first_line(str(fields.get("message") or fields.get("error") or "unknown"))
+        self.run.stop(f"a call was refused: {scope or trigger or cannot}", refused=True)
         if trigger:
             self.stop("loop", f"loop detected ({trigger})", patient=True)
+        elif scope:
+            self.stop("budget", f"a call was refused: budget {scope} reached", patient=True)
         else:
-            self.stop(
-                "budget", f"a call was refused: budget {fields.get('scope')} reached", patient=True
-            )
+            # Not the budget: a call burnmap cannot budget (its model's price is unknown,
+            # a paid endpoint is undeclared, the ledger is down).
+            self.stop("refused", f"a call was refused: {cannot}", patient=True)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         from burnmap.runs import record_from_fields
@@ -786,6 +800,8 @@ class Supervisor:
             return EXIT_BUDGET
         if self.outcome.stopped_for == "loop":
             return EXIT_LOOP
+        if self.outcome.stopped_for == "refused":
+            return EXIT_REFUSED
         return 128 + (-status) if status < 0 else status
 
     def finish(self, status: int) -> int:
@@ -823,3 +839,8 @@ class Supervisor:
             return self.finish(self.wait())
         finally:
             self.close()
+
+
+def _first_line(text: str) -> str:
+    """The first line of a refusal's message (the rest says how to fix it in code)."""
+    return text.strip().split("\n", 1)[0].removeprefix("burnmap: ")
