@@ -715,6 +715,16 @@ def _bound_settlement(plan: CallPlan) -> Settlement:
     return _settlement(plan, charge(plan, None, default_book))
 
 
+def _standing_active() -> bool:
+    """Whether calls outside runs reserve on the ledger; a ledger the environment names
+    but that cannot be opened refuses the call, as one that fails later does."""
+    try:
+        return standing_active()
+    except RefusalError as exc:
+        notify_refusal(exc)
+        raise sdk_compatible(exc) from None
+
+
 # What an inner transport is, by the base classes of either library it derives from.
 _SYNC_BASES = (httpx2.BaseTransport, httpx.BaseTransport)
 _ASYNC_BASES = (httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport)
@@ -773,7 +783,7 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
         if _FINISHER.pending():  # abandoned responses: settled before the next call
             _FINISHER.drain()
         run = current_run()
-        if run is None and not standing_active():
+        if run is None and not _standing_active():
             return inner.handle_request(request)
         endpoint = self._engine.identify(request)
         if endpoint is None:
@@ -836,7 +846,7 @@ class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
         if _FINISHER.pending():
             _FINISHER.drain()
         run = current_run()
-        if run is None and not standing_active():
+        if run is None and not _standing_active():
             return await inner.handle_async_request(request)
         endpoint = self._engine.identify(request)
         if endpoint is None:

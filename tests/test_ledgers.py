@@ -423,3 +423,17 @@ def test_a_sqlite_file_deleted_under_a_process_fails_closed(tmp_path: Path) -> N
     store._file_checked = 0.0  # (it looks once a second at most)
     with pytest.raises(LedgerUnavailableError, match="deleted or replaced"):
         store.reserve(hold(), ["u"], 10)
+
+
+def test_a_ledger_that_must_exist_refuses_rather_than_starting_afresh(tmp_path: Path) -> None:
+    """burnmap wrap's children open its ledger with ?create=false: once wrap is gone (and
+    its folder with it), a process it left behind is refused, not given a new ledger with
+    no limits."""
+    missing = tmp_path / "gone" / "ledger.db"
+    with pytest.raises(LedgerUnavailableError):
+        open_ledger(f"sqlite:///{missing}?create=false")
+    assert not missing.parent.exists()
+    open_ledger(f"sqlite:///{missing}").close()  # (the supervisor creates it)
+    store = open_ledger(f"sqlite:///{missing}?create=false")
+    assert store.reserve(hold(), ["global"], 1) is None
+    store.close()

@@ -432,3 +432,33 @@ def test_a_pipeline_reader_that_quits_ends_the_program_as_without_wrap() -> None
     )
     assert done.stdout == "y\ny\n"
     assert "Broken pipe" not in done.stderr
+
+
+def test_another_python_runs_unbudgeted_with_a_warning_not_a_crash(tmp_path: Path) -> None:
+    """A child on another Python than wrap's cannot load wrap's packages (compiled for
+    its own Python): it is told so and runs on, rather than crashing on a foreign
+    pydantic_core in the middle of a call."""
+    events = tmp_path / "events.jsonl"
+    probe = (
+        "import sys\n"
+        "sys.modules['burnmap'] = None  # as if burnmap were not installed for this Python\n"
+        "before = list(sys.path)\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import sitecustomize\n"
+        "assert sitecustomize._burnmap() is None\n"
+        "assert sys.path[1:] == before\n"
+    )
+    inject_dir = Path(__file__).parent.parent / "burnmap" / "wrap" / "inject"
+    env = {
+        **os.environ,
+        "BURNMAP_WRAP_PYTHON": "cpython-999",
+        "BURNMAP_WRAP_PATHS": "/nonexistent/site-packages",
+        "BURNMAP_WRAP_EVENTS": str(events),
+    }
+    env.pop("BURNMAP_WRAP_READY", None)
+    subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(inject_dir)], env=env, check=True, timeout=60
+    )
+    failed = json.loads(events.read_text().splitlines()[-1])
+    assert failed["kind"] == "inject-failed"
+    assert "not installed for this Python" in failed["error"]

@@ -5,7 +5,7 @@ One factory, :func:`open_ledger`, serves the library, the CLI and ``BURNMAP_LEDG
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from burnmap.errors import LedgerError
 from burnmap.ledgers.base import Ledger, LimitDef, Refusal, ScopeStatus
@@ -29,10 +29,12 @@ def open_ledger(url: str, *, charge_expired: bool = True) -> Ledger:
         # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy spells them.
         path = url.split("://", 1)[1]
         path = path[1:] if path.startswith("/") else path
-        path = path.split("?", 1)[0]
+        path, _, query = path.partition("?")
         if not path:
             raise LedgerError("sqlite ledger URL needs a file: sqlite:///spend.db")
-        return SQLiteLedger(path, charge_expired=charge_expired)
+        # ?create=false: the file must exist already (burnmap wrap's children use it).
+        create = parse_qs(query).get("create", ["true"])[-1].lower() not in ("false", "0", "no")
+        return SQLiteLedger(path, charge_expired=charge_expired, create=create)
     if scheme in ("redis", "rediss", "unix"):
         from burnmap.ledgers.redis import RedisLedger
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from urllib.parse import quote
 
 from burnmap.errors import LedgerUnavailableError
 from burnmap.ledgers.base import (
@@ -68,9 +69,13 @@ class SQLiteLedger(Ledger):
         charge_expired: bool = True,
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self.create = create
+        """``False``: the file must exist (``burnmap wrap``'s children: a ledger gone with
+        its supervisor must refuse calls, not start afresh with no limits)."""
         self.charge_expired = charge_expired
         self.busy_timeout = busy_timeout
         self.clock = clock
@@ -92,15 +97,16 @@ class SQLiteLedger(Ledger):
             return self._conn
         # A forked child must not share its parent's connection: open its own.
         try:
-            if self.path.parent != Path():
+            if self.create and self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # Waiting for the write lock is ours (see _begin), not SQLite's: its busy handler
             # sleeps up to 100 ms between tries, which starved some processes for seconds.
             conn = sqlite3.connect(
-                self.path,
+                self.path if self.create else f"file:{quote(str(self.path))}?mode=rw",
                 timeout=0.05,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=not self.create,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")

@@ -114,6 +114,7 @@ def inject(env: dict[str, str], *, ledger: str, scope: str, events: str) -> None
     env["BURNMAP_SCOPES"] = ",".join(filter(None, [env.get("BURNMAP_SCOPES"), scope]))
     env["BURNMAP_WRAP_EVENTS"] = events
     env["BURNMAP_WRAP_PATHS"] = python_paths()
+    env["BURNMAP_WRAP_PYTHON"] = sys.implementation.cache_tag
 
 
 class Spawned:
@@ -176,7 +177,8 @@ def prestart(command: list[str]) -> Prepared:
     not_proxied(env)
     inject(
         env,
-        ledger=f"sqlite:///{os.path.join(tmp, 'ledger.db')}",
+        # (The program must not start a ledger of its own when the supervisor's is gone.)
+        ledger=f"sqlite:///{os.path.join(tmp, 'ledger.db')}?create=false",
         scope=scope,
         events=os.path.join(tmp, "events.jsonl"),
     )

@@ -253,7 +253,8 @@ class Supervisor:
             self._thread(lambda: self._tail_sessions(root, pattern, make_reader, start))
         self._set_limit()
         if not self.options.proxy:
-            inject(env, ledger=self._ledger.url, scope=self._scope, events=str(self._events))
+            ledger = f"{self._ledger.url}?create=false"  # gone with wrap: refuse, not restart
+            inject(env, ledger=ledger, scope=self._scope, events=str(self._events))
         return env
 
     def _set_limit(self) -> None:

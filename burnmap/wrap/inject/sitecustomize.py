@@ -68,11 +68,22 @@ def _burnmap() -> Any:
         try:
             import burnmap
         except ImportError:
+            wrapping = os.environ.get("BURNMAP_WRAP_PYTHON")
+            if wrapping and wrapping != sys.implementation.cache_tag:
+                # Another Python: the packages burnmap wrap runs on (compiled for its own
+                # Python) cannot load here, and mixing them in would break the program.
+                raise ImportError(
+                    f"burnmap is not installed for this Python ({sys.implementation.cache_tag}"
+                    f"; burnmap wrap runs on {wrapping}): install it there to budget this "
+                    "program's calls"
+                ) from None
             extra = os.environ.get("BURNMAP_WRAP_PATHS", "")
             for path in extra.split(os.pathsep):
                 if path and path not in sys.path:
                     sys.path.append(path)
             import burnmap
+        import genai_prices  # noqa: F401 - loaded here, where a failure is caught, not mid-call
+
         # BURNMAP_LEDGER (the supervisor's ledger) is burnmap's default: a program that
         # configures its own ledger keeps it.
         from burnmap.runs import observe
