@@ -462,3 +462,32 @@ def test_another_python_runs_unbudgeted_with_a_warning_not_a_crash(tmp_path: Pat
     failed = json.loads(events.read_text().splitlines()[-1])
     assert failed["kind"] == "inject-failed"
     assert "not installed for this Python" in failed["error"]
+
+
+def test_a_program_that_cannot_run_gets_a_shells_answer_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script without a #! line cannot be executed: wrap says so and exits 126, as a
+    shell does, and removes the folder it had made for the run."""
+    from burnmap.wrap import launch
+
+    script = tmp_path / "no_shebang.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    before = set(Path(os.environ.get("TMPDIR") or "/tmp").glob("burnmap-wrap-*"))
+    status = launch.execute(launch.parse(["--", str(script)]))
+    assert status == 126
+    assert "Exec format error (a script needs a #! line)" in capsys.readouterr().err
+    assert set(Path(os.environ.get("TMPDIR") or "/tmp").glob("burnmap-wrap-*")) == before
+
+
+def test_a_proxy_upstream_that_is_no_url_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from burnmap.wrap import launch
+
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "not a url")
+    status = launch.execute(launch.parse(["--proxy", "--", "true"]))
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "ANTHROPIC_BASE_URL='not a url' is not an http(s) URL with a host" in err

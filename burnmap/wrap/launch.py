@@ -172,6 +172,16 @@ def prestart(command: list[str]) -> Prepared:
         raise FileNotFoundError(command[0])
     tmp = os.path.join(os.environ.get("TMPDIR") or "/tmp", "burnmap-wrap-" + os.urandom(8).hex())
     os.mkdir(tmp, 0o700)
+    try:
+        return _prestart(command, executable, tmp)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # the program never started: nothing to keep
+        raise
+
+
+def _prestart(command: list[str], executable: str, tmp: str) -> Prepared:
     scope = "wrap:" + os.urandom(6).hex()
     env = dict(os.environ)
     not_proxied(env)
@@ -332,6 +342,15 @@ def execute(values: dict[str, Any]) -> int:
     if report and not os.path.isdir(os.path.dirname(os.path.abspath(report))):
         # Found out only at the end, it would lose the report of a whole run.
         return fail("--report-json", f"{os.path.dirname(os.path.abspath(report))} is no folder")
+    if values.get("proxy"):
+        from urllib.parse import urlsplit
+
+        for name in ("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"):
+            upstream = os.environ.get(name)
+            parts = urlsplit(upstream) if upstream else None
+            if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+                # The proxy forwards there: say which setting is wrong, not a traceback.
+                return fail("--proxy", f"{name}={upstream!r} is not an http(s) URL with a host")
     prepared = None
     # Known agent CLIs need the supervisor ready before they start (a telemetry receiver,
     # or the list of session files that existed before them): only other programs
@@ -342,6 +361,12 @@ def execute(values: dict[str, Any]) -> int:
         except FileNotFoundError:
             print(f"burnmap wrap: command not found: {command[0]}", file=sys.stderr)
             return 127
+        except OSError as exc:
+            # Found but not runnable (as a shell says it, and with its status): not
+            # executable, or a script without a #! line (Exec format error).
+            hint = " (a script needs a #! line)" if exc.errno == 8 else ""
+            print(f"burnmap wrap: cannot run {command[0]}: {exc.strerror}{hint}", file=sys.stderr)
+            return 126
     from pathlib import Path
 
     from burnmap.wrap.supervisor import EXIT_NOT_FOUND, Supervisor, WrapOptions

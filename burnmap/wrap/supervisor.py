@@ -775,6 +775,8 @@ class Supervisor:
     def _meter_enabled(self) -> bool:
         if self.options.meter is not None:
             return self.options.meter
+        if terminal() is not None:
+            return False  # an interactive program owns the terminal: no bar over its prompts
         try:
             return self.stderr.isatty()
         except (AttributeError, ValueError):
