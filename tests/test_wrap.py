@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -491,3 +492,31 @@ def test_a_proxy_upstream_that_is_no_url_is_named(
     assert status == 2
     err = capsys.readouterr().err
     assert "ANTHROPIC_BASE_URL='not a url' is not an http(s) URL with a host" in err
+
+
+def test_a_program_that_ignores_the_signal_wrap_passes_on_is_killed_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM sent to wrap goes to the program; one that ignores it is killed --grace
+    seconds later, so that wrap never ends leaving it running unsupervised."""
+    script = tmp_path / "deaf.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    command = [sys.executable, "-m", "burnmap.cli", "wrap", "--grace", "0.5", "--"]
+    with subprocess.Popen(
+        [*command, sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # (wrap may still be starting: it keeps it)
+        proc.wait(timeout=30)
+    assert proc.returncode == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 20

@@ -97,6 +97,21 @@ def isatty(stream: Any) -> bool:
         return False
 
 
+PENDING_SIGNALS: list[int] = []
+"""SIGINT/SIGTERM/SIGHUP that reached wrap before the supervisor could pass them on."""
+
+
+def hold_signals() -> None:
+    """From wrap's start, keep a SIGINT/SIGTERM/SIGHUP for the program instead of dying of
+    it: dying would leave the program running unsupervised. The supervisor passes them on
+    once it can (a signal ignored from the start, as under nohup, stays ignored)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: PENDING_SIGNALS.append(signum))
+
+
 def not_proxied(env: dict[str, str]) -> None:
     """Loopback servers (the supervisor's, the proxy, telemetry) are never reached through
     an HTTP proxy the environment names."""
@@ -351,6 +366,7 @@ def execute(values: dict[str, Any]) -> int:
             if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
                 # The proxy forwards there: say which setting is wrong, not a traceback.
                 return fail("--proxy", f"{name}={upstream!r} is not an http(s) URL with a host")
+    hold_signals()
     prepared = None
     # Known agent CLIs need the supervisor ready before they start (a telemetry receiver,
     # or the list of session files that existed before them): only other programs

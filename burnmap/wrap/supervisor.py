@@ -46,6 +46,7 @@ from burnmap.ledgers.sqlite import SQLiteLedger
 # Only what preparing the program's start needs is imported here: burnmap wrap starts the
 # program first, and loads the rest (runs, parsers, servers) while it runs.
 from burnmap.wrap.launch import (
+    PENDING_SIGNALS,
     Prepared,
     agent_kind,
     foreground_preexec,
@@ -754,17 +755,36 @@ class Supervisor:
                 )
 
     def _forward_signals(self, pgid: int) -> Callable[[], None]:
-        """Without a terminal, SIGINT/SIGTERM/SIGHUP sent to burnmap go to the program."""
+        """Without a terminal, SIGINT/SIGTERM/SIGHUP sent to burnmap go to the program. A
+        program still running ``grace`` seconds after the first, or when a second one
+        comes, is killed: wrap must not end and leave it running unsupervised."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         saved: dict[int, Any] = {}
+        received = [0]
+
+        def kill_if_running() -> None:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
 
         def forward(signum: int, frame: Any) -> None:
+            received[0] += 1
+            if received[0] > 1:
+                kill_if_running()
+                return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signum)
+            timer = threading.Timer(self.options.grace, kill_if_running)
+            timer.daemon = True
+            timer.start()
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            saved[sig] = signal.signal(sig, forward)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # (nohup: stays ignored)
+                saved[sig] = signal.signal(sig, forward)
+        while PENDING_SIGNALS:  # those that came while wrap was starting
+            forward(PENDING_SIGNALS.pop(0), None)
 
         def restore() -> None:
             for sig, handler in saved.items():
