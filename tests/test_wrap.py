@@ -34,12 +34,16 @@ def standin(standin: StandIn) -> StandIn:
 
 
 def wrap(
-    standin: StandIn, *args: str, report: Path | None = None, timeout: float = 90
+    standin: StandIn,
+    *args: str,
+    report: Path | None = None,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "burnmap.cli", "wrap"]
     if report is not None:
         command += ["--report-json", str(report)]
-    env = {**os.environ, "STANDIN_URL": standin.url}
+    env = {**os.environ, "STANDIN_URL": standin.url, **(env or {})}
     return subprocess.run(
         [*command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -371,16 +375,9 @@ def test_under_proxy_a_program_that_prints_its_responses_is_counted_once(
         "    print(r.text, flush=True)\n"
     )
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "burnmap.cli", "wrap", "--report-json", str(report)]
-    env = {**os.environ, "OPENAI_BASE_URL": standin.openai_base_url}  # the proxy's upstream
-    result = subprocess.run(
-        [*command, "--proxy", "--budget", "1", "--", sys.executable, str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    upstream = {"OPENAI_BASE_URL": standin.openai_base_url}  # where the proxy forwards
+    args = ["--proxy", "--budget", "1", "--", sys.executable, str(script)]
+    result = wrap(standin, *args, report=report, env=upstream)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count('"usage"') == 3  # the usage it printed, three times
     data = json.loads(report.read_text())
