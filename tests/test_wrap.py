@@ -517,3 +517,35 @@ def test_a_program_that_ignores_the_signal_wrap_passes_on_is_killed_after_the_gr
         proc.wait(timeout=30)
     assert proc.returncode == 128 + signal.SIGKILL
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("mode", [[], ["--proxy"]])
+def test_output_merged_with_2_and_1_keeps_its_order(mode: list[str], tmp_path: Path) -> None:
+    """With stdout and stderr one file (2>&1), the program gets one pipe for both, so its
+    lines come out in the order it wrote them; apart, each keeps its own."""
+    script = tmp_path / "both.py"
+    script.write_text(
+        "import sys\n"
+        "for i in range(400):\n"
+        "    stream = sys.stdout if i % 2 == 0 else sys.stderr\n"
+        "    stream.write(f'line {i}\\n')\n"
+        "    stream.flush()\n"
+    )
+    wrapped = f"{sys.executable} -m burnmap.cli wrap --no-meter {' '.join(mode)} --"
+    merged = subprocess.run(
+        ["sh", "-c", f"{wrapped} {sys.executable} {script} 2>&1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line for line in merged.stdout.splitlines() if line.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(400)]
+    apart = subprocess.run(
+        ["sh", "-c", f"{wrapped} {sys.executable} {script}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert apart.stdout.count("line ") == 200 and apart.stderr.count("line ") == 200

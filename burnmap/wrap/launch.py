@@ -112,6 +112,15 @@ def hold_signals() -> None:
             signal.signal(sig, lambda signum, frame: PENDING_SIGNALS.append(signum))
 
 
+def one_output() -> bool:
+    """Whether our stdout and stderr are one file (``2>&1``, or one pipe)."""
+    try:
+        out, err = os.fstat(1), os.fstat(2)
+    except OSError:
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
 def not_proxied(env: dict[str, str]) -> None:
     """Loopback servers (the supervisor's, the proxy, telemetry) are never reached through
     an HTTP proxy the environment names."""
@@ -136,11 +145,11 @@ class Spawned:
     """A program started with ``os.posix_spawn`` (importing subprocess alone costs ~13 ms):
     the few ``Popen`` methods the supervisor uses."""
 
-    def __init__(self, pid: int, stdout: int, stderr: int) -> None:
+    def __init__(self, pid: int, stdout: int, stderr: int | None) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.stdout = os.fdopen(stdout, "rb", buffering=0)
-        self.stderr = os.fdopen(stderr, "rb", buffering=0)
+        self.stderr = None if stderr is None else os.fdopen(stderr, "rb", buffering=0)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -221,13 +230,14 @@ def _prestart(command: list[str], executable: str, tmp: str) -> Prepared:
             preexec_fn=foreground_preexec(tty),  # noqa: PLW1509 - single-threaded here
         )
         return Prepared(tmp, scope, proc)
-    # Not a terminal: the output is read for usage, through pipes.
+    # Not a terminal: the output is read for usage, through pipes (one for both when our
+    # stdout and stderr are one file, `2>&1`: their lines keep their order).
     actions: list[tuple[int, ...]] = []
     ours: list[int] = []
     theirs: list[int] = []
-    for target in (1, 2):
+    for targets in ((1, 2),) if one_output() else ((1,), (2,)):
         read, write = os.pipe()
-        actions.append((os.POSIX_SPAWN_DUP2, write, target))
+        actions += [(os.POSIX_SPAWN_DUP2, write, target) for target in targets]
         ours.append(read)
         theirs.append(write)
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in ours + theirs]
@@ -245,7 +255,7 @@ def _prestart(command: list[str], executable: str, tmp: str) -> Prepared:
     )
     for fd in theirs:
         os.close(fd)
-    return Prepared(tmp, scope, Spawned(pid, ours[0], ours[1]))
+    return Prepared(tmp, scope, Spawned(pid, ours[0], ours[1] if len(ours) > 1 else None))
 
 
 def python_paths() -> str:

@@ -53,6 +53,7 @@ from burnmap.wrap.launch import (
     inject,
     isatty,
     not_proxied,
+    one_output,
     terminal,
 )
 
@@ -662,7 +663,8 @@ class Supervisor:
             env=env,
             process_group=0,
             stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.PIPE if capture else None,
+            # One pipe for both when ours are one file (2>&1): lines keep their order.
+            stderr=(subprocess.STDOUT if one_output() else subprocess.PIPE) if capture else None,
             # It only calls os functions between fork and exec (loopback server threads
             # may be running for --proxy or Claude Code).
             preexec_fn=foreground_preexec(terminal()),  # noqa: PLW1509
@@ -673,15 +675,17 @@ class Supervisor:
 
     def _start_pumps(self, proc: subprocess.Popen[bytes]) -> None:
         """Copy captured output through (when it was captured) and read usage from it."""
-        if proc.stdout is None or proc.stderr is None:
+        if proc.stdout is None:
             return
-        out, err = proc.stdout.fileno(), proc.stderr.fileno()
+        sources = [(proc.stdout, sys.stdout.fileno())]
+        if proc.stderr is not None:  # (None: both go to stdout's pipe, as ours are one)
+            sources.append((proc.stderr, sys.stderr.fileno()))
         self._pumps = [
-            threading.Thread(target=self._pump, args=(os.dup(out), sys.stdout.fileno())),
-            threading.Thread(target=self._pump, args=(os.dup(err), sys.stderr.fileno())),
+            threading.Thread(target=self._pump, args=(os.dup(source.fileno()), sink))
+            for source, sink in sources
         ]
-        proc.stdout.close()
-        proc.stderr.close()
+        for source, _ in sources:
+            source.close()
         for pump in self._pumps:
             pump.daemon = True
             pump.start()
