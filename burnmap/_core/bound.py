@@ -375,7 +375,7 @@ def _count_pdf_pages(raw: bytes) -> int:
     return max(pages, 0)
 
 
-def _by_reference(obj: dict[str, Any]) -> bool:
+def _by_reference(obj: dict[str, Any], body: bytes) -> bool:
     """Whether a request brings in content it does not contain, of unknown length."""
     # Responses: an earlier response, a conversation, a stored prompt (an object; a legacy
     # completion's "prompt" is the text itself), stored items spliced into the input.
@@ -392,17 +392,19 @@ def _by_reference(obj: dict[str, Any]) -> bool:
     thread = obj.get("thread")
     if isinstance(thread, dict) and thread.get("type") != "create":
         return True
+    if b'"item_reference"' not in body:  # (input lists are long: walked only if needed)
+        return False
     items = obj.get("input")
     return isinstance(items, list) and any(
         isinstance(item, dict) and item.get("type") == "item_reference" for item in items
     )
 
 
-def _stored_reasoning(obj: dict[str, Any]) -> int:
+def _stored_reasoning(obj: dict[str, Any], body: bytes) -> int:
     """Responses reasoning items passed back by id only (no ``encrypted_content``): the
     provider reads each back from storage."""
     items = obj.get("input")
-    if not isinstance(items, list):
+    if not isinstance(items, list) or b'"reasoning"' not in body:
         return 0
     return sum(
         1
@@ -430,7 +432,7 @@ def bound_input_tokens(
     ...                    {"model": "m", "messages": []}, shape="openai")
     121
     """
-    if _by_reference(obj):
+    if _by_reference(obj, body):
         return None
     size = len(body)
     discount = 0
@@ -444,7 +446,7 @@ def bound_input_tokens(
         text = -(-text * ANTHROPIC_TOKENIZER_FACTOR_TENTHS // 10)
     tools = obj.get("tools")
     overhead = BASE_OVERHEAD_TOKENS + (TOOLS_OVERHEAD_TOKENS if tools else 0)
-    stored = _stored_reasoning(obj) * reasoning_item_tokens if shape == "openai" else 0
+    stored = _stored_reasoning(obj, body) * reasoning_item_tokens if shape == "openai" else 0
     return text + media_tokens + overhead + stored
 
 
@@ -568,7 +570,7 @@ def plan_call(
         ):
             sheet = book.with_limits(sheet, context_window=1_000_000)
         geo_pinned = _pinned(obj)
-        modifiers = rate_modifiers(endpoint, sheet, model, obj.get("speed"), obj)
+        modifiers = rate_modifiers(endpoint, sheet, model, obj.get("speed"), geo_pinned)
         if modifiers:
             sheet = book.modified(sheet, model, endpoint.provider, modifiers)
     else:
@@ -632,7 +634,7 @@ def plan_call(
         cost += sheet.per_request
     advisor = None
     if anthropic and server_tools:
-        advisor, advisors_cost = _advisors_bound(tools, book, endpoint, obj)
+        advisor, advisors_cost = _advisors_bound(tools, book, endpoint, geo_pinned)
         cost += advisors_cost
     if anthropic and _compacts(obj):
         # A compaction summarises a closed context (past its trigger, up to the window)
@@ -641,7 +643,7 @@ def plan_call(
         cost += _worst_call(sheet, whole, sheet.max_output or whole)
     fallbacks = obj.get("fallbacks") if anthropic else None
     if fallbacks:
-        cost += _fallbacks_bound(fallbacks, bounded, obj, book, endpoint)
+        cost += _fallbacks_bound(fallbacks, bounded, obj, book, endpoint, pinned=geo_pinned)
     routes = obj.get("models") if not anthropic else None
     if isinstance(routes, list):
         # OpenRouter's fallback list: any of them may serve (and bill) the call, each up
@@ -793,7 +795,7 @@ def _compacts(obj: dict[str, Any]) -> bool:
 
 
 def _advisors_bound(
-    tools: object, book: PriceBook, endpoint: Endpoint, obj: dict[str, Any]
+    tools: object, book: PriceBook, endpoint: Endpoint, pinned: bool
 ) -> tuple[str | None, Decimal]:
     """Anthropic's advisor tool runs another model over the conversation on each use: its
     ``max_uses`` (else ``SERVER_TOOL_SEARCHES``) calls of that model, each reading up to
@@ -809,7 +811,7 @@ def _advisors_bound(
             continue
         advisor = advisor or model
         sheet = book.lookup(model, endpoint.provider)
-        geo = ("geo",) if geo_applies(endpoint, sheet, model, _pinned(obj)) else ()
+        geo = ("geo",) if geo_applies(endpoint, sheet, model, pinned) else ()
         sheet = book.modified(sheet, model, endpoint.provider, geo)
         window = _input_on(sheet, None)
         out = _positive_int(tool.get("max_tokens")) or sheet.max_output or window
@@ -847,6 +849,8 @@ def _fallbacks_bound(
     obj: dict[str, Any],
     book: PriceBook,
     endpoint: Endpoint,
+    *,
+    pinned: bool,
 ) -> Decimal:
     """Anthropic's server-side ``fallbacks``: each entry may run the request on another
     model (with its own ``max_tokens`` and ``speed``) after the one before declined, and
@@ -859,7 +863,7 @@ def _fallbacks_bound(
         model = entry["model"]
         sheet = book.lookup(model, endpoint.provider)
         speed = entry.get("speed", obj.get("speed"))
-        modifiers = rate_modifiers(endpoint, sheet, model, speed, obj)
+        modifiers = rate_modifiers(endpoint, sheet, model, speed, pinned)
         sheet = book.modified(sheet, model, endpoint.provider, modifiers)
         out = _positive_int(entry.get("max_tokens")) or _output_bound(endpoint, obj, sheet)
         total += _worst_call(sheet, _input_on(sheet, bounded), out)
@@ -893,12 +897,13 @@ _BEDROCK_TABLE = ("regional.", "global.")
 
 
 def rate_modifiers(
-    endpoint: Endpoint, sheet: PriceSheet, model: str, speed: object, obj: dict[str, Any]
+    endpoint: Endpoint, sheet: PriceSheet, model: str, speed: object, pinned: bool
 ) -> tuple[str, ...]:
     """What changes an Anthropic-shaped request's rates for ``model`` (priced as
-    ``sheet``): fast mode (``speed``), and ``"geo"`` where :func:`geo_applies`."""
+    ``sheet``): fast mode (``speed``), and ``"geo"`` where :func:`geo_applies` (``pinned``:
+    the request names a region)."""
     fast = ("fast",) if speed == "fast" else ()
-    return (*fast, "geo") if geo_applies(endpoint, sheet, model, _pinned(obj)) else fast
+    return (*fast, "geo") if geo_applies(endpoint, sheet, model, pinned) else fast
 
 
 def geo_applies(endpoint: Endpoint, sheet: PriceSheet, model: str, pinned: bool) -> bool:
