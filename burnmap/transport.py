@@ -194,9 +194,11 @@ class _Metering:
                 self._unreadable(exc)
         result = charge(plan, metered, self._book)
         explained = False
-        if plan.tier_unasked and metered is not None and metered.service_tier is not None:
-            # The project's default tier: learned, and then the reason a call costs more.
-            explained = _learn_default_tier(self._request, plan.model, metered.service_tier)
+        tier = metered.service_tier if plan.tier_unasked and metered is not None else None
+        if tier == "priority" or (tier is not None and _PRIORITY_PROJECTS):
+            # The project's default tier: learned (or forgotten), and then the reason a
+            # call costs more. (Most answers say "default", with nothing to forget.)
+            explained = _learn_default_tier(self._request, plan.model, tier)
         if result.unpriced is not None:
             log.warning(
                 "burnmap: a %s call billed %s, whose price is not known: charged $0 for it. "
@@ -753,30 +755,44 @@ def _same_library(inner: Any, request: Any) -> None:
         )
 
 
-class Transport(httpx2.BaseTransport, httpx.BaseTransport):
-    """A budget-enforcing transport around ``inner`` (an httpx or httpx2 transport).
+class _Wrapping:
+    """What both transports do with their inner transport: refuse one of the other kind
+    when built, make the network one (or check the given one's library) on the first
+    request."""
 
-    Without ``inner``, a real network transport of the library that sends the first
-    request is created (``httpx2.HTTPTransport()`` or ``httpx.HTTPTransport()``).
-    """
+    _kind = "a sync"
+    _wrong: tuple[type, ...] = _ASYNC_BASES
+    _right: tuple[type, ...] = _SYNC_BASES
+    _other = "burnmap.AsyncTransport(...) with an async client"
 
     def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
-        if isinstance(inner, _ASYNC_BASES) and not isinstance(inner, _SYNC_BASES):
+        if isinstance(inner, self._wrong) and not isinstance(inner, self._right):
             raise TypeError(
-                f"burnmap.Transport wraps a sync transport, and {type(inner).__name__} is an "
-                "async one: use burnmap.AsyncTransport(...) with an async client"
+                f"burnmap.{type(self).__name__} wraps {self._kind} transport, and "
+                f"{type(inner).__name__} is not one: use {self._other}"
             )
         self._inner = inner
         self._checked = False  # the inner transport is made or checked on the first request
         self._engine = _Engine(prices)
 
+    def _network(self, library: types.ModuleType) -> Any:
+        return library.HTTPTransport()
+
     def _inner_for(self, request: Any) -> Any:
         if self._inner is None:
-            self._inner = _library(request).HTTPTransport()
+            self._inner = self._network(_library(request))
         else:
             _same_library(self._inner, request)
         self._checked = True
         return self._inner
+
+
+class Transport(_Wrapping, httpx2.BaseTransport, httpx.BaseTransport):
+    """A budget-enforcing transport around ``inner`` (an httpx or httpx2 transport).
+
+    Without ``inner``, a real network transport of the library that sends the first
+    request is created (``httpx2.HTTPTransport()`` or ``httpx.HTTPTransport()``).
+    """
 
     def handle_request(self, request: Any) -> Any:
         inner = self._inner if self._checked else self._inner_for(request)
@@ -820,26 +836,16 @@ class Transport(httpx2.BaseTransport, httpx.BaseTransport):
             self._inner.close()
 
 
-class AsyncTransport(httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
+class AsyncTransport(_Wrapping, httpx2.AsyncBaseTransport, httpx.AsyncBaseTransport):
     """The async twin of :class:`Transport`."""
 
-    def __init__(self, inner: Any = None, *, prices: PriceBook | None = None) -> None:
-        if isinstance(inner, _SYNC_BASES) and not isinstance(inner, _ASYNC_BASES):
-            raise TypeError(
-                f"burnmap.AsyncTransport wraps an async transport, and {type(inner).__name__} "
-                "is a sync one: use burnmap.Transport(...) with a sync client"
-            )
-        self._inner = inner
-        self._checked = False  # the inner transport is made or checked on the first request
-        self._engine = _Engine(prices)
+    _kind = "an async"
+    _wrong = _SYNC_BASES
+    _right = _ASYNC_BASES
+    _other = "burnmap.Transport(...) with a sync client"
 
-    def _inner_for(self, request: Any) -> Any:
-        if self._inner is None:
-            self._inner = _library(request).AsyncHTTPTransport()
-        else:
-            _same_library(self._inner, request)
-        self._checked = True
-        return self._inner
+    def _network(self, library: types.ModuleType) -> Any:
+        return library.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: Any) -> Any:
         inner = self._inner if self._checked else self._inner_for(request)
