@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
+from burnmap._core.limits import check_storable
 from burnmap._core.money import MICRO, from_micros, to_micros, usd
 from burnmap._core.windows import check_period
 from burnmap.errors import BudgetExceededError, LedgerUnavailableError, sdk_compatible
@@ -177,10 +178,7 @@ def limit(
     """
     if not isinstance(scope, str) or not scope:
         raise ValueError("a budget scope is a non-empty string, e.g. 'user:usr_123' or 'global'")
-    try:
-        scope.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"a budget scope is text a store can keep, not {scope!r}") from None
+    check_storable("budget scope", scope)
     check_period(per, tz)
     dollars = usd(budget)
     if dollars > MAX_LIMIT:

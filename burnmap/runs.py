@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from burnmap._core import ledger
-from burnmap._core.limits import check_loop_limit
+from burnmap._core.limits import check_loop_limit, check_storable
 from burnmap._core.loops import (
     DEFAULT_CALL_RATE_LIMIT,
     DEFAULT_CONTEXT_GROWTH_LIMIT,
@@ -974,11 +974,8 @@ def run(
     """
     if not isinstance(job_name, str) or not job_name:
         raise ValueError("burnmap.run() needs a job name, e.g. burnmap.run('nightly-triage')")
-    for what, text in (("job name", job_name), ("user_id", user_id)):
-        try:
-            str(text).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"a {what} is text a ledger can keep, not {text!r}") from None
+    check_storable("job name", job_name)
+    check_storable("user_id", user_id)
     check_loop_limit("call_rate_limit", call_rate_limit, whole=True, least=1)
     check_loop_limit("repeat_limit", repeat_limit, whole=True, least=1)
     check_loop_limit("context_growth_limit", context_growth_limit, whole=False, least=1)

@@ -1,11 +1,12 @@
-"""Checks of the loop triggers' limits, importable without the rest of burnmap (``burnmap
-wrap`` checks its flags before anything else loads)."""
+"""Checks of what runs and standing budgets are given (loop limits, names), importable
+without the rest of burnmap (``burnmap wrap`` checks its flags before anything else
+loads)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-__all__ = ["check_loop_limit"]
+__all__ = ["check_loop_limit", "check_storable"]
 
 
 def check_loop_limit(name: str, value: object, *, whole: bool, least: int) -> None:
@@ -32,3 +33,21 @@ def check_loop_limit(name: str, value: object, *, whole: bool, least: int) -> No
     if value < least if whole else value <= least:
         bound = f"at least {least}" if whole else f"more than {least}"
         raise ValueError(f"{name} must be {bound}, or None to turn it off; got {value!r}")
+
+
+def check_storable(what: str, text: object) -> None:
+    """A name a ledger keeps (a scope, a job name, a user id) must be encodable text:
+    SQLite and Redis store UTF-8, and a lone surrogate would fail there, mid-call.
+
+    >>> check_storable("job name", "\\udcff")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a job name is text a ledger can keep, not '\\udcff' (...)
+    """
+    try:
+        str(text).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"a {what} is text a ledger can keep, not {text!r} (UTF-8 is the only text a "
+            "store can keep)"
+        ) from None
