@@ -49,6 +49,13 @@ def wrap(
     )
 
 
+def shell(command: str, *, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``command`` run by ``sh`` (pipelines, redirections), its output captured."""
+    return subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=60, check=check
+    )
+
+
 def test_python_agent_is_refused_before_the_call_that_would_overspend(
     standin: StandIn, tmp_path: Path
 ) -> None:
@@ -421,13 +428,7 @@ def test_a_pipeline_reader_that_quits_ends_the_program_as_without_wrap() -> None
     """`burnmap wrap -- yes | head -1` ends (the program's writes fail once the reader is
     gone), and the program starts with SIGPIPE at its default, as shells give it."""
     wrap_cmd = f"{sys.executable} -m burnmap.cli wrap"
-    done = subprocess.run(
-        ["sh", "-c", f"{wrap_cmd} -- yes | head -1; {wrap_cmd} -- sh -c 'yes | head -1'"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = shell(f"{wrap_cmd} -- yes | head -1; {wrap_cmd} -- sh -c 'yes | head -1'")
     assert done.stdout == "y\ny\n"
     assert "Broken pipe" not in done.stderr
 
@@ -532,20 +533,8 @@ def test_output_merged_with_2_and_1_keeps_its_order(mode: list[str], tmp_path: P
         "    stream.flush()\n"
     )
     wrapped = f"{sys.executable} -m burnmap.cli wrap --no-meter {' '.join(mode)} --"
-    merged = subprocess.run(
-        ["sh", "-c", f"{wrapped} {sys.executable} {script} 2>&1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    merged = shell(f"{wrapped} {sys.executable} {script} 2>&1", check=True)
     lines = [line for line in merged.stdout.splitlines() if line.startswith("line ")]
     assert lines == [f"line {i}" for i in range(400)]
-    apart = subprocess.run(
-        ["sh", "-c", f"{wrapped} {sys.executable} {script}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    apart = shell(f"{wrapped} {sys.executable} {script}", check=True)
     assert apart.stdout.count("line ") == 200 and apart.stderr.count("line ") == 200
