@@ -191,7 +191,8 @@ class RunReport:
             lines.append(f"  remaining ${self.budget_remaining:.6f} ({used:.1f}% used)")
         for model, row in self.model_breakdown.items():
             lines.append(
-                f"  {model}: {row['calls']} calls, {row['input_tokens']} in / "
+                f"  {model}: {row['calls']} call{'s' if row['calls'] != 1 else ''}, "
+                f"{row['input_tokens']} in / "
                 f"{row['output_tokens']} out / {row['cache_read_tokens']} cache read / "
                 f"{row['cache_write_tokens']} cache write tokens, ${row['cost']:.6f}"
             )

@@ -60,7 +60,7 @@ def test_report_fields_and_json() -> None:
         "cumulative_cost",
     }
     text = report.summary()
-    for part in ("'job'", "$0.875000", "3 calls"):
+    for part in ("'job'", "$0.875000", "3 calls", "a: 2 calls", "b: 1 call,"):
         assert part in text
 
 
@@ -125,8 +125,9 @@ def test_in_flight_reservations_count_against_the_budget() -> None:
             r.reserve(Decimal("0.4"), model="m")
         assert info.value.reserved == Decimal("0.7")
         held.release(failed=False)
-        r.reserve(Decimal("0.4"), model="m").release()
+        r.reserve(Decimal("0.00147600"), model="m").release()
     assert r.reserved == 0
+    assert str(r.reserved) == "0"  # printed plainly, not as 0E-8
 
 
 def test_settle_and_release_happen_once() -> None:

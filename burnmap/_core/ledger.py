@@ -72,11 +72,12 @@ def settle(accounts: Sequence[Account], held: Decimal, actual: Decimal) -> None:
 
     >>> a = Account("run:a", Decimal(1)); hold([a], Decimal("0.5"))
     >>> settle([a], Decimal("0.5"), Decimal("0.1")); (a.spent, a.reserved, a.calls)
-    (Decimal('0.1'), Decimal('0.0'), 1)
+    (Decimal('0.1'), Decimal('0'), 1)
     """
     for account in accounts:
-        account.reserved -= held
         account.holds -= 1
+        # With no hold left the exact difference is zero: kept as plain 0 (not 0E-8).
+        account.reserved = account.reserved - held if account.holds else ZERO
     spend(accounts, actual)
 
 
