@@ -77,7 +77,12 @@ def runs_lock_held() -> bool:
 
 def current_run() -> Run | None:
     """The innermost run in scope here, or ``None``."""
-    return _current.get()
+    run = _current.get()
+    # A run left in a context it was not entered in (a generator's, closed elsewhere) could
+    # not take itself out of the context that entered it: passed over there.
+    while run is not None and run._left_elsewhere:
+        run = run.parent
+    return run
 
 
 @dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
@@ -384,6 +389,8 @@ class Run:
     """Whether any loop trigger is on (checked on every call)."""
     _repeats: bool = field(default=False, init=False, repr=False)
     """Whether this run or an enclosing one counts repeated requests."""
+    _left_elsewhere: bool = field(default=False, init=False, repr=False)
+    """Exited in another context than the one that entered it (see :func:`current_run`)."""
 
     def __post_init__(self) -> None:
         self._account = ledger.Account(f"run:{self.job_name}", self.budget)
@@ -402,7 +409,7 @@ class Run:
                 f"burnmap run {self.job_name!r} was already entered; create a new "
                 "burnmap.run(...) for each job (use r.attach() to join it from another thread)"
             )
-        self.parent = _current.get()
+        self.parent = current_run()
         self._chain = None  # the enclosing runs are known now
         self._started = time.time()
         self._tokens.append(_current.set(self))
@@ -419,8 +426,13 @@ class Run:
             try:
                 _current.reset(token)
             except ValueError:
-                # Exited in another context (a generator or task that outlived the with).
-                _current.set(self.parent)
+                # Exited in another context: a generator that entered the run, closed by the
+                # garbage collector or an event loop's finalizer on another thread or task.
+                # That context is someone else's: it changes only if this run is its current
+                # one; the context that entered the run passes over it from now on.
+                if _current.get() is self:
+                    _current.set(self.parent)
+                self._left_elsewhere = True
         self._ended = time.time()
 
     async def __aenter__(self) -> Run:
@@ -444,11 +456,16 @@ class Run:
                 with r.attach():
                     client.messages.create(...)
         """
+        previous = _current.get()
         token = _current.set(self)
         try:
             yield self
         finally:
-            _current.reset(token)
+            try:
+                _current.reset(token)
+            except ValueError:  # left in another context (see __exit__)
+                if _current.get() is self:
+                    _current.set(previous)
 
     # -- live figures --------------------------------------------------------------------
     @property

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import threading
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -257,3 +261,52 @@ def test_observer_fields_read_back_as_the_same_record() -> None:
         fingerprint="abc",
     )
     assert record_from_fields(json.loads(json.dumps(_record_fields(record)))) == record
+
+
+def test_a_generator_closed_on_another_thread_leaves_that_threads_run_alone() -> None:
+    """An agent written as a generator that entered a run, dropped half-way and closed
+    elsewhere (the garbage collector runs finalizers on whatever thread it interrupts):
+    the thread it is closed on keeps its own run, and the thread that entered it passes
+    over the finished run."""
+
+    def agent() -> Iterator[int]:
+        with burnmap.run("agent", budget=1):
+            yield 1
+            yield 2
+
+    steps = agent()
+    next(steps)  # the run is now current in this thread's context
+    seen: list[burnmap.Run | None] = []
+
+    def other() -> None:
+        with burnmap.run("other", budget="0.001") as mine:
+            steps.close()  # as the collector would, on this thread
+            seen.append(burnmap.current_run())
+            assert mine.spent == 0
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    worker.join()
+    assert [r.job_name if r else None for r in seen] == ["other"]
+    assert burnmap.current_run() is None
+    with burnmap.run("next") as later:
+        assert later.parent is None
+
+
+async def test_an_async_generator_dropped_without_aclose_does_not_keep_its_run() -> None:
+    """An async agent that entered a run, dropped after its first answer: the event loop
+    closes it in a task of its own; the consumer's later calls are not the agent's."""
+
+    async def agent() -> AsyncIterator[int]:
+        async with burnmap.run("agent", budget="0.0006"):
+            for step in range(3):
+                yield step
+
+    async with burnmap.run("consumer", budget=1) as consumer:
+        async for _ in agent():
+            break  # no aclose(): the loop's finalizer closes it later
+        gc.collect()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert burnmap.current_run() is consumer
+    assert burnmap.current_run() is None
