@@ -17,6 +17,7 @@ in memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -220,6 +221,17 @@ def spent(scope: str) -> BudgetStatus:
     return _status(ledger().status([scope])[0])
 
 
+def on_asyncio() -> bool:
+    """Whether asyncio runs this coroutine. Under trio (the SDKs run on either, through
+    anyio) the ledgers' async methods, built on asyncio, cannot be awaited: their blocking
+    twins are called instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 @dataclass(slots=True)
 class LedgerHold:
     """A reservation held on the ledger, settled with the call."""
@@ -237,10 +249,19 @@ class LedgerHold:
             self._unsettled(exc)
 
     async def asettle(self, cost: Decimal) -> None:
+        if not on_asyncio():  # trio: the ledger's blocking call, one short round trip
+            self.settle(cost)
+            return
         try:
             await self.ledger.asettle(self.hold_id, to_micros(cost))
         except Exception as exc:
             self._unsettled(exc)
+        except BaseException:
+            # Cancelled while settling (a deadline, a cancel scope, Ctrl-C), maybe before
+            # the ledger heard of it: the call happened, so its cost still goes to the
+            # ledger, blocking. A hold settled twice is settled once.
+            self.settle(cost)
+            raise
 
     def _unsettled(self, exc: Exception) -> None:
         fate = "charged in full" if getattr(self.ledger, "charge_expired", True) else "released"
@@ -260,6 +281,9 @@ class LedgerHold:
             log.warning("burnmap: could not renew %s (%s)", self.hold_id, exc)
 
     async def arenew(self) -> None:
+        if not on_asyncio():
+            self.renew()
+            return
         try:
             await self.ledger.arenew(self.hold_id, ttl=self.ttl)
         except LedgerUnavailableError as exc:

@@ -11,7 +11,6 @@ subclass the byte-stream classes of whichever library made the request.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import gc
 import logging
@@ -629,9 +628,9 @@ class _Engine:
 # The request went out and no answer came back: the provider may have run (and billed)
 # the call, so it is charged at its bound. Failures before sending cost nothing.
 _SENT_FAILURES = (httpx.ReadTimeout, httpx2.ReadTimeout, httpx.ReadError, httpx2.ReadError)
-# A call cancelled while it waited (a task cancelled, a deadline, Ctrl-C) is charged its
-# bound if it was sent, or may have been: an undercount could let spend pass a budget.
-_INTERRUPTIONS = (asyncio.CancelledError, KeyboardInterrupt)
+# A call cancelled while it waited (a task cancelled, a deadline, a trio or anyio cancel
+# scope, Ctrl-C: any BaseException that is not an Exception) is charged its bound if it
+# was sent, or may have been: an undercount could let spend pass a budget.
 # The network transports whose connections report, through the "trace" extension,
 # whether a request's headers started going out.
 _TRACED = (
@@ -696,7 +695,7 @@ def _maybe_billed(exc: BaseException, sending: _Sending | None) -> bool:
         return True
     # Interrupted: billed if it went out; an inner transport that cannot tell (a mock, a
     # custom one) may have sent it.
-    return isinstance(exc, _INTERRUPTIONS) and (sending is None or sending.started)
+    return not isinstance(exc, Exception) and (sending is None or sending.started)
 
 
 def _settlement(plan: CallPlan, result: Charge) -> Settlement:
