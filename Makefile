@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 $(LEGACY)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LEGACY)
 	$(LPY) -m pip install -q --upgrade pip
-	$(LPY) -m pip install -q -e . "anthropic>=0.40,<1" "openai>=1.50,<3" pytest pytest-asyncio hypothesis redis boto3
+	$(LPY) -m pip install -q -e . "anthropic>=0.40,<1" "openai>=1.50,<3" pytest pytest-asyncio hypothesis redis boto3 trio
 	touch $@
 
 demo: $(VENV)/.installed

@@ -21,7 +21,9 @@ import trio
 import burnmap
 from burnmap import budgets
 from burnmap.standin import StandIn
-from tests.conftest import billed
+from tests.conftest import ANTHROPIC_STACK, billed
+
+pytestmark = pytest.mark.sdk
 
 ASK: dict[str, Any] = {
     "model": "claude-haiku-4-5",
@@ -116,7 +118,10 @@ def test_trio_a_call_cancelled_after_it_was_sent_is_charged_its_bound(
 
     async def main() -> burnmap.Run:
         client = anthropic.AsyncAnthropic(
-            api_key="x", base_url=url, http_client=burnmap.async_client(), max_retries=0
+            api_key="x",
+            base_url=url,
+            http_client=burnmap.async_client(ANTHROPIC_STACK),
+            max_retries=0,
         )
         async with burnmap.run("trio-job", budget=1) as r:
             with trio.move_on_after(0.3):
@@ -138,7 +143,9 @@ def test_trio_standing_budgets_reserve_and_settle(tmp_path: Path, standin: Stand
 
     async def main() -> burnmap.Run:
         client = anthropic.AsyncAnthropic(
-            api_key="x", base_url=standin.anthropic_base_url, http_client=burnmap.async_client()
+            api_key="x",
+            base_url=standin.anthropic_base_url,
+            http_client=burnmap.async_client(ANTHROPIC_STACK),
         )
         async with burnmap.run("trio-job", user_id="u") as r:
             for _ in range(2):
@@ -164,7 +171,9 @@ async def test_an_anyio_cancel_scope_cutting_a_stream_settles_the_ledger_with_wh
         output_tokens=400, events=200, stream_chunk_delay=0.01
     )
     client = anthropic.AsyncAnthropic(
-        api_key="x", base_url=standin.anthropic_base_url, http_client=burnmap.async_client()
+        api_key="x",
+        base_url=standin.anthropic_base_url,
+        http_client=burnmap.async_client(ANTHROPIC_STACK),
     )
     async with burnmap.run("chat", user_id="u") as r:
         with anyio.move_on_after(0.3):
