@@ -381,3 +381,64 @@ def test_responses_stream_counts_the_hosted_tool_calls_billed_per_use() -> None:
     whole = json.dumps(response).encode()
     assert json_result("openai", whole).usage == usage
     assert quick_json_result("openai", whole) is None  # counted by a whole parse
+
+
+def _without_event_lines(data: bytes, named: bytes | None = None) -> bytes:
+    """The same stream as a gateway may send it: data lines only (``named``: every event
+    named that instead, as the spec's default ``message``)."""
+    lines = [line for line in data.split(b"\n") if not line.startswith(b"event:")]
+    stream = b"\n".join(lines)
+    if named is not None:
+        stream = stream.replace(b"data: ", b"event: " + named + b"\ndata: ")
+    return stream
+
+
+NAMED_CASES = [
+    ("anthropic/messages_stream.sse", "anthropic", "messages"),
+    ("anthropic/messages_stream_tools.sse", "anthropic", "messages"),
+    ("openai/responses_stream.sse", "openai", "responses"),
+]
+
+
+@given(
+    st.sampled_from(NAMED_CASES),
+    st.sampled_from([None, b"message"]),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.lists(st.integers(min_value=0), max_size=30),
+)
+def test_streams_without_event_lines_meter_as_with_them(
+    case: tuple[str, str, str], named: bytes | None, eol: bytes, cuts: list[int]
+) -> None:
+    # Gateways and proxies often drop the `event:` lines; the SDKs read the type from
+    # the data, so these streams work for the caller and must be billed the same.
+    name, shape, kind = case
+    data = wire(name)
+    expected = meter_stream(shape, kind, [data])
+    assert expected.complete and expected.usage is not None
+    bare = _without_event_lines(data, named).replace(b"\n", eol)
+    got = meter_stream(shape, kind, split(bare, cuts))
+    assert (got.usage, got.model, got.complete) == (
+        expected.usage,
+        expected.model,
+        expected.complete,
+    )
+
+
+@pytest.mark.parametrize(("name", "shape", "kind"), NAMED_CASES)
+def test_stream_without_event_lines_cut_short_counts_its_output(
+    name: str, shape: str, kind: str
+) -> None:
+    data = wire(name)
+    last_delta = data.rindex(b'delta"')
+    cut = _without_event_lines(data[: data.index(b"\n\n", last_delta) + 2])
+    got = meter_stream(shape, kind, [cut])
+    assert not got.complete
+    assert got.output_tokens_seen > 0
+
+
+def test_data_only_stream_whose_text_mentions_an_event_line_still_meters() -> None:
+    # A text delta holding "event: " must not make the meter look for event lines.
+    data = wire("anthropic/messages_stream.sse").replace(b'"text":"', b'"text":"\\nevent: x ', 1)
+    bare = _without_event_lines(data)
+    assert b"event: " in bare
+    assert meter_stream("anthropic", "messages", [bare]).usage == SSE_CASES[0][3]

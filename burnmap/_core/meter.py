@@ -301,6 +301,28 @@ def _response_usage(response: dict[str, Any]) -> Usage | None:
     return usage
 
 
+_DATA_TYPE = re.compile(rb'\s*\{\s*"type"\s*:\s*"([a-z_.]{1,80})"')
+
+
+def _data_type(data: bytes) -> bytes:
+    """The ``type`` member of an event's JSON data: read from its start, where Anthropic
+    and OpenAI put it, without parsing the event; parsed whole only when it is elsewhere.
+
+    >>> _data_type(b'{"type": "response.output_text.delta", "delta": "hi"}')
+    b'response.output_text.delta'
+    >>> _data_type(b'{"usage": {"output_tokens": 3}, "type": "message_delta"}')
+    b'message_delta'
+    """
+    match = _DATA_TYPE.match(data)
+    if match is not None:
+        return match.group(1)
+    if b'"type"' not in data:
+        return b""
+    obj = _loads(data)
+    kind = obj.get("type") if obj else None
+    return kind.encode() if isinstance(kind, str) else b""
+
+
 def _loads(data: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(data)
@@ -351,9 +373,17 @@ class SSEMeter(_Meter):
         region = buffer[: end + 2]
         if self._fast is None:
             named = self.shape == "anthropic" or self.kind == "responses"
-            self._fast = (b"event: " if named else b"data: ") in region
+            # Anthropic's and Responses' fast path finds events by their `event:` line;
+            # a stream without them (a gateway's: data lines only, or every event named
+            # the default `message`) is parsed line by line.
+            mark = b"event: " if named else b"data: "
+            self._fast = (region.startswith(mark) or b"\n" + mark in region) and not (
+                named and b"event: message\n" in region
+            )
             if not self._fast:
-                for event in self._sse.feed(region):
+                # (The partial event after the region too: it is the SSE decoder's now.)
+                self._partial = b""
+                for event in self._sse.feed(buffer):
                     self._on_event(event.event, event.data)
                 return
         self._scan(region)
@@ -417,12 +447,17 @@ class SSEMeter(_Meter):
             self._seen += deltas + max(0, size - framing) // 4
 
     def _on_event(self, name: bytes, data: bytes) -> None:
+        if self.shape != "anthropic" and self.kind != "responses":
+            self._chat(data)
+            return
+        if not name or name == b"message":
+            # No `event:` line (the spec's default type): the SDKs take the type from the
+            # data's `type` member, and so does the meter.
+            name = _data_type(data)
         if self.shape == "anthropic":
             self._anthropic(name, data)
-        elif self.kind == "responses":
-            self._responses(name, data)
         else:
-            self._chat(data)
+            self._responses(name, data)
 
     def _count_delta(self, data: bytes) -> None:
         self._seen += 1 + max(0, len(data) - self._overhead) // 4
