@@ -1122,7 +1122,8 @@ def test_images_a_request_did_not_show_are_charged_the_dearest_fee_or_flagged() 
     plan = plan_call(RESPONSES, body({**_ASK, "prompt": {"id": "pmpt_1"}}), book)
     assert plan is not None and plan.hosted is None
     output = [{"type": "image_generation_call", "result": "iVBO"}] * 2
-    answer = json.dumps({"object": "response", "output": output, "usage": {}}).encode()
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    answer = json.dumps({"object": "response", "output": output, "usage": usage}).encode()
     unpriced = charge(plan, json_result("openai", answer), book)
     assert unpriced.unpriced == "2 image(s) from the image_generation tool"
     book.register_tool("image_generation", per_use="0.10", model="gpt-image-2")

@@ -18,7 +18,7 @@ from typing import Any
 from burnmap._core.decode import DecodeError
 from burnmap._core.eventstream import EventStreamDecoder
 from burnmap._core.sse import SSEDecoder
-from burnmap._core.usage import Usage, anthropic_usage, usage_from
+from burnmap._core.usage import Usage, usage_from
 
 __all__ = [
     "BedrockStreamMeter",
@@ -96,11 +96,14 @@ class JSONMeter(_Meter):
             return Metered(None, None, False, 0)
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return quick_json_result(self.shape, body, self.kind) or json_result(self.shape, body)
+        return quick_json_result(self.shape, body, self.kind) or json_result(
+            self.shape, body, self.kind
+        )
 
 
-def json_result(shape: str, body: bytes) -> Metered:
-    """What a whole JSON response body says: usage, model and service tier."""
+def json_result(shape: str, body: bytes, kind: str | None = None) -> Metered:
+    """What a whole JSON response body says: usage, model and service tier. ``kind``: the
+    endpoint that answered, when known (an embeddings usage has no output count)."""
     try:
         obj = json.loads(body)
     except ValueError:
@@ -112,7 +115,7 @@ def json_result(shape: str, body: bytes) -> Metered:
     if shape == "openai" and obj.get("object") == "response":
         usage = _response_usage(obj)
     else:
-        usage = usage_from(shape, obj.get("usage"))
+        usage = usage_from(shape, obj.get("usage"), kind)
     model = obj.get("model")
     tier = obj.get("service_tier") if shape == "openai" else None
     return Metered(
@@ -174,10 +177,11 @@ def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Meter
             tier = trailing["service_tier"]
         elif _SERVICE_TIER_KEY.search(body):
             return None  # named before usage (Responses): only a whole parse can tell where
+    usage = usage_from(shape, usage_obj, kind)
     return Metered(
-        usage_from(shape, usage_obj),
+        usage,
         model if isinstance(model, str) else None,
-        True,
+        usage is not None,
         0,
         tier if isinstance(tier, str) else None,
     )
@@ -282,7 +286,7 @@ def _response_usage(response: dict[str, Any]) -> Usage | None:
     """A Responses-API object's usage, with the hosted tool calls billed per use (web and
     file searches, images) counted from the output items, since the usage object does not
     report them."""
-    usage = usage_from("openai", response.get("usage"))
+    usage = usage_from("openai", response.get("usage"), "responses")
     output = response.get("output")
     if usage is not None and isinstance(output, list):
         counts = dict.fromkeys(_BILLED_ITEMS.values(), 0)
@@ -477,7 +481,7 @@ class SSEMeter(_Meter):
             if obj:
                 self._merge(obj.get("usage"))
         elif name == b"message_stop":
-            self._complete = self._usage is not None
+            self._complete = usage_from("anthropic", self._usage_fields) is not None
 
     def _merge(self, usage: object) -> None:
         if not isinstance(usage, dict):
@@ -485,7 +489,10 @@ class SSEMeter(_Meter):
         for key, value in usage.items():
             if value is not None:
                 self._usage_fields[key] = value
-        self._usage = anthropic_usage(self._usage_fields)
+        # The input count comes first (message_start), the output may come only with
+        # message_delta: a stream cut between them is charged its reported input. It is
+        # complete only once both counts are read (see message_stop).
+        self._usage = usage_from("anthropic", {"output_tokens": 0, **self._usage_fields})
         tier = self._usage_fields.get("service_tier")
         self._tier = tier if isinstance(tier, str) else self._tier
 
@@ -496,7 +503,7 @@ class SSEMeter(_Meter):
         if _USAGE_OBJECT.search(data):
             obj = _loads(data)
             if obj:
-                usage = usage_from("openai", obj.get("usage"))
+                usage = usage_from("openai", obj.get("usage"), self.kind)
                 if usage is not None:
                     self._usage = usage
                 self._note_model(obj)

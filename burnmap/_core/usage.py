@@ -7,6 +7,9 @@ Providers count differently, and this module is where their counts become one sh
 - OpenAI ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens``; newer models also
   report ``cache_write_tokens`` (inside the prompt count too). ``completion_tokens`` include
   reasoning tokens, which are billed as output.
+- A usage object without its input and output counts (``{}``, only ``total_tokens``, nulls)
+  cannot be priced: :func:`usage_from` reads it as no usage, so the call is charged its
+  bound rather than $0.
 
 In :class:`Usage`, ``input_tokens`` is always the *uncached* input, so the four input
 counts add up to everything the provider read.
@@ -95,6 +98,13 @@ def _int(value: object) -> int:
             raise ValueError(f"implausible token count {value!r}")
         return int(value) if value > 0 else 0  # type: ignore[operator, call-overload]
     return 0
+
+
+def _is_count(value: object) -> bool:
+    """Whether ``value`` is a number a provider reports a token count as (not a bool,
+    a string or null)."""
+    kind = type(value)
+    return kind is int or kind is float
 
 
 def _dict(value: object) -> dict[str, Any]:
@@ -209,8 +219,31 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
     )
 
 
-def usage_from(shape: str, usage: object) -> Usage | None:
-    """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``)."""
-    if not isinstance(usage, dict):
+def _readable(shape: str, usage: dict[str, Any], kind: str | None) -> bool:
+    """Whether ``usage`` has the counts a price needs, as genai-prices' extractors require
+    them: input and output (Anthropic ``input_tokens``/``output_tokens``; OpenAI
+    ``prompt_tokens``/``completion_tokens``, or the Responses ``input_tokens``/
+    ``output_tokens``). Embeddings generate nothing: their prompt count is enough (also
+    from an endpoint of unknown ``kind``)."""
+    if shape == "anthropic" or "input_tokens" in usage or "output_tokens" in usage:
+        return _is_count(usage.get("input_tokens")) and _is_count(usage.get("output_tokens"))
+    return _is_count(usage.get("prompt_tokens")) and (
+        _is_count(usage.get("completion_tokens")) or kind in ("embeddings", None)
+    )
+
+
+def usage_from(shape: str, usage: object, kind: str | None = None) -> Usage | None:
+    """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``)
+    from endpoint ``kind`` (``None``: unknown); ``None`` when it is absent or lacks the
+    counts a price needs (``{}``, only ``total_tokens``, null or non-numeric counts), so
+    the call is charged its bound, never $0.
+
+    >>> usage_from("openai", {"prompt_tokens": None, "completion_tokens": None,
+    ...     "total_tokens": 5000}, "chat") is None
+    True
+    >>> usage_from("openai", {"prompt_tokens": 8, "total_tokens": 8}, "embeddings").input_tokens
+    8
+    """
+    if not isinstance(usage, dict) or not _readable(shape, usage, kind):
         return None
     return anthropic_usage(usage) if shape == "anthropic" else openai_usage(usage)

@@ -1,0 +1,218 @@
+"""Usage as providers bill it: a usage object without its counts is no usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from burnmap._core.bound import CallPlan, plan_call
+from burnmap._core.charge import Charge, charge
+from burnmap._core.endpoint import identify
+from burnmap._core.meter import JSONMeter, Metered, SSEMeter
+from burnmap._core.pricing import PriceBook
+from burnmap._core.usage import Usage, usage_from
+from tests.test_core_sse import split
+
+CHAT = ("api.openai.com", "/v1/chat/completions")
+RESPONSES = ("api.openai.com", "/v1/responses")
+MESSAGES = ("api.anthropic.com", "/v1/messages")
+COMPLETIONS = ("api.openai.com", "/v1/completions")
+EMBEDDINGS = ("api.openai.com", "/v1/embeddings")
+
+REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
+    CHAT: {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi" * 500}]},
+    RESPONSES: {"model": "gpt-4o", "input": "hi" * 500},
+    MESSAGES: {
+        "model": "claude-sonnet-4-5",
+        "messages": [{"role": "user", "content": "hi" * 500}],
+    },
+    COMPLETIONS: {"model": "gpt-3.5-turbo-instruct", "prompt": "hi" * 500},
+    EMBEDDINGS: {"model": "text-embedding-3-small", "input": "hi" * 500},
+}
+
+
+def settle(
+    where: tuple[str, str],
+    response: bytes,
+    *,
+    stream: bool = False,
+    extra: dict[str, Any] | None = None,
+    book: PriceBook | None = None,
+    chunks: list[int] | None = None,
+) -> tuple[CallPlan, Metered, Charge]:
+    """Plan a call to ``where``, meter ``response`` as the transport would, and charge it."""
+    book = book or PriceBook()
+    endpoint = identify("POST", *where)
+    request = {**REQUESTS.get(where, {}), **(extra or {})}
+    if endpoint.kind != "embeddings":
+        request.setdefault(
+            "max_tokens" if endpoint.kind != "responses" else "max_output_tokens", 1000
+        )
+    if stream:
+        request["stream"] = True
+    plan = plan_call(endpoint, json.dumps(request).encode(), book)
+    assert plan is not None
+    meter = (
+        SSEMeter(endpoint.shape, endpoint.kind)
+        if stream
+        else JSONMeter(endpoint.shape, endpoint.kind)
+    )
+    for part in split(response, chunks or []):
+        meter.feed(part)
+    metered = meter.result()
+    return plan, metered, charge(plan, metered, book)
+
+
+def sse(events: list[dict[str, Any]], named: bool = True) -> bytes:
+    out = b""
+    for event in events:
+        data = json.dumps(event).encode()
+        name = event.get("type")
+        head = f"event: {name}\n".encode() if named and name else b""
+        out += head + b"data: " + data + b"\n\n"
+    return out
+
+
+# --- Unreadable usage: charged the bound, marked estimated, never $0 -------------------
+
+UNREADABLE = [
+    {},
+    {"total_tokens": 5000},
+    {"prompt_tokens": None, "completion_tokens": None, "total_tokens": 5000},
+    {"input_tokens": None, "output_tokens": None},
+    {"prompt_tokens": "900", "completion_tokens": "100"},
+    {"input_tokens": 900},
+    {"prompt_tokens": 900, "completion_tokens": None},
+    {"prompt_tokens": True, "completion_tokens": 3},
+]
+
+
+def _json_body(where: tuple[str, str], usage: object) -> bytes:
+    if where == RESPONSES:
+        return json.dumps(
+            {"object": "response", "model": "gpt-4o", "output": [], "usage": usage}
+        ).encode()
+    if where == MESSAGES:
+        return json.dumps(
+            {"type": "message", "model": "claude-sonnet-4-5", "content": [], "usage": usage}
+        ).encode()
+    return json.dumps({"object": "x", "model": "gpt-4o", "choices": [], "usage": usage}).encode()
+
+
+@pytest.mark.parametrize("usage", UNREADABLE)
+@pytest.mark.parametrize("where", [CHAT, RESPONSES, MESSAGES, COMPLETIONS])
+def test_usage_without_its_counts_is_charged_the_bound(
+    where: tuple[str, str], usage: dict[str, Any]
+) -> None:
+    # Gateways send `usage: {}` or null counts; such a call is not free: it settles at
+    # its reservation, as a response without usage does.
+    plan, metered, charged = settle(where, _json_body(where, usage))
+    _, _, no_usage = settle(where, _json_body(where, None))
+    assert metered.usage is None and not metered.complete
+    assert charged.estimated and charged.cost == plan.cost == no_usage.cost > 0
+
+
+@pytest.mark.parametrize("usage", [{}, {"total_tokens": 8}, {"prompt_tokens": None}])
+def test_embeddings_usage_without_a_prompt_count_is_charged_the_bound(
+    usage: dict[str, Any],
+) -> None:
+    body = json.dumps(
+        {"object": "list", "data": [], "model": "text-embedding-3-small", "usage": usage}
+    )
+    plan, _, charged = settle(EMBEDDINGS, body.encode())
+    assert charged.estimated and charged.cost == plan.cost > 0
+
+
+def test_embeddings_need_no_output_count() -> None:
+    usage = {"prompt_tokens": 8, "total_tokens": 8}
+    body = json.dumps(
+        {"object": "list", "data": [], "model": "text-embedding-3-small", "usage": usage}
+    )
+    _, metered, charged = settle(EMBEDDINGS, body.encode())
+    assert metered.complete and not charged.estimated
+    assert charged.usage == Usage(input_tokens=8)
+
+
+@pytest.mark.parametrize("usage", UNREADABLE[:4])
+def test_stream_with_unreadable_usage_is_charged_as_one_without_usage(
+    usage: dict[str, Any],
+) -> None:
+    chunk = {"object": "chat.completion.chunk", "model": "gpt-4o"}
+    text = {**chunk, "choices": [{"index": 0, "delta": {"content": "hello there"}}]}
+    stream = (
+        b"".join(
+            b"data: " + json.dumps(event).encode() + b"\n\n"
+            for event in (text, {**chunk, "choices": [], "usage": usage})
+        )
+        + b"data: [DONE]\n\n"
+    )
+    plan, metered, charged = settle(CHAT, stream, stream=True)
+    # As a stream whose usage never came: the input bound and the output seen.
+    assert metered.usage is None and not metered.complete
+    assert charged.estimated and charged.usage.input_tokens == plan.input_tokens > 0
+    assert 0 < charged.usage.output_tokens <= plan.output_tokens
+
+
+@pytest.mark.parametrize("usage", UNREADABLE[:4])
+def test_anthropic_stream_with_unreadable_usage_is_not_complete(usage: dict[str, Any]) -> None:
+    stream = sse(
+        [
+            {"type": "message_start", "message": {"model": "claude-sonnet-4-5", "usage": usage}},
+            {"type": "message_delta", "delta": {}, "usage": {}},
+            {"type": "message_stop"},
+        ]
+    )
+    _, metered, charged = settle(MESSAGES, stream, stream=True)
+    assert metered.usage is None and not metered.complete and charged.estimated
+
+
+def test_responses_stream_with_unreadable_usage_is_not_complete() -> None:
+    response = {"object": "response", "model": "gpt-4o", "output": [], "usage": {}}
+    stream = sse([{"type": "response.completed", "response": response}])
+    _, metered, charged = settle(RESPONSES, stream, stream=True)
+    assert metered.usage is None and not metered.complete and charged.estimated
+
+
+def test_anthropic_stream_that_never_reports_its_output_count_is_not_complete() -> None:
+    start = {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 1200}}
+    stream = sse(
+        [
+            {"type": "message_start", "message": start},
+            {"type": "message_delta", "delta": {}, "usage": {"output_tokens": None}},
+            {"type": "message_stop"},
+        ]
+    )
+    _, metered, charged = settle(MESSAGES, stream, stream=True)
+    # The input it reported is kept; the output is the estimate, as for a cut stream.
+    assert not metered.complete and charged.estimated
+    assert charged.usage.input_tokens == 1200
+
+
+counts = st.one_of(st.none(), st.text(max_size=3), st.booleans(), st.integers(0, 10**6))
+
+
+@given(
+    st.sampled_from(["anthropic", "openai"]),
+    st.sampled_from(["chat", "responses", "messages", "completions", "embeddings"]),
+    st.dictionaries(
+        st.sampled_from(
+            ["input_tokens", "output_tokens", "prompt_tokens", "completion_tokens", "total_tokens"]
+        ),
+        counts,
+    ),
+)
+def test_usage_is_read_only_with_every_count_a_price_needs(
+    shape: str, kind: str, usage: dict[str, Any]
+) -> None:
+    def number(key: str) -> bool:
+        return type(usage.get(key)) is int
+
+    if shape == "anthropic" or "input_tokens" in usage or "output_tokens" in usage:
+        readable = number("input_tokens") and number("output_tokens")
+    else:
+        readable = number("prompt_tokens") and (number("completion_tokens") or kind == "embeddings")
+    assert (usage_from(shape, usage, kind) is not None) == readable
