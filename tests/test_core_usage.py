@@ -1,8 +1,9 @@
-"""Usage as providers bill it: a usage object without its counts is no usage."""
+"""Usage as providers bill it: unreadable counts, stated costs."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -216,3 +217,51 @@ def test_usage_is_read_only_with_every_count_a_price_needs(
     else:
         readable = number("prompt_tokens") and (number("completion_tokens") or kind == "embeddings")
     assert (usage_from(shape, usage, kind) is not None) == readable
+
+
+# --- OpenRouter BYOK: its fee plus what the provider billed the caller's key -----------
+
+OPENROUTER = ("openrouter.ai", "/api/v1/chat/completions")
+REQUESTS[OPENROUTER] = {
+    "model": "anthropic/claude-sonnet-4.5",
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def _openrouter(usage: dict[str, Any]) -> bytes:
+    counts = {"prompt_tokens": 10_000, "completion_tokens": 1_000, "total_tokens": 11_000}
+    return json.dumps(
+        {
+            "object": "chat.completion",
+            "model": "anthropic/claude-sonnet-4.5",
+            "choices": [],
+            "usage": {**counts, **usage},
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"cost": 0.00225, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.045}},
+        {"cost": 0.00225, "cost_details": {"upstream_inference_cost": 0.045}},
+    ],
+)
+def test_openrouter_byok_is_charged_its_fee_and_the_upstream_cost(usage: dict[str, Any]) -> None:
+    # With the caller's own provider key, `cost` is only OpenRouter's fee: the provider
+    # billed $0.045 to that key besides.
+    _, _, charged = settle(OPENROUTER, _openrouter(usage))
+    assert charged.cost == Decimal("0.04725") and not charged.estimated
+
+
+def test_openrouter_byok_without_the_upstream_cost_is_priced_from_tokens() -> None:
+    usage = {"cost": 0.00225, "is_byok": True, "cost_details": {"upstream_inference_cost": None}}
+    _, _, charged = settle(OPENROUTER, _openrouter(usage))
+    # 10,000 x $3 + 1,000 x $15 per million: what the provider bills, at least.
+    assert charged.cost == Decimal("0.045") and charged.usage.cost_reported is None
+
+
+def test_openrouter_without_byok_is_charged_its_stated_cost() -> None:
+    usage = {"cost": 0.047, "is_byok": False, "cost_details": {"upstream_inference_cost": None}}
+    _, _, charged = settle(OPENROUTER, _openrouter(usage))
+    assert charged.cost == Decimal("0.047")

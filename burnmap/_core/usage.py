@@ -18,6 +18,7 @@ counts add up to everything the provider read.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -54,7 +55,8 @@ class Usage:
     containers: int = 0
     """Containers (code interpreter, hosted shell) the call was charged for."""
     cost_reported: str | None = None
-    """A cost the provider stated itself (OpenRouter's ``usage.cost``), as text."""
+    """A cost the provider stated itself (OpenRouter's ``usage.cost``, plus the upstream
+    provider's bill for a BYOK call), as text."""
     other_models: tuple[tuple[str, Usage], ...] = ()
     """Sampling steps billed beside the call's own counts, each priced on its own: another
     model's (Anthropic's advisor tool), or ``""`` for the call's model (a compaction)."""
@@ -202,9 +204,6 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
     written = _int(in_details.get("cache_write_tokens"))
     cached = min(cached, prompt)
     written = min(written, prompt - cached)
-    cost = usage.get("cost")
-    if isinstance(cost, dict):  # Perplexity: {"total_cost": …, "input_tokens_cost": …}
-        cost = cost.get("total_cost")
     return Usage(
         input_tokens=prompt - cached - written,
         output_tokens=completion,
@@ -213,10 +212,36 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
         reasoning_tokens=_int(out_details.get("reasoning_tokens")),
         input_audio_tokens=_int(in_details.get("audio_tokens")),
         output_audio_tokens=_int(out_details.get("audio_tokens")),
-        cost_reported=str(cost)
-        if isinstance(cost, int | float) and not isinstance(cost, bool)
-        else None,
+        cost_reported=_stated_cost(usage),
     )
+
+
+def _stated_cost(usage: dict[str, Any]) -> str | None:
+    """The cost a usage object states, as text; ``None`` when it states none or only part.
+
+    OpenRouter's ``cost`` is what OpenRouter charged. With the caller's own provider key
+    (BYOK: ``is_byok``, or an ``upstream_inference_cost`` above 0) that is only its fee:
+    the provider billed ``cost_details.upstream_inference_cost`` to that key besides, so
+    the call cost both. A BYOK usage without the upstream figure states no usable cost,
+    and the call is priced from its tokens.
+
+    >>> _stated_cost({"cost": 0.00225, "is_byok": True,
+    ...     "cost_details": {"upstream_inference_cost": 0.045}})
+    '0.04725'
+    >>> _stated_cost({"cost": 0.00225, "is_byok": True}) is None
+    True
+    """
+    cost = usage.get("cost")
+    if isinstance(cost, dict):  # Perplexity: {"total_cost": …, "input_tokens_cost": …}
+        cost = cost.get("total_cost")
+    if not _is_count(cost):
+        return None
+    upstream = _dict(usage.get("cost_details")).get("upstream_inference_cost")
+    if _is_count(upstream) and upstream > 0:  # type: ignore[operator]
+        return str(Decimal(str(cost)) + Decimal(str(upstream)))
+    if usage.get("is_byok") is True:
+        return None
+    return str(cost)
 
 
 def _readable(shape: str, usage: dict[str, Any], kind: str | None) -> bool:
