@@ -1,4 +1,4 @@
-"""Usage as providers bill it: unreadable counts, stated costs."""
+"""Usage as providers bill it: unreadable counts, stated costs, reasoning outside output."""
 
 from __future__ import annotations
 
@@ -265,3 +265,61 @@ def test_openrouter_without_byok_is_charged_its_stated_cost() -> None:
     usage = {"cost": 0.047, "is_byok": False, "cost_details": {"upstream_inference_cost": None}}
     _, _, charged = settle(OPENROUTER, _openrouter(usage))
     assert charged.cost == Decimal("0.047")
+
+
+# --- xAI Chat: reasoning tokens are billed beside completion_tokens --------------------
+
+XAI = ("api.x.ai", "/v1/chat/completions")
+REQUESTS[XAI] = {"model": "grok-4", "messages": [{"role": "user", "content": "hi"}]}
+GROK_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 50,
+    "total_tokens": 3050,
+    "completion_tokens_details": {"reasoning_tokens": 2000},
+}
+
+
+def test_xai_chat_reasoning_is_billed_as_output() -> None:
+    # xAI's completion_tokens leave the reasoning out (total = prompt + completion +
+    # reasoning); genai-prices' x-ai extractor adds the two. grok-4-0709: $3 in, $15 out.
+    body = {"object": "chat.completion", "model": "grok-4-0709", "choices": [], "usage": GROK_USAGE}
+    plan, _, charged = settle(XAI, json.dumps(body).encode(), extra={"max_tokens": 4000})
+    assert charged.usage.output_tokens == 2050
+    assert charged.cost == Decimal("0.03375") and not charged.exceeds_bound
+    assert plan.cost >= charged.cost
+
+
+def test_xai_chat_stream_reasoning_is_billed_as_output() -> None:
+    chunk = {"object": "chat.completion.chunk", "model": "grok-4-0709"}
+    stream = (
+        b"".join(
+            b"data: " + json.dumps(event).encode() + b"\n\n"
+            for event in (
+                {**chunk, "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+                {**chunk, "choices": [], "usage": GROK_USAGE},
+            )
+        )
+        + b"data: [DONE]\n\n"
+    )
+    _, _, charged = settle(XAI, stream, stream=True, extra={"max_tokens": 4000})
+    assert charged.cost == Decimal("0.03375") and not charged.estimated
+
+
+def test_openai_chat_reasoning_is_not_counted_twice() -> None:
+    usage = {**GROK_USAGE, "completion_tokens": 2050, "total_tokens": 3050}
+    body = {"object": "chat.completion", "model": "o3", "choices": [], "usage": usage}
+    _, _, charged = settle(CHAT, json.dumps(body).encode(), extra={"model": "o3"})
+    assert charged.usage.output_tokens == 2050
+
+
+def test_xai_responses_output_already_holds_the_reasoning() -> None:
+    where = ("api.x.ai", "/v1/responses")
+    REQUESTS[where] = {"model": "grok-4", "input": "hi"}
+    usage = {
+        "input_tokens": 1000,
+        "output_tokens": 2050,
+        "output_tokens_details": {"reasoning_tokens": 2000},
+    }
+    body = {"object": "response", "model": "grok-4-0709", "output": [], "usage": usage}
+    _, _, charged = settle(where, json.dumps(body).encode())
+    assert charged.usage.output_tokens == 2050 and charged.cost == Decimal("0.03375")

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from burnmap._core.bound import CallPlan, geo_applies
 from burnmap._core.meter import Metered
 from burnmap._core.pricing import PriceBook, PriceSheet
-from burnmap._core.usage import ADVISOR, Usage
+from burnmap._core.usage import ADVISOR, Usage, as_billed
 from burnmap.errors import UnknownModelError
 
 __all__ = ["Charge", "charge"]
@@ -146,12 +146,15 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
         usage = Usage(input_tokens=plan.input_tokens, output_tokens=plan.output_tokens)
         return Charge(plan.model, usage, plan.cost, estimated=True, exceeds_bound=False)
     model = metered.model or plan.model
-    if metered.usage is not None and metered.complete:
-        usage = metered.usage
+    reported = metered.usage
+    if reported is not None:
+        reported = as_billed(reported, plan.endpoint.provider, plan.endpoint.kind)
+    if reported is not None and metered.complete:
+        usage = reported
         estimated = False
-    elif metered.usage is not None:
-        seen = max(metered.usage.output_tokens, metered.output_tokens_seen)
-        usage = replace(metered.usage, output_tokens=min(seen, plan.output_tokens))
+    elif reported is not None:
+        seen = max(reported.output_tokens, metered.output_tokens_seen)
+        usage = replace(reported, output_tokens=min(seen, plan.output_tokens))
         estimated = True
     else:
         seen = min(metered.output_tokens_seen, plan.output_tokens)

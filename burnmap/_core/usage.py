@@ -6,7 +6,8 @@ Providers count differently, and this module is where their counts become one sh
   and 1-hour TTLs (``cache_creation``), which are priced differently.
 - OpenAI ``prompt_tokens`` / ``input_tokens`` *include* ``cached_tokens``; newer models also
   report ``cache_write_tokens`` (inside the prompt count too). ``completion_tokens`` include
-  reasoning tokens, which are billed as output.
+  reasoning tokens, which are billed as output; xAI's leave them out (see
+  :func:`as_billed`).
 - A usage object without its input and output counts (``{}``, only ``total_tokens``, nulls)
   cannot be priced: :func:`usage_from` reads it as no usage, so the call is charged its
   bound rather than $0.
@@ -22,8 +23,10 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "REASONING_OUTSIDE_OUTPUT",
     "Usage",
     "anthropic_usage",
+    "as_billed",
     "openai_usage",
     "usage_from",
 ]
@@ -204,12 +207,16 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
     written = _int(in_details.get("cache_write_tokens"))
     cached = min(cached, prompt)
     written = min(written, prompt - cached)
+    reasoning = out_details.get("reasoning_tokens")
+    if reasoning is None:
+        # xAI's gRPC shape, Databricks, Modal and Perplexity report it beside the counts.
+        reasoning = usage.get("reasoning_tokens")
     return Usage(
         input_tokens=prompt - cached - written,
         output_tokens=completion,
         cache_read_tokens=cached,
         cache_write_tokens=written,
-        reasoning_tokens=_int(out_details.get("reasoning_tokens")),
+        reasoning_tokens=_int(reasoning),
         input_audio_tokens=_int(in_details.get("audio_tokens")),
         output_audio_tokens=_int(out_details.get("audio_tokens")),
         cost_reported=_stated_cost(usage),
@@ -242,6 +249,31 @@ def _stated_cost(usage: dict[str, Any]) -> str | None:
     if usage.get("is_byok") is True:
         return None
     return str(cost)
+
+
+REASONING_OUTSIDE_OUTPUT = frozenset({"x-ai"})
+"""Providers whose Chat Completions ``completion_tokens`` leave out the reasoning tokens
+(``completion_tokens_details.reasoning_tokens``; ``total_tokens`` is prompt + completion +
+reasoning). genai-prices' usage extractors add reasoning to the output for these alone."""
+
+
+def as_billed(usage: Usage, provider: str | None, kind: str) -> Usage:
+    """``usage`` as ``provider`` bills it from endpoint ``kind``: for xAI's Chat and legacy
+    Completions, the reasoning tokens join the output (its Responses ``output_tokens``
+    already hold them).
+
+    >>> as_billed(Usage(output_tokens=50, reasoning_tokens=2000), "x-ai", "chat").output_tokens
+    2050
+    >>> as_billed(Usage(output_tokens=50, reasoning_tokens=20), "openai", "chat").output_tokens
+    50
+    """
+    if (
+        usage.reasoning_tokens
+        and provider in REASONING_OUTSIDE_OUTPUT
+        and kind in ("chat", "completions")
+    ):
+        return replace(usage, output_tokens=usage.output_tokens + usage.reasoning_tokens)
+    return usage
 
 
 def _readable(shape: str, usage: dict[str, Any], kind: str | None) -> bool:
