@@ -205,3 +205,79 @@ def test_chat_search_fees_follow_the_context_size() -> None:
     assert chat_search_fee("gpt-4o") is None
     assert is_chat_search_model("gpt-5-search-api")
     assert not is_chat_search_model("gpt-4o-mini")
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("deepseek-ai/DeepSeek-R1", "together"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "together"),
+        ("openai/gpt-oss-20b", "together"),
+        ("accounts/fireworks/models/deepseek-r1", "fireworks"),
+        ("gpt-oss-20b", "cerebras"),
+    ],
+)
+def test_a_known_host_never_prices_a_model_at_another_providers_rates(
+    model: str, provider: str
+) -> None:
+    """Together's DeepSeek-R1 is not DeepSeek's: a host that does not list the model is
+    refused (as genai-prices refuses it), not priced at whichever provider's name matches."""
+    with pytest.raises(LookupError):
+        genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=1, output_tokens=1), model, provider_id=provider
+        )
+    with pytest.raises(UnknownModelError, match=r"burnmap\.prices\.register\(") as info:
+        PriceBook().lookup(model, provider)
+    assert info.value.provider == provider
+    # A gateway (no provider known) still prices it by name.
+    assert PriceBook().lookup(model).model
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "expected"),
+    [
+        # genai-prices' own fallbacks: Azure serves OpenAI's and Anthropic's models.
+        ("gpt-6-astra", "azure", "gpt-6-astra"),
+        ("claude-opus-4-6", "azure", "claude-opus-4-6"),
+        # Bedrock's table by route, and Anthropic's prices for the Claude ids it lacks.
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "aws", "regional.anthropic."),
+        ("anthropic.claude-3-7-sonnet-v1:0", "aws", "claude-3-7-sonnet"),
+        # Vertex's Claude ids, priced as Anthropic's.
+        ("claude-haiku-4-5@20251001", "anthropic", "claude-haiku-4-5"),
+        ("anthropic/claude-sonnet-4.5", "openrouter", "anthropic/claude-sonnet-4.5"),
+    ],
+)
+def test_a_known_host_falls_back_only_where_it_serves_that_providers_models(
+    model: str, provider: str, expected: str
+) -> None:
+    assert PriceBook().lookup(model, provider).model.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api.anthropic.com",
+        "api.openai.com",
+        "openrouter.ai",
+        "api.deepseek.com",
+        "acme.openai.azure.com",
+        "acme.services.ai.azure.com",
+        "api.groq.com",
+        "api.mistral.ai",
+        "api.together.xyz",
+        "api.x.ai",
+        "api.fireworks.ai",
+        "api.cerebras.ai",
+        "api.perplexity.ai",
+        "api.moonshot.ai",
+        "api.moonshot.cn",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+    ],
+)
+def test_each_known_host_is_the_provider_genai_prices_names_for_it(host: str) -> None:
+    from genai_prices import data_snapshot
+
+    from burnmap._core.endpoint import provider_for_host
+
+    theirs = data_snapshot.get_snapshot().find_provider(None, None, f"https://{host}/v1")
+    assert provider_for_host(host) == theirs.id

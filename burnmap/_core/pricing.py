@@ -368,6 +368,12 @@ CONTEXT_WINDOWS: dict[str, int] = {
 }
 
 
+# Providers whose host serves another provider's models at that provider's prices, beside
+# the fallbacks genai-prices declares itself (Azure: OpenAI's, Anthropic's…; Google:
+# Anthropic's): Bedrock's Claude ids its table does not list cost what Anthropic charges.
+HOST_FALLBACKS: dict[str, tuple[str, ...]] = {"aws": ("anthropic",)}
+
+
 def _context_window(model_id: str, listed: int | None) -> int | None:
     known = CONTEXT_WINDOWS.get(model_id)
     return listed if known is None else max(known, listed or 0)
@@ -712,10 +718,17 @@ class PriceBook:
         from genai_prices import data_snapshot
 
         snapshot = data_snapshot.get_snapshot()
-        # Unknown hosts (gateways, loopback servers) give no provider: genai-prices then
-        # matches providers by model name, which misses some of the big two's models
-        # (embeddings), so they are tried last.
-        candidates: Iterable[str | None] = dict.fromkeys((provider, None, "openai", "anthropic"))
+        candidates: Iterable[str | None]
+        if provider is None:
+            # Unknown hosts (gateways, loopback servers) give no provider: genai-prices then
+            # matches providers by model name, which misses some of the big two's models
+            # (embeddings), so they are tried last.
+            candidates = (None, "openai", "anthropic")
+        else:
+            # A known host bills at its own prices: a model it does not list is refused, not
+            # priced at whichever provider's name matches (Together's DeepSeek-R1 is not
+            # DeepSeek's). genai-prices follows its own fallbacks (Azure to OpenAI's table).
+            candidates = (provider, *HOST_FALLBACKS.get(provider, ()))
         found: Any = None
         for provider_id in candidates:
             for ref in dict.fromkeys((model, _normalise(model))):
