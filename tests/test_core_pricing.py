@@ -281,3 +281,17 @@ def test_each_known_host_is_the_provider_genai_prices_names_for_it(host: str) ->
 
     theirs = data_snapshot.get_snapshot().find_provider(None, None, f"https://{host}/v1")
     assert provider_for_host(host) == theirs.id
+
+
+def test_aliases_of_one_entry_keep_their_own_audio_rates_whatever_was_looked_up_first() -> None:
+    """gpt-4o-audio-preview-2024-10-01 shares genai-prices' gpt-4o-audio-preview entry, but
+    its audio costs $100/$200 per million, not the alias's $40/$80."""
+    usage = Usage(
+        input_tokens=1000, input_audio_tokens=1000, output_tokens=1000, output_audio_tokens=1000
+    )
+    book = PriceBook()
+    assert book.lookup("gpt-4o-audio-preview", "openai").cost(usage) == Decimal("0.12")
+    snapshot = book.lookup("gpt-4o-audio-preview-2024-10-01", "openai")
+    assert snapshot.model == "gpt-4o-audio-preview"
+    assert snapshot.cost(usage) == Decimal("0.3")
+    assert book.lookup("gpt-4o-audio-preview", "openai").cost(usage) == Decimal("0.12")

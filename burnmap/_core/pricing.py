@@ -503,7 +503,7 @@ class PriceBook:
         field(default_factory=dict)
     )
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
-    _sheets: dict[tuple[int, str, str], PriceSheet] = field(default_factory=dict)
+    _sheets: dict[tuple[int, str, str, str], PriceSheet] = field(default_factory=dict)
     _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -696,8 +696,10 @@ class PriceBook:
         if context:
             # Variant prices are fresh copies each time: not cacheable by identity.
             return self._sheet(info, prices, provider, model)
-        # The snapshot keeps its price objects alive, so their id() is a stable key.
-        key = (id(prices), info.id, provider or "")
+        # The snapshot keeps its price objects alive, so their id() is a stable key. The
+        # name asked for is part of it: aliases of one entry may differ in what burnmap's
+        # own tables add (audio rates, maximum output).
+        key = (id(prices), info.id, provider or "", model)
         sheet = self._sheets.get(key)
         if sheet is None:
             sheet = self._sheet(info, prices, provider, model)
