@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import genai_prices
@@ -295,3 +296,29 @@ def test_aliases_of_one_entry_keep_their_own_audio_rates_whatever_was_looked_up_
     assert snapshot.model == "gpt-4o-audio-preview"
     assert snapshot.cost(usage) == Decimal("0.3")
     assert book.lookup("gpt-4o-audio-preview", "openai").cost(usage) == Decimal("0.12")
+
+
+def test_a_cached_sheet_never_outlives_its_price_period() -> None:
+    """DeepSeek bills deepseek-v4-pro at 2x from 01:00 UTC: a sheet looked up at 00:59:30
+    is not reused for a call at 01:00:20 (nor the peak sheet after 04:00)."""
+    clock = [datetime(2026, 11, 29, 0, 59, 30, tzinfo=UTC)]
+    book = PriceBook(_now=lambda: clock[0])
+    usage = Usage(input_tokens=100_000, output_tokens=10_000)
+
+    def theirs() -> Decimal:
+        return genai_prices.calc_price(
+            genai_usage(usage),
+            "deepseek-v4-pro",
+            provider_id="deepseek",
+            genai_request_timestamp=clock[0],
+        ).total_price
+
+    off_peak = book.lookup("deepseek-v4-pro", "deepseek").cost(usage)
+    assert off_peak == theirs()
+    clock[0] = datetime(2026, 11, 29, 1, 0, 20, tzinfo=UTC)
+    peak = book.lookup("deepseek-v4-pro", "deepseek").cost(usage)
+    assert peak == theirs() == 2 * off_peak
+    clock[0] = datetime(2026, 11, 29, 3, 59, 59, tzinfo=UTC)
+    assert book.lookup("deepseek-v4-pro", "deepseek").cost(usage) == peak
+    clock[0] = datetime(2026, 11, 29, 4, 0, 0, tzinfo=UTC)
+    assert book.lookup("deepseek-v4-pro", "deepseek").cost(usage) == off_peak

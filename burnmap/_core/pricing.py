@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -475,6 +476,43 @@ def _per_unit(value: Any, per: int) -> Decimal | None:
     return None if rate is None else rate.highest / per
 
 
+def _utc_now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def _period_end(prices: object, now: datetime) -> datetime | None:
+    """When the price in force at ``now`` may next change: the earliest start date or
+    time-of-day boundary (DeepSeek's peak hours) of the entry's conditional prices after
+    ``now``; ``None`` when its price does not depend on the time.
+
+    >>> from genai_prices.types import ConditionalPrice, ModelPrice, TimeOfDateConstraint
+    >>> peak = TimeOfDateConstraint(time_of_day(1, tzinfo=UTC), time_of_day(4, tzinfo=UTC))
+    >>> prices = [ConditionalPrice(prices=ModelPrice()),
+    ...           ConditionalPrice(constraint=peak, prices=ModelPrice())]
+    >>> _period_end(prices, datetime(2026, 11, 29, 0, 59, 30, tzinfo=UTC))
+    datetime.datetime(2026, 11, 29, 1, 0, tzinfo=datetime.timezone.utc)
+    """
+    if not isinstance(prices, list):
+        return None
+    ends: list[datetime] = []
+    for conditional in prices:
+        constraint = getattr(conditional, "constraint", None)
+        start_date = getattr(constraint, "start_date", None)
+        if isinstance(start_date, date):
+            ends.append(datetime(start_date.year, start_date.month, start_date.day, tzinfo=UTC))
+        for name in ("start_time", "end_time"):
+            at = getattr(constraint, name, None)
+            if isinstance(at, time_of_day):
+                if at.tzinfo is None:
+                    at = at.replace(tzinfo=UTC)
+                # (A boundary given in another zone: its UTC time of day, on today's date.)
+                today = datetime.combine(now.astimezone(UTC).date(), at).astimezone(UTC)
+                day = timedelta(days=1)
+                ends.extend((today - day, today, today + day, today + 2 * day))
+    later = [end for end in ends if end > now]
+    return min(later) if later else None
+
+
 def _specificity(key: str) -> tuple[int, int]:
     """Longer keys first, then those with fewer ``{…}`` wildcards."""
     segments = key.split("/")
@@ -504,8 +542,12 @@ class PriceBook:
     )
     _models: dict[tuple[str | None, str], Any] = field(default_factory=dict)
     _sheets: dict[tuple[int, str, str, str], PriceSheet] = field(default_factory=dict)
-    _recent: dict[tuple[str | None, str], tuple[PriceSheet, float]] = field(default_factory=dict)
+    _recent: dict[tuple[str | None, str], tuple[PriceSheet, float, datetime | None]] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _now: Callable[[], datetime] = field(default=_utc_now, repr=False)
+    """The clock prices are looked up at (a test's own)."""
 
     def register(
         self,
@@ -689,10 +731,15 @@ class PriceBook:
         now = time.monotonic()
         if at is None and not context:
             cached = self._recent.get((provider, model))
-            if cached is not None and cached[1] > now:
+            if (
+                cached is not None
+                and cached[1] > now
+                and (cached[2] is None or self._now() < cached[2])
+            ):
                 return cached[0]
         info = self._model_info(model, provider)
-        prices = info.get_prices(at or datetime.now(tz=UTC), context)
+        when = at or self._now()
+        prices = info.get_prices(when, context)
         if context:
             # Variant prices are fresh copies each time: not cacheable by identity.
             return self._sheet(info, prices, provider, model)
@@ -706,10 +753,12 @@ class PriceBook:
             with self._lock:
                 self._sheets[key] = sheet
         if at is None:
-            # Prices change by date or time of day (DeepSeek's off-peak hours): a sheet is
-            # reused for a minute at most.
+            # A sheet is reused for a minute at most (a refreshed snapshot), and never past
+            # the end of its price period: prices change by date or time of day (DeepSeek's
+            # peak hours), and a call just past 01:00 UTC is billed at the peak rate.
+            until = _period_end(info.prices, when)
             with self._lock:
-                self._recent[(provider, model)] = (sheet, now + RECENT_SECONDS)
+                self._recent[(provider, model)] = (sheet, now + RECENT_SECONDS, until)
         return sheet
 
     def _model_info(self, model: str, provider: str | None) -> Any:
