@@ -118,7 +118,8 @@ class UnknownModelError(RefusalError):
     ``search_fee``: the model's token prices are known, but not the fee a Chat Completions
     search model charges per call. ``tool``: the request offers a hosted tool (the
     Responses API's ``image_generation``) whose fee per use is not known; ``model`` is then
-    the tool's model (``""``: the provider's default)."""
+    the tool's model (``""``: the provider's default). ``tier``: the request asks for a
+    service tier whose rates are not known."""
 
     def __init__(
         self,
@@ -128,14 +129,25 @@ class UnknownModelError(RefusalError):
         search_fee: bool = False,
         tool: str | None = None,
         similar: tuple[str, ...] = (),
+        tier: str | None = None,
     ) -> None:
         self.model = model
         self.provider = provider
         self.search_fee = search_fee
         self.tool = tool
         self.similar = tuple(similar)
+        self.tier = tier
         where = f" (provider {provider!r})" if provider else ""
-        if tool:
+        if tier is not None:
+            message = (
+                f"burnmap: the request asks for service_tier {tier!r}, and no price is known "
+                f"for model {model!r}{where} at that tier, so this call cannot be budgeted and "
+                "was not sent. Ask for a tier burnmap prices (default, flex, priority), or "
+                "register the model's rates at that tier (USD per million tokens; a registered "
+                "price is used whatever the tier):\n"
+                f"    burnmap.prices.register({model!r}, input=3.00, output=15.00)"
+            )
+        elif tool:
             named = f"image model {model!r}" if model else "its default image model"
             which = f", model={model!r}" if model else ""
             message = (
@@ -172,7 +184,7 @@ class UnknownModelError(RefusalError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_unknown,
-            (self.model, self.provider, self.search_fee, self.tool, self.similar),
+            (self.model, self.provider, self.search_fee, self.tool, self.similar, self.tier),
             {},
         )
 
@@ -224,14 +236,17 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
     return err
 
 
-def _rebuild_unknown(
+def _rebuild_unknown(  # noqa: PLR0917 - pickle passes the attributes in order
     model: str,
     provider: str | None,
     search_fee: bool = False,
     tool: str | None = None,
     similar: tuple[str, ...] = (),
+    tier: str | None = None,
 ) -> UnknownModelError:
-    return UnknownModelError(model, provider, search_fee=search_fee, tool=tool, similar=similar)
+    return UnknownModelError(
+        model, provider, search_fee=search_fee, tool=tool, similar=similar, tier=tier
+    )
 
 
 # SDK packages whose transports wrap foreign exceptions, and their base error class.

@@ -826,6 +826,53 @@ def test_service_tier_fast_is_bounded_at_priority_rates() -> None:
     assert plan_call(RESPONSES, body({**obj, "service_tier": "fast"}), BOOK).cost > standard
 
 
+@pytest.mark.parametrize("tier", ["auto", "default", "scale", "flex", "priority", "fast"])
+def test_a_known_service_tier_is_bounded_as_before(tier: str) -> None:
+    obj = {"model": "gpt-5.6-sol", "input": "x", "max_output_tokens": 8000}
+    assert plan_call(RESPONSES, body({**obj, "service_tier": tier}), BOOK).cost > 0
+
+
+@pytest.mark.parametrize("tier", ["ultrafast", "performance", 3])
+def test_a_service_tier_with_no_known_price_is_refused_unless_registered(tier: object) -> None:
+    """OpenAI's ultrafast costs at least what priority does, and genai-prices has no price
+    for it: bounding it at standard rates would reserve half of what it bills."""
+    obj = {"model": "gpt-5.6-sol", "input": "x", "service_tier": tier, "max_output_tokens": 8000}
+    with pytest.raises(
+        UnknownModelError, match=r"(?s)service_tier .*prices\.register\('gpt-5.6-sol'"
+    ) as info:
+        plan_call(RESPONSES, body(obj), BOOK)
+    assert info.value.tier == str(tier)
+    book = PriceBook()
+    book.register("gpt-5.6-sol", input=16, output=80)
+    assert plan_call(RESPONSES, body(obj), book).sheet.input.base == 16
+
+
+def test_a_reported_tier_with_no_known_price_is_charged_at_the_plans_tier(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    obj = {"model": "gpt-5.6-sol", "input": "x", "service_tier": "priority"}
+    plan = plan_call(RESPONSES, body({**obj, "max_output_tokens": 8000}), BOOK)
+    answer = {
+        "id": "r",
+        "object": "response",
+        "model": "gpt-5.6-sol",
+        "service_tier": "ultrafast",
+        "output": [],
+        "usage": {"input_tokens": 10_000, "output_tokens": 5_000},
+    }
+    with caplog.at_level("WARNING", logger="burnmap.charge"):
+        result = charge(plan, json_result("openai", json.dumps(answer).encode()), BOOK)
+    # Priority: 10,000 x $8 + 5,000 x $40, not standard's $4/$20.
+    assert result.cost == Decimal("0.28")
+    assert "'ultrafast'" in caplog.text
+    answer["service_tier"] = "default"
+    standard = charge(plan, json_result("openai", json.dumps(answer).encode()), BOOK)
+    assert standard.cost == Decimal("0.14")
+
+
 def test_dotted_and_newer_claude_names_get_their_maximum_output() -> None:
     from burnmap._core.pricing import max_output_for
 

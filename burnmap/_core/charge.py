@@ -19,6 +19,7 @@ whole, the most they could bill (their part of the bound).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
@@ -30,8 +31,19 @@ from burnmap.errors import UnknownModelError
 
 __all__ = ["Charge", "charge"]
 
-# genai-prices has per-tier price variants for OpenAI's flex and priority processing.
-_PRICED_TIERS = frozenset({"flex", "priority"})
+_log = logging.getLogger("burnmap.charge")
+
+# genai-prices has per-tier price variants for OpenAI's flex and priority processing; the
+# tiers a response may report, and the rates each bills (None: standard).
+_REPORTED_TIERS: dict[str, str | None] = {
+    "flex": "flex",
+    "priority": "priority",
+    "fast": "priority",
+    "default": None,
+    "auto": None,
+    "scale": None,
+    "on_demand": None,  # Groq's standard tier
+}
 
 
 @dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
@@ -56,7 +68,17 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
     if plan.endpoint.shape == "openai" and metered.service_tier is not None:
         # Served at the tier the response reports (default, scale…: standard rates).
         reported = metered.service_tier
-        tier = reported if reported in _PRICED_TIERS else None
+        if isinstance(reported, str) and reported in _REPORTED_TIERS:
+            tier = _REPORTED_TIERS[reported]
+        else:
+            # A tier with no known price may cost more than any: never below the plan's.
+            _log.warning(
+                "%s was served at service_tier %r, which has no known price: charged at "
+                "the rates it was bounded at (%s)",
+                model,
+                reported,
+                plan.tier or "standard",
+            )
     if tier == plan.tier and (model == plan.model or _routed_as(model, plan)):
         return sheet
     context = {"service_tier": tier} if tier is not None else None

@@ -399,7 +399,7 @@ def _normalise(model: str) -> str:
 def with_suggestions(error: UnknownModelError) -> UnknownModelError:
     """The refusal of an unknown model, naming the known models it may mean (computed only
     for a refusal that reaches a caller: lookups that fall back skip it)."""
-    if error.tool or error.search_fee or error.similar:
+    if error.tool or error.search_fee or error.similar or error.tier is not None:
         return error
     similar = similar_models(error.model)
     return UnknownModelError(error.model, error.provider, similar=similar) if similar else error
