@@ -115,8 +115,9 @@ class LoopDetectedError(RefusalError):
 
 class UnknownModelError(RefusalError):
     """No price is known for the model, so the call cannot be bounded; it was not sent.
-    ``search_fee``: the model's token prices are known, but not the fee a Chat Completions
-    search model charges per call. ``tool``: the request offers a hosted tool (the
+    ``search_fee``: the model's token prices are known, but not its fee per web search (a
+    Chat Completions search model's, charged per call, or that of a web-search tool the
+    request offers). ``tool``: the request offers a hosted tool (the
     Responses API's ``image_generation``) whose fee per use is not known; ``model`` is then
     the tool's model (``""``: the provider's default). ``tier``: the request asks for a
     service tier whose rates are not known."""
@@ -159,10 +160,11 @@ class UnknownModelError(RefusalError):
             )
         elif search_fee:
             message = (
-                f"burnmap: model {model!r}{where} searches the web on every Chat Completions "
-                "call and bills each search, but its fee per search is not known, so this "
-                "call cannot be budgeted and was not sent. Register the model with its fee "
-                "(USD per search; token rates in USD per million):\n"
+                f"burnmap: model {model!r}{where} bills each web search it runs (a search "
+                "model searches on every Chat Completions call; a web-search tool the "
+                "request offers, as the model decides), but its fee per search is not known, "
+                "so this call cannot be budgeted and was not sent. Register the model with "
+                "its fee (USD per search; token rates in USD per million):\n"
                 f"    burnmap.prices.register({model!r}, input=2.50, output=10.00, "
                 "web_search=0.035)"
             )

@@ -1090,6 +1090,64 @@ def test_responses_web_searches_are_bounded_at_max_tool_calls() -> None:
     assert twenty.cost - two.cost == 18 * fee and fifty.cost - twenty.cost == 30 * fee
 
 
+@pytest.mark.parametrize("model", ["gpt-5.3-codex", "o3-pro", "gpt-5.1-codex-mini"])
+def test_a_web_search_tool_with_no_known_fee_is_refused_not_charged_zero(model: str) -> None:
+    """genai-prices has no fee per search for these models: their web_search_call items
+    would be charged $0. The refusal says how to register one."""
+    ask = {"model": model, "input": "look it up", "tools": [{"type": "web_search"}]}
+    with pytest.raises(UnknownModelError, match=r"web_search=") as info:
+        plan_call(RESPONSES, body(ask), BOOK)
+    assert info.value.search_fee
+    # No search allowed (max_tool_calls 0): nothing to price.
+    assert plan_call(RESPONSES, body({**ask, "max_tool_calls": 0}), BOOK) is not None
+    book = PriceBook()
+    book.register(model, input=1.5, output=6, web_search="0.01")
+    plan = plan_call(RESPONSES, body(ask), book)
+    assert plan is not None and plan.sheet.web_search == Decimal("0.01")
+
+
+def test_a_negotiated_rate_keeps_the_bundled_search_fee_window_and_maximum_output() -> None:
+    """register('claude-sonnet-4-6', input=2.40, output=12.00) restates the token rates
+    only: its searches still cost $0.01 each, its window is still 1M tokens."""
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    book = PriceBook()
+    sheet = book.register("claude-sonnet-4-6", input="2.40", output="12.00")
+    assert (sheet.web_search, sheet.context_window, sheet.max_output) == (
+        Decimal("0.01"),
+        1_000_000,
+        64_000,
+    )
+    ask = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "q"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+    }
+    plan = plan_call(ANTHROPIC, body(ask), book)
+    assert plan is not None and plan.input_tokens == 1_000_000
+    usage = {
+        "input_tokens": 20_000,
+        "output_tokens": 1000,
+        "server_tool_use": {"web_search_requests": 5},
+    }
+    answer = {"type": "message", "model": "claude-sonnet-4-6", "content": [], "usage": usage}
+    result = charge(plan, json_result("anthropic", json.dumps(answer).encode()), book)
+    assert result.cost == Decimal("0.110")  # 20,000 x $2.40 + 1,000 x $12, + 5 x $0.01
+    # Each can still be given.
+    own = book.register(
+        "claude-sonnet-4-6", input=1, output=2, web_search=0, context_window=200_000, max_output=8
+    )
+    assert (own.web_search, own.context_window, own.max_output) == (0, 200_000, 8)
+    # A Chat Completions search model's fee per call stays OpenAI's, by context size.
+    search = book.register("gpt-4o-mini-search-preview", input="0.15", output="0.60")
+    assert search.web_search is None
+    ask = {"model": "gpt-4o-mini-search-preview", "messages": [], "max_tokens": 10}
+    found = plan_call(CHAT, body(ask), book)
+    assert found is not None and found.search_fee == Decimal("0.0275")
+
+
 def test_tools_made_available_by_input_items_are_bounded_too() -> None:
     offered = {
         **_ASK,

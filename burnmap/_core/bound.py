@@ -636,7 +636,10 @@ def plan_call(
         input_tokens, caching=_CACHE_CONTROL.search(body) is not None if anthropic else True
     )
     cost = (input_tokens * in_rate + output_tokens * out_rate) / _MILLION
-    if searches and sheet.web_search:
+    if searches:
+        if sheet.web_search is None:
+            # A web-search tool bills each search outside the tokens: never at $0.
+            raise UnknownModelError(model, endpoint.provider, search_fee=True)
         cost += searches * sheet.web_search
     if sheet.per_request:
         cost += sheet.per_request

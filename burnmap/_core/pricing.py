@@ -569,6 +569,15 @@ class PriceBook:
         def opt(value: float | Decimal | str | None) -> Rate | None:
             return None if value is None else Rate(usd(value))
 
+        bundled = self._bundled(model, provider)
+        if bundled is not None:
+            # A negotiated rate for a model genai-prices knows keeps what it did not
+            # restate: its fee per search (a Chat Completions search model's comes from
+            # CHAT_SEARCH_FEES), its window and its maximum output.
+            if web_search is None and not is_chat_search_model(model):
+                web_search = bundled.web_search
+            context_window = context_window or bundled.context_window
+            max_output = max_output or bundled.max_output
         sheet = PriceSheet(
             model=model,
             provider=provider,
@@ -586,6 +595,17 @@ class PriceBook:
         with self._lock:
             self._overrides[model.strip().lower()] = sheet
         return sheet
+
+    def _bundled(self, model: str, provider: str) -> PriceSheet | None:
+        """genai-prices' sheet for ``model`` (by ``provider`` if genai-prices knows it, else
+        by name), if it has one."""
+        for known in dict.fromkeys((provider, None)):
+            try:
+                info = self._model_info(model, known)
+                return self._sheet(info, info.get_prices(self._now()), known, model)
+            except UnknownModelError:
+                continue
+        return None
 
     def unregister(self, model: str) -> bool:
         with self._lock:
