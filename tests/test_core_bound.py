@@ -1148,6 +1148,22 @@ def test_a_negotiated_rate_keeps_the_bundled_search_fee_window_and_maximum_outpu
     assert found is not None and found.search_fee == Decimal("0.0275")
 
 
+def test_a_search_model_asked_for_n_choices_is_charged_the_fees_it_was_bounded() -> None:
+    """One search fee per choice is reserved; the charge counts as many, not one."""
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    ask = {"model": "gpt-4o-search-preview", "messages": [], "max_tokens": 100, "n": 3}
+    plan = plan_call(CHAT, body(ask), BOOK)
+    assert plan is not None and plan.search_fee == Decimal("0.035") and plan.searches == 3
+    usage = {"prompt_tokens": 50, "completion_tokens": 300, "total_tokens": 350}
+    answer = {"object": "chat.completion", "model": "gpt-4o-search-preview", "usage": usage}
+    result = charge(plan, json_result("openai", json.dumps(answer).encode()), BOOK)
+    tokens = plan.sheet.cost(Usage(input_tokens=50, output_tokens=300))
+    assert result.cost == tokens + 3 * Decimal("0.035") <= plan.cost
+    assert result.usage.web_searches == 3
+
+
 def test_tools_made_available_by_input_items_are_bounded_too() -> None:
     offered = {
         **_ASK,

@@ -107,6 +107,8 @@ class CallPlan:
     """The request tail's digest, for the repeat trigger."""
     search_fee: Decimal | None = None
     """What a Chat Completions search model bills per call for its web search."""
+    searches: int = 0
+    """How many of those fees the call is bounded and charged: one per choice (``n``)."""
     modifiers: tuple[str, ...] = ()
     """Request options that change the rates (see ``PriceBook.modified``)."""
     advisor: str | None = None
@@ -675,9 +677,13 @@ def plan_call(
     if plugins and isinstance(plugins, list):
         cost += _plugins_bound(plugins)
     search_fee = None
+    chat_searches = 0
     if endpoint.kind == "chat" and is_chat_search_model(model):
         search_fee = _search_fee(sheet, model, obj, endpoint)
-        cost += search_fee * (_positive_int(obj.get("n")) or 1)
+        # OpenAI does not say whether n choices search once or each: one fee per choice
+        # is reserved and charged (the dearer reading).
+        chat_searches = _positive_int(obj.get("n")) or 1
+        cost += search_fee * chat_searches
     hosted = None
     if server_tools and responses:
         hosted = _hosted_fees(tools, obj.get("max_tool_calls"), book, endpoint)
@@ -709,6 +715,7 @@ def plan_call(
         if fingerprint and endpoint.kind != "embeddings"
         else None,
         search_fee=search_fee,
+        searches=chat_searches,
         modifiers=modifiers,
         advisor=advisor,
         hosted=hosted,

@@ -191,9 +191,10 @@ def charge(plan: CallPlan, metered: Metered | None, book: PriceBook) -> Charge:
             named = (plan.advisor or "") if other == ADVISOR else other
             cost += _other_model_cost(book, named, plan, part, sheet)
         if plan.search_fee is not None:
-            # A Chat Completions search model searched before answering: its fee per call.
-            cost += plan.search_fee
-            usage = replace(usage, web_searches=usage.web_searches + 1)
+            # A Chat Completions search model searched before answering: its fee per call,
+            # per choice as bounded.
+            cost += plan.search_fee * plan.searches
+            usage = replace(usage, web_searches=usage.web_searches + plan.searches)
         if plan.hosted is not None or usage.images_generated or usage.file_searches:
             fees, usage, unpriced = _hosted_cost(plan, usage, book, estimated)
             cost += fees
