@@ -1164,6 +1164,39 @@ def test_a_search_model_asked_for_n_choices_is_charged_the_fees_it_was_bounded()
     assert result.usage.web_searches == 3
 
 
+@pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"])
+def test_openrouters_online_suffix_is_bounded_as_its_web_plugin(model: str) -> None:
+    """ ":online" is OpenRouter's web plugin: the model's token prices, plus the plugin's
+    results fee, with the input at the window (the results join the prompt)."""
+    openrouter = identify("POST", "openrouter.ai", "/api/v1/chat/completions")
+    assert openrouter is not None
+    ask = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}
+    plain = plan_call(openrouter, body(ask), BOOK)
+    online = plan_call(openrouter, body({**ask, "model": f"{model}:online"}), BOOK)
+    plugin = plan_call(openrouter, body({**ask, "plugins": [{"id": "web"}]}), BOOK)
+    both = plan_call(
+        openrouter, body({**ask, "model": f"{model}:online", "plugins": [{"id": "web"}]}), BOOK
+    )
+    assert plain is not None and online is not None and plugin is not None and both is not None
+    assert online.sheet == plain.sheet
+    assert online.input_tokens == plain.sheet.context_window
+    assert online.cost == plugin.cost == both.cost > plain.cost
+
+
+@pytest.mark.parametrize("suffix", [":nitro", ":floor", ":exacto"])
+@pytest.mark.parametrize("host", ["openrouter.ai", "gw.corp"])
+def test_openrouters_routing_variants_are_refused_until_priced(suffix: str, host: str) -> None:
+    """ ":nitro" and ":floor" pick other providers at other rates: not the bare model's."""
+    endpoint = identify("POST", host, "/api/v1/chat/completions")
+    assert endpoint is not None
+    ask = {"model": f"anthropic/claude-sonnet-4.5{suffix}", "messages": [], "max_tokens": 10}
+    with pytest.raises(UnknownModelError):
+        plan_call(endpoint, body(ask), BOOK)
+    book = PriceBook()
+    book.register(f"anthropic/claude-sonnet-4.5{suffix}", input=3, output=15)
+    assert plan_call(endpoint, body(ask), book) is not None
+
+
 def test_tools_made_available_by_input_items_are_bounded_too() -> None:
     offered = {
         **_ASK,

@@ -44,6 +44,7 @@ from burnmap._core.pricing import (
     by_prefix,
     chat_search_fee,
     is_chat_search_model,
+    same_price_base,
 )
 from burnmap.errors import RefusalError, UnknownModelError, UnmeteredEndpointError
 
@@ -602,6 +603,10 @@ def plan_call(
         # Responses' web search has no max_uses: max_tool_calls caps every hosted call.
         searches = _tool_calls_allowed(obj["max_tool_calls"])
     plugins = obj.get("plugins")
+    routes = obj.get("models") if not anthropic else None
+    if not anthropic and _online(model, routes) and not _has_web_plugin(plugins):
+        # OpenRouter's ":online" suffix is its web plugin, with the plugin's defaults.
+        plugins = [*(plugins if isinstance(plugins, list) else ()), {"id": "web"}]
     if plugins:
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
     window = sheet.context_window
@@ -657,7 +662,6 @@ def plan_call(
     fallbacks = obj.get("fallbacks") if anthropic else None
     if fallbacks:
         cost += _fallbacks_bound(fallbacks, bounded, obj, book, endpoint, pinned=geo_pinned)
-    routes = obj.get("models") if not anthropic else None
     if isinstance(routes, list):
         # OpenRouter's fallback list: any of them may serve (and bill) the call, each up
         # to its own window and maximum output.
@@ -852,6 +856,19 @@ def _plugins_bound(plugins: list[Any]) -> Decimal:
             results = _positive_int(plugin.get("max_results")) or OPENROUTER_WEB_RESULTS
             total += results * OPENROUTER_WEB_RESULT
     return total
+
+
+def _online(model: str, routes: object) -> bool:
+    """Whether the model, or one of an OpenRouter request's fallback ``models``, has the
+    ``:online`` suffix (the web plugin)."""
+    names = [model, *(routes if isinstance(routes, list) else ())]
+    return any(isinstance(name, str) and same_price_base(name) is not None for name in names)
+
+
+def _has_web_plugin(plugins: object) -> bool:
+    return isinstance(plugins, list) and any(
+        isinstance(plugin, dict) and plugin.get("id") == "web" for plugin in plugins
+    )
 
 
 def _input_on(sheet: PriceSheet, bounded: int | None) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "hosted_tool_fee",
     "is_chat_search_model",
     "max_output_for",
+    "same_price_base",
 ]
 
 _V = TypeVar("_V")
@@ -396,6 +397,27 @@ def _normalise(model: str) -> str:
     return name
 
 
+# OpenRouter's model suffixes. ":online" turns on its web plugin, billed apart (the bound
+# adds it): the tokens cost what the model's do. ":nitro", ":floor" and ":exacto" pick
+# providers by speed, price or accuracy, whose rates differ from the model's listed ones:
+# priced only where genai-prices lists the variant itself, not as the bare model.
+SAME_PRICE_SUFFIXES = (":online",)
+_ROUTING_SUFFIX = re.compile(r":(nitro|floor|exacto)$")
+
+
+def same_price_base(model: str) -> str | None:
+    """``model`` without a suffix that leaves its token prices as they are, if it has one.
+
+    >>> same_price_base("anthropic/claude-sonnet-4.5:online"), same_price_base("gpt-4o")
+    ('anthropic/claude-sonnet-4.5', None)
+    """
+    name = model.strip()
+    for suffix in SAME_PRICE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def with_suggestions(error: UnknownModelError) -> UnknownModelError:
     """The refusal of an unknown model, naming the known models it may mean (computed only
     for a refusal that reaches a caller: lookups that fall back skip it)."""
@@ -748,6 +770,9 @@ class PriceBook:
             sheet = self._override(model)
             if sheet is not None:
                 return sheet
+        base = same_price_base(model)
+        if base is not None:
+            return self.lookup(base, provider, at=at, context=context)
         now = time.monotonic()
         if at is None and not context:
             cached = self._recent.get((provider, model))
@@ -810,7 +835,9 @@ class PriceBook:
                 break
             if found is not None:
                 break
-        if found is None:
+        routing = _ROUTING_SUFFIX.search(model.lower())
+        if found is None or (routing is not None and not found.id.endswith(routing.group())):
+            # (A name clause matching "claude-sonnet-4-5:nitro" is not that variant's price.)
             raise UnknownModelError(model, provider)
         with self._lock:
             self._models[key] = found
