@@ -89,6 +89,40 @@ def test_long_context_cliff_prices_every_token_at_the_tier() -> None:
     assert mixed == (Decimal(1_000) * 6 + Decimal(199_001) * Decimal("0.6")) / 1_000_000
 
 
+@pytest.mark.parametrize(
+    ("model", "provider", "base_in", "base_out"),
+    [
+        # genai-prices lists these flat; Anthropic bills their 1M window's long context.
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "aws", "3.3", "16.5"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "aws", "3", "15"),
+        ("anthropic.claude-sonnet-4-20250514-v1:0", "aws", "3", "15"),
+        ("claude-sonnet-4-0", "anthropic", "3", "15"),
+        ("claude-sonnet-4-20250514", "google", "3", "15"),
+    ],
+)
+def test_long_context_premium_where_genai_prices_lists_a_flat_price(
+    model: str, provider: str, base_in: str, base_out: str
+) -> None:
+    """Sonnet 4 and 4.5 with the 1M-token window: above 200k input tokens, input and
+    cache at 2x, output at 1.5x, as Anthropic bills them (and as genai-prices itself
+    prices claude-sonnet-4-5 on Anthropic's API)."""
+    sheet = PriceBook().lookup(model, provider)
+    below = Usage(input_tokens=200_000, output_tokens=1_000)
+    above = Usage(input_tokens=150_000, cache_read_tokens=50_001, output_tokens=1_000)
+    assert sheet.cost(below) == (200_000 * Decimal(base_in) + 1_000 * Decimal(base_out)) / 10**6
+    assert (
+        sheet.cost(above)
+        == (
+            150_000 * 2 * Decimal(base_in)
+            + 50_001 * 2 * Decimal(base_in) / 10
+            + 1_000 * Decimal("1.5") * Decimal(base_out)
+        )
+        / 10**6
+    )
+    # Later models keep genai-prices' own (flat) price.
+    assert not PriceBook().lookup("claude-sonnet-4-6", "anthropic").input.tiers
+
+
 def test_reasoning_tokens_are_output() -> None:
     sheet = PriceBook().lookup("o3", "openai")
     assert sheet.cost(Usage(output_tokens=1000, reasoning_tokens=900)) == sheet.cost(

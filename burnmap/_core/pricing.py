@@ -376,6 +376,28 @@ CONTEXT_WINDOWS: dict[str, int] = {
 HOST_FALLBACKS: dict[str, tuple[str, ...]] = {"aws": ("anthropic",)}
 
 
+# Anthropic bills a premium above 200k input tokens for the models whose 1M-token window
+# (the context-1m beta) came with one: input and cache rates x2, output x1.5. genai-prices
+# lists some of them flat (Sonnet 4 everywhere, Sonnet 4.5 on Bedrock): their tiers are
+# added here, so a long-context call is bounded and charged at what it costs.
+LONG_CONTEXT_THRESHOLD = 200_000
+LONG_CONTEXT_MODELS = (
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-2025",  # dated Sonnet 4: claude-sonnet-4-20250514
+    "claude-4-sonnet",  # Vertex's name for it
+)
+_LONG_INPUT = Decimal(2)
+_LONG_OUTPUT = Decimal("1.5")
+
+
+def _long_context(rate: Rate | None, factor: Decimal) -> Rate | None:
+    """``rate`` with the long-context tier, unless it has tiers of its own."""
+    if rate is None or rate.tiers:
+        return rate
+    return Rate(rate.base, ((LONG_CONTEXT_THRESHOLD, rate.base * factor),))
+
+
 def _context_window(model_id: str, listed: int | None) -> int | None:
     known = CONTEXT_WINDOWS.get(model_id)
     return listed if known is None else max(known, listed or 0)
@@ -849,15 +871,23 @@ class PriceBook:
         if input_rate is None:
             raise UnknownModelError(model, provider)
         cache_write = _rate(prices.cache_write_mtok) or _rate(prices.cache_write_5m_mtok)
+        cache_read = _rate(prices.cache_read_mtok)
+        cache_write_1h = _rate(prices.cache_write_1h_mtok)
+        if _normalise(info.id).startswith(LONG_CONTEXT_MODELS):
+            input_rate = _long_context(input_rate, _LONG_INPUT) or input_rate
+            output_rate = _long_context(output_rate, _LONG_OUTPUT) or output_rate
+            cache_read = _long_context(cache_read, _LONG_INPUT)
+            cache_write = _long_context(cache_write, _LONG_INPUT)
+            cache_write_1h = _long_context(cache_write_1h, _LONG_INPUT)
         requests = _per_unit(prices.requests_kcount, 1000)
         return PriceSheet(
             model=info.id,
             provider=provider or "",
             input=input_rate,
             output=output_rate,
-            cache_read=_rate(prices.cache_read_mtok),
+            cache_read=cache_read,
             cache_write=cache_write,
-            cache_write_1h=_rate(prices.cache_write_1h_mtok),
+            cache_write_1h=cache_write_1h,
             input_audio=_rate(prices.input_audio_mtok) or _audio_rate(model, 0),
             output_audio=_rate(prices.output_audio_mtok) or _audio_rate(model, 1),
             web_search=_per_unit(prices.web_searches_kcount, 1000),
