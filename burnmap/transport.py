@@ -206,7 +206,7 @@ class _Metering:
                 result.model,
                 result.unpriced,
             )
-        if result.exceeds_bound and not result.estimated and not explained:
+        if result.exceeds_bound and not explained:
             log.warning(
                 "burnmap: a %s call cost $%s, more than its bound $%s; please report this",
                 result.model,

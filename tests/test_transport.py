@@ -1054,3 +1054,24 @@ def test_a_background_response_is_charged_its_bound(lib: types.ModuleType) -> No
         client.get("https://api.openai.com/v1/responses/resp_1")  # polling: free
     (call,) = r.report.calls
     assert call.cost == call.reserved > 0 and call.estimated
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_a_cut_stream_charged_past_its_bound_is_logged(
+    lib: types.ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream cut short whose reported input already passes the bound (the bound rested
+    on an estimate that did not hold): charged what was reported, and the log says so."""
+    start = {
+        "type": "message_start",
+        "message": {**anthropic_json(), "usage": {"input_tokens": 500_000, "output_tokens": 1}},
+    }
+    body = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+    rec = Recorder(
+        lambda r: lib.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    )
+    with sync_client(lib, rec) as client, burnmap.run("job", budget=10) as r:
+        client.post(ANTHROPIC_URL, json=message_body(stream=True))
+    call = r.report.calls[0]
+    assert call.estimated and call.cost > call.reserved
+    assert "more than its bound" in caplog.text
