@@ -437,3 +437,22 @@ def test_a_ledger_that_must_exist_refuses_rather_than_starting_afresh(tmp_path: 
     store = open_ledger(f"sqlite:///{missing}?create=false")
     assert store.reserve(hold(), ["global"], 1) is None
     store.close()
+
+
+def test_a_relative_sqlite_path_is_fixed_when_the_ledger_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:///spend.db is relative to the directory the ledger was opened in: a process
+    that changes directory afterwards (and the workers it forks, which reconnect) keeps
+    using that file, not a new one with no limits."""
+    (tmp_path / "start").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "start")
+    store = open_ledger("sqlite:///spend.db")
+    assert store.url == f"sqlite:///{tmp_path / 'start' / 'spend.db'}"
+    store.set_limit(LimitDef("global", 100, None, "UTC"))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    store.close()  # as a forked child does, the next operation opens a new connection
+    assert store.reserve(hold(), ["global"], 101) is not None  # the same file, its limit
+    assert not (tmp_path / "elsewhere" / "spend.db").exists()
+    store.close()

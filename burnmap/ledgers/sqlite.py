@@ -71,7 +71,9 @@ class SQLiteLedger(Ledger):
         clock: Callable[[], float] = time.time,
         create: bool = True,
     ) -> None:
-        self.path = Path(path)
+        # Resolved now, once: a process that changes directory later, or forks workers
+        # after it did, must keep using this file, not one relative to its new directory.
+        self.path = Path(path).absolute()
         self.url = f"sqlite:///{self.path}"
         self.create = create
         """``False``: the file must exist (``burnmap wrap``'s children: a ledger gone with
@@ -97,7 +99,7 @@ class SQLiteLedger(Ledger):
             return self._conn
         # A forked child must not share its parent's connection: open its own.
         try:
-            if self.create and self.path.parent != Path():
+            if self.create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # Waiting for the write lock is ours (see _begin), not SQLite's: its busy handler
             # sleeps up to 100 ms between tries, which starved some processes for seconds.
