@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from burnmap.errors import LedgerError, LedgerUnavailableError
 from burnmap.ledgers import Ledger, LimitDef, open_ledger
 from burnmap.ledgers.memory import MemoryLedger
+from tests.conftest import redis_binary
 
 BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
@@ -456,3 +457,81 @@ def test_a_relative_sqlite_path_is_fixed_when_the_ledger_is_opened(
     assert store.reserve(hold(), ["global"], 101) is not None  # the same file, its limit
     assert not (tmp_path / "elsewhere" / "spend.db").exists()
     store.close()
+
+
+@pytest.fixture
+def redis_socket() -> Iterator[str]:
+    """A real redis-server listening on a Unix socket only; yields the socket's path."""
+    import subprocess
+    import tempfile
+
+    import redis
+
+    binary = redis_binary()
+    # A short directory: a socket path is limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="bm-redis-") as directory:
+        path = f"{directory}/redis.sock"
+        proc = subprocess.Popen(
+            [
+                binary,
+                *("--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no"),
+                *("--dir", directory, "--daemonize", "no"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(unix_socket_path=path, socket_connect_timeout=1)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if client.ping():
+                        break
+                except (redis.RedisError, OSError):
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                time.sleep(0.02)
+            client.close()
+            yield path
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.redis
+def test_a_unix_socket_url_reaches_redis_with_its_database_and_prefix(redis_socket: str) -> None:
+    """unix:///path.sock (the documented form), with ?db= and burnmap's own ?prefix=."""
+    import asyncio
+
+    import redis
+
+    store = open_ledger(f"unix://{redis_socket}?db=3&prefix=sock")
+    assert store.url == f"unix://{redis_socket}?db=3"
+    store.set_limit(LimitDef("user:u", 1_000, None, "UTC"))
+    assert store.reserve(hold(), ["user:u"], 600) is None
+
+    async def refused_async() -> bool:
+        refusal = await store.areserve(hold(), ["user:u"], 600)
+        await store.aclose()
+        return refusal is not None
+
+    assert asyncio.run(refused_async())
+    store.close()
+    raw = redis.Redis(unix_socket_path=redis_socket, db=3)
+    assert raw.hexists("{sock}:limits", "user:u")  # in database 3, under the prefix
+    raw.close()
+
+
+def test_only_the_prefix_parameter_is_taken_out_of_a_redis_url() -> None:
+    from burnmap.ledgers.redis import _without_prefix
+
+    assert _without_prefix("unix:///run/redis.sock") == ("unix:///run/redis.sock", None)
+    assert _without_prefix("unix:///r.sock?prefix=a%20b&db=2&prefix=c") == (
+        "unix:///r.sock?db=2",
+        "a b",
+    )
+    assert _without_prefix("rediss://:p%40ss@h:6380/1?ssl_cert_reqs=none&prefix=x") == (
+        "rediss://:p%40ss@h:6380/1?ssl_cert_reqs=none",
+        "x",
+    )

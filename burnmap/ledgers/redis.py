@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Generator, Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from burnmap._core.windows import Window, window
 from burnmap.errors import LedgerError, LedgerUnavailableError
@@ -62,15 +62,11 @@ class RedisLedger(Ledger):
     ) -> None:
         redis = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
         # prefix= is ours, never redis-py's, even when the argument overrides it.
-        url_prefix = query.pop("prefix", [None])[0]
+        self._connect_url, url_prefix = _without_prefix(url)
         self.prefix = prefix or url_prefix or "{burnmap}"
         if "{" not in self.prefix:
             self.prefix = "{" + self.prefix + "}"
-        # redis-py reads the other query parameters (db=, ssl_cert_reqs=...): keep them.
-        self._connect_url = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         self.url = _redacted(self._connect_url)
         self.charge_expired = charge_expired
         self._own_client = client is None
@@ -312,6 +308,29 @@ class RedisLedger(Ledger):
         parts = self._async.pop(asyncio.get_running_loop(), None)
         if parts is not None:
             await parts[0].aclose()
+
+
+def _without_prefix(url: str) -> tuple[str, str | None]:
+    """The URL without its ``prefix=`` parameter, and that parameter's (first) value.
+
+    Only that parameter is cut out; the rest of the URL is kept as written. Splitting it
+    and joining it again with ``urllib`` turned ``unix:///run/redis.sock`` into
+    ``unix:/run/redis.sock``, which redis-py rejects (``unix`` has no netloc for urllib).
+
+    >>> _without_prefix("unix:///run/redis.sock?db=2&prefix=app")
+    ('unix:///run/redis.sock?db=2', 'app')
+    """
+    base, _, query = url.partition("?")
+    kept: list[str] = []
+    prefix: str | None = None
+    for field in query.split("&") if query else []:
+        name, _, value = field.partition("=")
+        if unquote_plus(name) == "prefix":
+            prefix = unquote_plus(value) if prefix is None else prefix
+        else:
+            kept.append(field)
+    # redis-py reads the other query parameters (db=, ssl_cert_reqs=...): keep them.
+    return (f"{base}?{'&'.join(kept)}" if kept else base), prefix
 
 
 def _redacted(url: str) -> str:
