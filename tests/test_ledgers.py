@@ -535,3 +535,44 @@ def test_only_the_prefix_parameter_is_taken_out_of_a_redis_url() -> None:
         "rediss://:p%40ss@h:6380/1?ssl_cert_reqs=none",
         "x",
     )
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(("query", "burst"), [("", 150), ("&max_connections=4", 40)])
+def test_a_burst_of_redis_operations_waits_for_connections_instead_of_failing(
+    redis_url: str, query: str, burst: int
+) -> None:
+    """More operations at once than the pool's connections (redis-py caps its default pool
+    at 100; the URL may set fewer) wait their turn: none is refused as unavailable."""
+    import asyncio
+
+    store = open_ledger(f"{redis_url}?prefix={uuid.uuid4().hex[:8]}{query}")
+    store.set_limit(LimitDef("global", 10**9, None, "UTC"))
+
+    async def tasks() -> list[object]:
+        answers = await asyncio.gather(
+            *(store.areserve(hold(), ["global"], 1) for _ in range(burst)),
+            return_exceptions=True,
+        )
+        await store.aclose()
+        return answers
+
+    assert asyncio.run(tasks()) == [None] * burst
+    start = threading.Barrier(burst)
+    answers: list[object] = []
+
+    def thread() -> None:
+        start.wait()
+        try:
+            answers.append(store.reserve(hold(), ["global"], 1))
+        except LedgerUnavailableError as exc:
+            answers.append(exc)
+
+    threads = [threading.Thread(target=thread) for _ in range(burst)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    assert answers == [None] * burst
+    assert totals(store, "global") == (0, 2 * burst)
+    store.close()

@@ -36,7 +36,14 @@ from burnmap.ledgers.base import (
     scope_statuses,
 )
 
-__all__ = ["RedisLedger"]
+__all__ = ["MAX_CONNECTIONS", "POOL_WAIT", "RedisLedger"]
+
+MAX_CONNECTIONS = 500
+"""Connections a process opens to Redis at most (per event loop for async calls), unless
+the URL says ``?max_connections=``. More operations at once wait for one to be free."""
+POOL_WAIT = 5.0
+"""Seconds an operation waits for a free connection (the socket timeout) before it fails
+as unavailable."""
 
 
 def _script(name: str) -> str:
@@ -70,12 +77,7 @@ class RedisLedger(Ledger):
         self.url = _redacted(self._connect_url)
         self.charge_expired = charge_expired
         self._own_client = client is None
-        self._client = client or redis.Redis.from_url(
-            self._connect_url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-        )
+        self._client = client or redis.Redis(connection_pool=self._pool(redis))
         self._reserve = self._client.register_script(_script("reserve.lua"))
         self._settle = self._client.register_script(_script("settle.lua"))
         self._renew = self._client.register_script(_script("renew.lua"))
@@ -91,12 +93,7 @@ class RedisLedger(Ledger):
         if parts is None:
             import redis.asyncio as aredis
 
-            client = aredis.Redis.from_url(
-                self._connect_url,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                health_check_interval=30,
-            )
+            client = aredis.Redis(connection_pool=self._pool(aredis))
             parts = (
                 client,
                 client.register_script(_script("reserve.lua")),
@@ -105,6 +102,21 @@ class RedisLedger(Ledger):
             )
             self._async[loop] = parts
         return parts
+
+    def _pool(self, module: Any) -> Any:
+        """A connection pool (``module``: redis or redis.asyncio) that makes a burst of
+        operations wait for a free connection instead of failing: redis-py's default
+        pool raises "Too many connections" past its cap (100 since redis-py 7), which
+        would refuse healthy calls. The URL's ``?max_connections=`` (and ``?timeout=``,
+        the wait) win over these defaults."""
+        return module.BlockingConnectionPool.from_url(
+            self._connect_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
 
     async def _acall(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         for attempt in (1, 2):
@@ -301,6 +313,7 @@ class RedisLedger(Ledger):
     def close(self) -> None:
         if self._own_client:  # a client passed in stays its owner's to close
             self._client.close()
+            self._client.connection_pool.disconnect()
         self._async.clear()
 
     async def aclose(self) -> None:
@@ -308,6 +321,7 @@ class RedisLedger(Ledger):
         parts = self._async.pop(asyncio.get_running_loop(), None)
         if parts is not None:
             await parts[0].aclose()
+            await parts[0].connection_pool.disconnect()
 
 
 def _without_prefix(url: str) -> tuple[str, str | None]:
