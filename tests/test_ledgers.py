@@ -576,3 +576,39 @@ def test_a_burst_of_redis_operations_waits_for_connections_instead_of_failing(
     assert answers == [None] * burst
     assert totals(store, "global") == (0, 2 * burst)
     store.close()
+
+
+def test_a_sqlite_status_reads_without_the_write_lock(tmp_path: Path) -> None:
+    """Listing spend (burnmap limits, burnmap.spent) is a read: it answers while another
+    process holds the write lock, so a listing of many limits holds up no reservation on
+    the host. Each scope is shown in its current window only."""
+    import sqlite3
+
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    path = tmp_path / "spend.db"
+    store = SQLiteLedger(path, busy_timeout=0.5)
+    store.set_limit(LimitDef("user:day", 1_000, "day", "Europe/Paris"))
+    store.set_limit(LimitDef("user:month", 2_000, "month", "UTC"))
+    store.set_limit(LimitDef("user:life", 3_000, None, "UTC"))
+    for scope, amount in (("user:day", 10), ("user:month", 20), ("user:life", 30)):
+        h = hold()
+        assert store.reserve(h, [scope, "job:free"], amount * 2) is None
+        store.settle(h, amount)
+    assert store.reserve(hold(), ["user:day"], 5) is None  # in flight
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("INSERT INTO totals VALUES ('user:day', 'day:2001-01-01@Europe/Paris', 999, 9)")
+    old.execute("BEGIN IMMEDIATE")  # another process is writing, for longer than busy_timeout
+    try:
+        rows = {row.scope: (row.spent, row.reserved) for row in store.status(None)}
+        named = store.status(["user:month", "job:free", "user:none"])
+    finally:
+        old.execute("ROLLBACK")
+        old.close()
+    assert rows == {"user:day": (10, 5), "user:month": (20, 0), "user:life": (30, 0)}
+    assert [(row.scope, row.spent, row.limit) for row in named] == [
+        ("user:month", 20, 2_000),
+        ("job:free", 60, None),
+        ("user:none", 0, None),
+    ]
+    store.close()

@@ -18,6 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
+from burnmap._core.windows import window
 from burnmap.errors import LedgerUnavailableError
 from burnmap.ledgers.base import (
     DEFAULT_HOLD_TTL,
@@ -166,6 +167,30 @@ class SQLiteLedger(Ledger):
                 except BaseException:
                     self._abandon(conn)
                     raise
+            except sqlite3.Error as exc:
+                raise LedgerUnavailableError(self.url, exc) from exc
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot, without the write lock (in WAL
+        mode readers neither wait for the writer nor hold it up)."""
+        if not self._lock.acquire(timeout=max(self.busy_timeout, 0.0)):
+            raise LedgerUnavailableError(
+                self.url, f"another thread held the ledger for {self.busy_timeout:g} s"
+            )
+        try:
+            conn = self._connect()
+            self._check_file()
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    self._abandon(conn)  # (a read transaction has nothing to commit)
             except sqlite3.Error as exc:
                 raise LedgerUnavailableError(self.url, exc) from exc
         finally:
@@ -341,20 +366,53 @@ class SQLiteLedger(Ledger):
             )
 
     def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
-        with self._transaction() as conn:
+        # Reaping writes, so it takes the write lock of every process on the host: only
+        # when a hold is overdue, and only for the reaping. The listing itself is read in
+        # a read transaction, which holds up no reservation however many limits there are.
+        with self._reading() as conn:
+            overdue = conn.execute(
+                "SELECT 1 FROM holds WHERE state = 'held' AND expires <= ? LIMIT 1",
+                (self.clock(),),
+            ).fetchone()
+        if overdue is not None:
+            self.reap()
+        with self._reading() as conn:
             now = self.clock()
-            self._reap(conn, now)
             limits = self._limits(conn, scopes)
             names = list(limits) if scopes is None else list(scopes)
+            found = self._current_totals(conn, scopes, names, limits, now)
 
-            def totals(scope: str, key: str) -> tuple[int, int]:
-                row = conn.execute(
-                    "SELECT spent, reserved FROM totals WHERE scope = ? AND window = ?",
-                    (scope, key),
-                ).fetchone()
-                return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        def totals(scope: str, key: str) -> tuple[int, int]:
+            return found.get((scope, key), (0, 0))
 
-            return scope_statuses(names, limits, now, totals)
+        return scope_statuses(names, limits, now, totals)
+
+    def _current_totals(
+        self,
+        conn: sqlite3.Connection,
+        scopes: Sequence[str] | None,
+        names: list[str],
+        limits: dict[str, LimitDef],
+        now: float,
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """(spent, reserved) by (scope, window), read in one query, in the current windows
+        (few distinct keys: one per period and zone, and ``all``) of ``names``."""
+        keys = sorted({window(d.per, d.tz, now).key for d in limits.values()} | {"all"})
+        in_keys = ",".join("?" * len(keys))
+        if scopes is None:
+            rows = conn.execute(
+                "SELECT t.scope, t.window, t.spent, t.reserved FROM totals t "
+                f"JOIN limits l ON l.scope = t.scope WHERE t.window IN ({in_keys})",
+                keys,
+            ).fetchall()
+        else:
+            in_names = ",".join("?" * len(names))
+            rows = conn.execute(
+                "SELECT scope, window, spent, reserved FROM totals "
+                f"WHERE scope IN ({in_names}) AND window IN ({in_keys})",
+                [*names, *keys],
+            ).fetchall()
+        return {(row[0], row[1]): (int(row[2]), int(row[3])) for row in rows}
 
     def close(self) -> None:
         with self._lock:
