@@ -1,12 +1,16 @@
-"""The command line: prices and the demo."""
+"""The command line: prices, the demo, reports, and the ledger status commands."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from burnmap.cli import main
+from burnmap.ledgers import LimitDef
 
 
 def test_prices_shows_known_models_and_explains_unknown_ones() -> None:
@@ -44,3 +48,38 @@ def test_report_reads_a_saved_run_report(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, ["report", str(path)])
         assert result.exit_code == 1
         assert "not a burnmap run report" in result.output
+
+
+@pytest.fixture
+def fresh_budgets() -> Iterator[None]:
+    """The CLI configures the process's ledger: each test starts without one."""
+    from burnmap import budgets
+
+    budgets._config = budgets._Config()
+    yield
+    if budgets._config.ledger is not None:
+        budgets._config.ledger.close()
+    budgets._config = budgets._Config()
+
+
+@pytest.mark.usefixtures("fresh_budgets")
+@pytest.mark.parametrize("command", [["limits"], ["spent", "user:u"]])
+def test_looking_at_spend_never_reaps_the_fleets_expired_holds(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The fleet releases expired holds (expired_holds="release"); an operator who looks
+    with the CLI must not charge a dead worker's hold in full, nor change anything."""
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    path = tmp_path / "spend.db"
+    fleet = SQLiteLedger(path, charge_expired=False)
+    fleet.set_limit(LimitDef("user:u", 1_000_000, None, "UTC"))
+    assert fleet.reserve("dead-worker", ["global", "user:u"], 400_000, ttl=0.01) is None
+    time.sleep(0.05)  # the worker died: its hold has expired, and nobody has reaped it
+    result = CliRunner().invoke(main, [*command, "--ledger", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    assert "│ $0.000000 │ $0.400000 │" in result.output  # spent nothing, still reserved
+    assert fleet.status(["user:u"], reap=False)[0].spent == 0
+    fleet.reap()  # the fleet's next reservation, with its own policy
+    assert (fleet.status(["user:u"])[0].spent, fleet.status(["user:u"])[0].reserved) == (0, 0)
+    fleet.close()

@@ -612,3 +612,21 @@ def test_a_sqlite_status_reads_without_the_write_lock(tmp_path: Path) -> None:
         ("user:none", 0, None),
     ]
     store.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_a_status_that_must_not_reap_only_reads(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    """status(reap=False) (the CLI's) leaves an expired hold for the fleet to reap with
+    its own expired_holds; it counts as reserved meanwhile."""
+    store = make_ledger(kind, tmp_path, request, charge_expired=True)
+    try:
+        store.set_limit(LimitDef("s", 1_000, None, "UTC"))
+        assert store.reserve(hold(), ["s"], 800, ttl=0.05) is None
+        time.sleep(0.2)
+        assert [(r.spent, r.reserved) for r in store.status(["s"], reap=False)] == [(0, 800)]
+        assert [(r.spent, r.reserved) for r in store.status(None, reap=False)] == [(0, 800)]
+        assert totals(store, "s") == (800, 0)  # a status that reaps charges it
+    finally:
+        store.close()

@@ -172,8 +172,14 @@ class Ledger(ABC):
     def renew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None: ...
 
     @abstractmethod
-    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
-        """Limit, spend and holds of ``scopes`` (all scopes with a limit when ``None``)."""
+    def status(
+        self, scopes: Sequence[str] | None = None, *, reap: bool = True
+    ) -> list[ScopeStatus]:
+        """Limit, spend and holds of ``scopes`` (all scopes with a limit when ``None``).
+
+        ``reap``: expire overdue holds first, by this ledger's ``charge_expired``. With
+        ``False`` the ledger is only read (the CLI, which does not know the fleet's
+        ``expired_holds``): an expired hold nobody has reaped yet counts as reserved."""
 
     # Async twins: a thread by default, so a blocking store never stalls the event loop;
     # stores with a native async client (Redis) or no I/O (memory) override them.

@@ -196,10 +196,13 @@ class MemoryLedger(Ledger):
     async def arenew(self, hold_id: str, *, ttl: float = DEFAULT_HOLD_TTL) -> None:
         self.renew(hold_id, ttl=ttl)
 
-    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+    def status(
+        self, scopes: Sequence[str] | None = None, *, reap: bool = True
+    ) -> list[ScopeStatus]:
         with self._lock:
             now = self.clock()
-            self._reap(now)
+            if reap:
+                self._reap(now)
             names = list(self._limits) if scopes is None else list(scopes)
 
             def totals(scope: str, key: str) -> tuple[int, int]:

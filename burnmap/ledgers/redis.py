@@ -297,8 +297,11 @@ class RedisLedger(Ledger):
         )
         return int(answer[1])
 
-    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
-        self.reap()
+    def status(
+        self, scopes: Sequence[str] | None = None, *, reap: bool = True
+    ) -> list[ScopeStatus]:
+        if reap:
+            self.reap()
         limits = self.get_limits()
         names = list(limits) if scopes is None else list(scopes)
 

@@ -365,17 +365,20 @@ class SQLiteLedger(Ledger):
                 (self.clock() + ttl, hold_id),
             )
 
-    def status(self, scopes: Sequence[str] | None = None) -> list[ScopeStatus]:
+    def status(
+        self, scopes: Sequence[str] | None = None, *, reap: bool = True
+    ) -> list[ScopeStatus]:
         # Reaping writes, so it takes the write lock of every process on the host: only
         # when a hold is overdue, and only for the reaping. The listing itself is read in
         # a read transaction, which holds up no reservation however many limits there are.
-        with self._reading() as conn:
-            overdue = conn.execute(
-                "SELECT 1 FROM holds WHERE state = 'held' AND expires <= ? LIMIT 1",
-                (self.clock(),),
-            ).fetchone()
-        if overdue is not None:
-            self.reap()
+        if reap:
+            with self._reading() as conn:
+                overdue = conn.execute(
+                    "SELECT 1 FROM holds WHERE state = 'held' AND expires <= ? LIMIT 1",
+                    (self.clock(),),
+                ).fetchone()
+            if overdue is not None:
+                self.reap()
         with self._reading() as conn:
             now = self.clock()
             limits = self._limits(conn, scopes)
