@@ -100,16 +100,27 @@ def _wide_console() -> Console:
 
 def _status_table(rows: list[Any], title: str) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
+    # Text, never markup: scopes hold user ids, and "[/]" or "[red]" in one is not ours
+    # to interpret (it crashed the command, or changed how the scope showed).
     table = Table(
-        "scope", "limit", "per", "window", "spent", "reserved", "left", "resets (UTC)", title=title
+        "scope",
+        "limit",
+        "per",
+        "window",
+        "spent",
+        "reserved",
+        "left",
+        "resets (UTC)",
+        title=Text(title),
     )
     for row in rows:
         table.add_row(
-            row.scope,
+            Text(row.scope),
             _money(row.limit, 2) if row.limit is not None else "none",
             row.per or "lifetime",
-            row.window,
+            Text(row.window),
             _money(row.spent),
             _money(row.reserved),
             _money(row.remaining) if row.remaining is not None else "-",
@@ -144,11 +155,12 @@ def limits_command(ledger: str) -> None:
     Read-only: "reserved" includes holds that have expired but that no process has
     reaped yet (the next reservation charges or releases them, per expired_holds).
     """
-    rows, _ = _read_ledger(ledger, None)
+    # The ledger's own URL, never the one given: it has no password in it.
+    rows, url = _read_ledger(ledger, None)
     if not rows:
-        click.echo(f"no standing budgets in {ledger} (set one with burnmap.limit(...))")
+        click.echo(f"no standing budgets in {url} (set one with burnmap.limit(...))")
         return
-    _wide_console().print(_status_table(rows, f"standing budgets in {ledger}"))
+    _wide_console().print(_status_table(rows, f"standing budgets in {url}"))
 
 
 @main.command("spent")
@@ -160,8 +172,8 @@ def spent_command(scopes: tuple[str, ...], ledger: str) -> None:
     Read-only: "reserved" includes holds that have expired but that no process has
     reaped yet (the next reservation charges or releases them, per expired_holds).
     """
-    rows, _ = _read_ledger(ledger, list(scopes))
-    _wide_console().print(_status_table(rows, f"spend in {ledger}"))
+    rows, url = _read_ledger(ledger, list(scopes))
+    _wide_console().print(_status_table(rows, f"spend in {url}"))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

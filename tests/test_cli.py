@@ -83,3 +83,62 @@ def test_looking_at_spend_never_reaps_the_fleets_expired_holds(
     fleet.reap()  # the fleet's next reservation, with its own policy
     assert (fleet.status(["user:u"])[0].spent, fleet.status(["user:u"])[0].reserved) == (0, 0)
     fleet.close()
+
+
+@pytest.mark.usefixtures("fresh_budgets")
+def test_scope_names_are_shown_as_written_never_as_markup(tmp_path: Path) -> None:
+    """Scopes hold user ids: '[/]' in one must not crash the listing, nor '[red]' colour
+    it."""
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    path = tmp_path / "[bold]spend.db"
+    store = SQLiteLedger(path)
+    for scope in ("user:[/]", "user:[red]alice"):
+        store.set_limit(LimitDef(scope, 1_000_000, None, "UTC"))
+    store.close()
+    url = f"sqlite:///{path}"
+    for command in (["limits"], ["spent", "user:[red]alice", "user:[/]"]):
+        result = CliRunner().invoke(main, [*command, "--ledger", url])
+        assert result.exit_code == 0, result.output
+        assert "│ user:[/]        │ $1.00 │" in result.output
+        assert "│ user:[red]alice │ $1.00 │" in result.output
+        assert "[bold]spend.db" in result.output
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("fresh_budgets")
+def test_the_ledger_password_is_never_printed(redis_url: str) -> None:
+    import uuid
+
+    import redis
+
+    from burnmap.ledgers import open_ledger
+
+    admin = redis.Redis.from_url(redis_url)
+    user = f"cli-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+hunter2secret"], keys=["*"], commands=["+@all"]
+    )
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:hunter2secret@")
+        shown = redis_url.replace("redis://", f"redis://{user}:***@")
+        prefix = uuid.uuid4().hex[:8]
+        result = CliRunner().invoke(main, ["limits", "--ledger", f"{url}?prefix={prefix}"])
+        assert result.exit_code == 0, result.output
+        assert f"no standing budgets in {shown}" in result.output
+        store = open_ledger(f"{url}?prefix={prefix}")
+        store.set_limit(LimitDef("user:u", 1_000_000, None, "UTC"))
+        store.close()
+        for command in (["limits"], ["spent", "user:u"]):
+            result = CliRunner().invoke(main, [*command, "--ledger", f"{url}?prefix={prefix}"])
+            assert result.exit_code == 0, result.output
+            assert "user:u" in result.output and shown in result.output
+            assert "hunter2secret" not in result.output
+        for bad in ("wrongpassword", "x"):  # and in errors
+            wrong = redis_url.replace("redis://", f"redis://{user}:{bad}hunter2secret@")
+            result = CliRunner().invoke(main, ["limits", "--ledger", wrong])
+            assert result.exit_code == 1
+            assert "hunter2secret" not in result.output
+    finally:
+        admin.acl_deluser(user)
+        admin.close()

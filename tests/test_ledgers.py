@@ -198,6 +198,8 @@ def test_unreachable_stores_fail_with_a_clear_error(tmp_path: Path) -> None:
 def test_bad_urls_say_what_to_use() -> None:
     with pytest.raises(LedgerError, match=r"memory://, sqlite:///path\.db or redis://"):
         open_ledger("postgres://db/spend")
+    with pytest.raises(LedgerError, match=r"'postgres://app:\*\*\*@db/spend'"):
+        open_ledger("postgres://app:s3cret@db/spend")  # never the password
 
 
 class LedgerModel(RuleBasedStateMachine):

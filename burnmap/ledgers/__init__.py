@@ -8,7 +8,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from burnmap.errors import LedgerError
-from burnmap.ledgers.base import Ledger, LimitDef, Refusal, ScopeStatus
+from burnmap.ledgers.base import Ledger, LimitDef, Refusal, ScopeStatus, redacted_url
 from burnmap.ledgers.memory import MemoryLedger
 
 __all__ = ["Ledger", "LimitDef", "MemoryLedger", "Refusal", "ScopeStatus", "open_ledger"]
@@ -40,5 +40,6 @@ def open_ledger(url: str, *, charge_expired: bool = True) -> Ledger:
 
         return RedisLedger(url, charge_expired=charge_expired)
     raise LedgerError(
-        f"unknown ledger URL {url!r}: use memory://, sqlite:///path.db or redis://host:6379/0"
+        f"unknown ledger URL {redacted_url(url)!r}: use memory://, sqlite:///path.db or "
+        "redis://host:6379/0"
     )

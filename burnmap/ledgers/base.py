@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from burnmap._core.windows import Window, window
 
@@ -37,6 +38,7 @@ __all__ = [
     "Refusal",
     "ScopeStatus",
     "entries_for",
+    "redacted_url",
     "scope_statuses",
 ]
 
@@ -104,6 +106,19 @@ class ScopeStatus:
     spent: int
     reserved: int
     resets_at: float | None
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages, logs and the CLI.
+
+    >>> redacted_url("redis://app:s3cret@cache:6379/0")
+    'redis://app:***@cache:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def scope_statuses(

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Generator, Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 from burnmap._core.windows import Window, window
 from burnmap.errors import LedgerError, LedgerUnavailableError
@@ -33,6 +33,7 @@ from burnmap.ledgers.base import (
     LimitDef,
     Refusal,
     ScopeStatus,
+    redacted_url,
     scope_statuses,
 )
 
@@ -74,7 +75,7 @@ class RedisLedger(Ledger):
         self.prefix = prefix or url_prefix or "{burnmap}"
         if "{" not in self.prefix:
             self.prefix = "{" + self.prefix + "}"
-        self.url = _redacted(self._connect_url)
+        self.url = redacted_url(self._connect_url)
         self.charge_expired = charge_expired
         self._own_client = client is None
         self._client = client or redis.Redis(connection_pool=self._pool(redis))
@@ -348,15 +349,6 @@ def _without_prefix(url: str) -> tuple[str, str | None]:
             kept.append(field)
     # redis-py reads the other query parameters (db=, ssl_cert_reqs=...): keep them.
     return (f"{base}?{'&'.join(kept)}" if kept else base), prefix
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _window(limit_json: str, now: float) -> Window:
