@@ -142,3 +142,12 @@ def test_the_ledger_password_is_never_printed(redis_url: str) -> None:
     finally:
         admin.acl_deluser(user)
         admin.close()
+
+
+@pytest.mark.usefixtures("fresh_budgets")
+def test_a_malformed_ledger_url_is_an_error_message_not_a_traceback() -> None:
+    pytest.importorskip("redis")
+    result = CliRunner().invoke(main, ["limits", "--ledger", "redis://127.0.0.1:abc/0"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "bad ledger URL 'redis://127.0.0.1:abc/0' (Port could not be cast" in result.output

@@ -202,6 +202,24 @@ def test_bad_urls_say_what_to_use() -> None:
         open_ledger("postgres://app:s3cret@db/spend")  # never the password
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:pw@127.0.0.1:abc/0",
+        "redis://:pw@127.0.0.1:99999/0",
+        "redis://:pw@127.0.0.1:6379/0?socket_timeout=abc",
+        "redis://:pw@[::1/0",
+        "unix://",
+        "unix:///?db=1",
+    ],
+)
+def test_malformed_ledger_urls_are_a_ledger_error_that_names_them(url: str) -> None:
+    pytest.importorskip("redis")
+    with pytest.raises(LedgerError, match="bad ledger URL") as info:
+        open_ledger(url)
+    assert "pw" not in str(info.value)
+
+
 class LedgerModel(RuleBasedStateMachine):
     """Random reserve/settle/renew/limit changes, checked against a plain model."""
 

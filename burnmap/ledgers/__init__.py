@@ -20,7 +20,10 @@ def open_ledger(url: str, *, charge_expired: bool = True) -> Ledger:
     >>> open_ledger("memory://").url
     'memory://'
     """
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise LedgerError(f"bad ledger URL {redacted_url(url)!r}: {exc}") from None
     if scheme == "memory":
         return MemoryLedger(charge_expired=charge_expired)
     if scheme == "sqlite":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -113,8 +114,13 @@ def redacted_url(url: str) -> str:
 
     >>> redacted_url("redis://app:s3cret@cache:6379/0")
     'redis://app:***@cache:6379/0'
+    >>> redacted_url("redis://:s3cret@[::1/0")  # (not a URL urllib can read)
+    'redis://:***@[::1/0'
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url, count=1)
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)

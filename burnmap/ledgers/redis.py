@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Generator, Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from burnmap._core.windows import Window, window
 from burnmap.errors import LedgerError, LedgerUnavailableError
@@ -72,13 +72,27 @@ class RedisLedger(Ledger):
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         # prefix= is ours, never redis-py's, even when the argument overrides it.
         self._connect_url, url_prefix = _without_prefix(url)
+        parts = urlsplit(self._connect_url)
+        if parts.scheme.lower() == "unix" and not parts.path.strip("/"):
+            raise LedgerError(
+                f"bad ledger URL {redacted_url(url)!r}: a unix:// URL names the server's "
+                "socket, as in unix:///run/redis/redis.sock"
+            )
         self.prefix = prefix or url_prefix or "{burnmap}"
         if "{" not in self.prefix:
             self.prefix = "{" + self.prefix + "}"
         self.url = redacted_url(self._connect_url)
         self.charge_expired = charge_expired
         self._own_client = client is None
-        self._client = client or redis.Redis(connection_pool=self._pool(redis))
+        if client is None:
+            try:
+                client = redis.Redis(connection_pool=self._pool(redis))
+            except ValueError as exc:  # a port or a query value redis-py cannot read
+                raise LedgerError(
+                    f"bad ledger URL {self.url!r} ({exc}): use redis://[user:password@]host:"
+                    "6379/0, rediss://... or unix:///path/to/redis.sock"
+                ) from None
+        self._client = client
         self._reserve = self._client.register_script(_script("reserve.lua"))
         self._settle = self._client.register_script(_script("settle.lua"))
         self._renew = self._client.register_script(_script("renew.lua"))
