@@ -142,6 +142,18 @@ def _read_ledger(url: str, scopes: list[str] | None) -> tuple[list[Any], str]:
     try:
         store = budgets.configure(ledger=url)
         rows = [budgets._status(row) for row in store.status(scopes, reap=False)]
+    except burnmap.LedgerUnavailableError as exc:
+        # Its own message is for a refused call (on_unavailable=...): here none was made.
+        if exc.url.startswith("sqlite:"):
+            fix = (
+                "Check the path, and that you may write to the file and to its directory "
+                "(SQLite needs to, even to read)."
+            )
+        else:
+            fix = "Check that the store is running and that this machine can reach it."
+        raise click.ClickException(
+            f"cannot read the spend ledger {exc.url} ({exc.cause}). {fix}"
+        ) from None
     except burnmap.LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     return rows, store.url

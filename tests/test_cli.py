@@ -151,3 +151,56 @@ def test_a_malformed_ledger_url_is_an_error_message_not_a_traceback() -> None:
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)
     assert "bad ledger URL 'redis://127.0.0.1:abc/0' (Port could not be cast" in result.output
+
+
+@pytest.mark.usefixtures("fresh_budgets")
+def test_an_unreachable_ledger_is_explained_to_an_operator_not_as_a_refused_call() -> None:
+    result = CliRunner().invoke(main, ["spent", "global", "--ledger", "redis://127.0.0.1:1/0"])
+    assert result.exit_code == 1
+    assert "cannot read the spend ledger redis://127.0.0.1:1/0 (" in result.output
+    assert "running" in result.output
+    assert "was not sent" not in result.output and "on_unavailable" not in result.output
+
+
+def test_a_sqlite_ledger_in_a_directory_this_user_cannot_write_says_so() -> None:
+    """SQLite needs to write spend.db-wal and -shm next to the file, even to read it: a
+    directory the user cannot write is named as the cause, not 'unable to open'."""
+    import os
+    import shutil
+    import tempfile
+    import warnings
+
+    from burnmap.ledgers.sqlite import SQLiteLedger
+
+    # Outside pytest's private tmp_path: an unprivileged user must reach the file.
+    directory = Path(tempfile.mkdtemp(prefix="bm-ro-"))
+    try:
+        SQLiteLedger(directory / "spend.db").set_limit(LimitDef("global", 1, None, "UTC"))
+        for leftover in directory.glob("spend.db-*"):
+            leftover.unlink()
+        directory.chmod(0o555)
+        url = f"sqlite:///{directory / 'spend.db'}"
+        read, write = os.pipe()
+        with warnings.catch_warnings():  # (3.12+ warns of forking with threads running)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()  # as root, the CLI runs as nobody, who may not write there
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                result = CliRunner().invoke(main, ["limits", "--ledger", url])
+                os.write(write, f"{result.exit_code}\n{result.output}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            code, output = pipe.read().split("\n", 1)
+        os.waitpid(child, 0)
+    finally:
+        directory.chmod(0o755)
+        shutil.rmtree(directory)
+    assert code == "1", output
+    assert f"directory not writable: this user cannot write to {directory}" in output
+    assert "spend.db-wal" in output and "was not sent" not in output

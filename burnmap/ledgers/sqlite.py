@@ -93,7 +93,7 @@ class SQLiteLedger(Ledger):
             try:
                 self._connect().executescript(_SCHEMA)
             except sqlite3.Error as exc:
-                raise LedgerUnavailableError(self.url, exc) from exc
+                raise self._unavailable(exc) from exc
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
@@ -114,11 +114,32 @@ class SQLiteLedger(Ledger):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
         except (sqlite3.Error, OSError) as exc:
-            raise LedgerUnavailableError(self.url, exc) from exc
+            raise self._unavailable(exc) from exc
         self._conn = conn
         self._pid = os.getpid()
         self._file = self._identity()
         return conn
+
+    def _unavailable(self, exc: BaseException) -> LedgerUnavailableError:
+        """The error for a failed operation, with the likely cause when SQLite's is vague:
+        "unable to open database file" or "attempt to write a readonly database" most
+        often mean that this user may not write the file, or its directory (SQLite creates
+        spend.db-wal and spend.db-shm next to the file, even to read it)."""
+        where = self.path.parent
+        try:
+            if where.is_dir() and not os.access(where, os.W_OK):
+                return LedgerUnavailableError(
+                    self.url,
+                    f"{exc}: directory not writable: this user cannot write to {where}, "
+                    f"where SQLite keeps {self.path.name}-wal and {self.path.name}-shm",
+                )
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                return LedgerUnavailableError(
+                    self.url, f"{exc}: file not writable: this user cannot write to {self.path}"
+                )
+        except OSError:  # (a directory above that this user may not even look into)
+            pass
+        return LedgerUnavailableError(self.url, exc)
 
     def _identity(self) -> tuple[int, int] | None:
         try:
@@ -168,7 +189,7 @@ class SQLiteLedger(Ledger):
                     self._abandon(conn)
                     raise
             except sqlite3.Error as exc:
-                raise LedgerUnavailableError(self.url, exc) from exc
+                raise self._unavailable(exc) from exc
         finally:
             self._lock.release()
 
@@ -192,7 +213,7 @@ class SQLiteLedger(Ledger):
                 finally:
                     self._abandon(conn)  # (a read transaction has nothing to commit)
             except sqlite3.Error as exc:
-                raise LedgerUnavailableError(self.url, exc) from exc
+                raise self._unavailable(exc) from exc
         finally:
             self._lock.release()
 
