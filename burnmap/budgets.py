@@ -30,7 +30,13 @@ from typing import Literal
 from burnmap._core.limits import check_storable
 from burnmap._core.money import MICRO, from_micros, to_micros, usd
 from burnmap._core.windows import check_period
-from burnmap.errors import BudgetExceededError, LedgerUnavailableError, sdk_compatible
+from burnmap.errors import (
+    BudgetExceededError,
+    LedgerError,
+    LedgerUnavailableError,
+    RefusalError,
+    sdk_compatible,
+)
 from burnmap.ledgers import Ledger, LimitDef, Refusal, ScopeStatus, open_ledger
 
 __all__ = [
@@ -331,6 +337,16 @@ def _held(
     return LedgerHold(target, hold_id, _config.hold_ttl)
 
 
+def _not_reservable(target: Ledger, exc: Exception) -> RefusalError:
+    """A reservation that failed for another reason than the store (a limit's time zone
+    unknown on this machine, say): refused, as a burnmap error the SDKs pass through. An
+    SDK would wrap any other exception as a connection error, retry it, and hide its
+    cause. Refused even with on_unavailable="open": the store is there, and this
+    machine would spend past every budget it cannot compute."""
+    cause = str(exc) if isinstance(exc, LedgerError) else f"{type(exc).__name__}: {exc}"
+    return sdk_compatible(LedgerUnavailableError(target.url, cause))
+
+
 def reserve_standing(
     scopes: list[str],
     amount: Decimal,
@@ -347,6 +363,8 @@ def reserve_standing(
         outcome = target.reserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
     except LedgerUnavailableError as exc:
         outcome = exc
+    except Exception as exc:
+        raise _not_reservable(target, exc) from exc
     return _held(
         target, hold_id, amount, outcome, job_name=job_name, model=model, call_count=call_count
     )
@@ -368,6 +386,8 @@ async def areserve_standing(
         outcome = await target.areserve(hold_id, scopes, to_micros(amount), ttl=_config.hold_ttl)
     except LedgerUnavailableError as exc:
         outcome = exc
+    except Exception as exc:
+        raise _not_reservable(target, exc) from exc
     return _held(
         target, hold_id, amount, outcome, job_name=job_name, model=model, call_count=call_count
     )

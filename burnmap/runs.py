@@ -703,7 +703,20 @@ def standing_scopes(job_name: str | list[str] | None, user_id: str | None) -> li
         scopes.append(f"user:{user_id}")
     extra = os.environ.get("BURNMAP_SCOPES")
     if extra:
-        scopes.extend(s.strip() for s in extra.split(",") if s.strip())
+        for scope in (s.strip() for s in extra.split(",")):
+            if not scope:
+                continue
+            try:
+                check_storable("BURNMAP_SCOPES scope", scope)
+            except ValueError as exc:
+                # Raised from inside the SDK's transport: a burnmap error it passes through
+                # (any other it would retry as a connection error, hiding the cause).
+                from burnmap.budgets import ledger as current_ledger
+
+                raise sdk_compatible(
+                    LedgerUnavailableError(current_ledger().url, f"{exc}; fix BURNMAP_SCOPES")
+                ) from None
+            scopes.append(scope)
     return scopes
 
 

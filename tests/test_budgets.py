@@ -357,3 +357,79 @@ print(burnmap.spent("wrap:t").spent)
     )
     one = burnmap.prices.cost("claude-haiku-4-5", Usage(input_tokens=10, output_tokens=10))
     assert Decimal(done.stdout.strip()) == 20 * one
+
+
+@pytest.fixture
+def no_paris(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This machine has no Europe/Paris zone (no system tzdata, no tzdata wheel), though
+    the machine that set the limit had one."""
+    import zoneinfo
+
+    from burnmap._core import windows
+
+    real = zoneinfo.ZoneInfo
+
+    def zone(key: str) -> zoneinfo.ZoneInfo:
+        if key == "Europe/Paris":
+            raise zoneinfo.ZoneInfoNotFoundError(key)
+        return real(key)
+
+    windows._zone.cache_clear()
+    windows._current.clear()
+    monkeypatch.setattr(windows, "ZoneInfo", zone)
+    yield
+    monkeypatch.undo()
+    windows._zone.cache_clear()
+    windows._current.clear()
+
+
+@pytest.mark.parametrize(
+    "store", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+)
+async def test_a_limit_in_a_zone_this_machine_lacks_refuses_with_the_reason(
+    claude: anthropic.Anthropic, server: StandIn, tmp_path: Path, store: str, request: Any
+) -> None:
+    """The cause reaches the caller as a burnmap error the SDK passes through, not as an
+    APIConnectionError after retries; nothing is sent, and a status query says why."""
+    import uuid
+
+    url = {
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'spend.db'}",
+        "redis": lambda: f"{request.getfixturevalue('redis_url')}?prefix={uuid.uuid4().hex[:8]}",
+    }[store]()
+    burnmap.configure(ledger=url)
+    burnmap.limit("user:fr", 5, per="day", tz="Europe/Paris")
+    request.getfixturevalue("no_paris")
+    with burnmap.run("job", user_id="fr"), pytest.raises(burnmap.LedgerUnavailableError) as info:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert "'user:fr'" in str(info.value) and "pip install tzdata" in str(info.value)
+    client = anthropic.AsyncAnthropic(
+        api_key="test",
+        base_url=server.anthropic_base_url,
+        http_client=burnmap.async_client(ANTHROPIC_STACK),  # type: ignore[call-overload]
+    )
+    with pytest.raises(burnmap.LedgerUnavailableError, match="tzdata"):
+        async with burnmap.run("job", user_id="fr"):
+            await client.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    await client.close()
+    await burnmap.budgets.ledger().aclose()
+    assert server.requests == []
+    with pytest.raises(burnmap.LedgerError, match="'user:fr' cannot be applied on this machine"):
+        burnmap.limits()
+    if store != "memory":
+        result = CliRunner().invoke(main, ["limits", "--ledger", url])
+        assert result.exit_code == 1
+        assert "unknown time zone 'Europe/Paris' on this machine" in result.output
+
+
+def test_a_scope_from_the_environment_no_ledger_can_keep_refuses_with_the_reason(
+    claude: anthropic.Anthropic, server: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BURNMAP_SCOPES holding a byte that is not UTF-8 (os.environ gives a surrogate)."""
+    burnmap.configure(ledger="memory://")
+    monkeypatch.setenv("BURNMAP_SCOPES", "wrap:ok,tenant:caf\udce9")
+    with pytest.raises(burnmap.LedgerUnavailableError, match="BURNMAP_SCOPES") as info:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert "tenant:caf" in str(info.value)
+    assert server.requests == []

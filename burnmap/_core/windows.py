@@ -35,7 +35,9 @@ def _zone(tz: str) -> ZoneInfo:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(
-            f"unknown time zone {tz!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+            f"unknown time zone {tz!r} on this machine: use an IANA name such as 'UTC' or "
+            "'Europe/Paris'. A zone must exist on every machine that shares the ledger: "
+            "where Python finds no zone database (Windows, slim containers), pip install tzdata"
         ) from exc
 
 

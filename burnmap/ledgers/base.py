@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from burnmap._core.windows import Window, window
+from burnmap.errors import LedgerError
 
 __all__ = [
     "DEFAULT_HOLD_TTL",
@@ -39,6 +40,7 @@ __all__ = [
     "Refusal",
     "ScopeStatus",
     "entries_for",
+    "limit_window",
     "redacted_url",
     "scope_statuses",
 ]
@@ -127,6 +129,17 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def limit_window(scope: str, per: str | None, tz: str, now: float) -> Window:
+    """The current window of ``scope``'s budget; a :class:`LedgerError` naming the scope
+    when this machine cannot compute it (a limit set elsewhere in a zone unknown here)."""
+    try:
+        return window(per, tz, now)
+    except ValueError as exc:
+        raise LedgerError(
+            f"the standing budget on {scope!r} cannot be applied on this machine: {exc}"
+        ) from None
+
+
 def scope_statuses(
     names: Sequence[str],
     limits: dict[str, LimitDef],
@@ -140,7 +153,7 @@ def scope_statuses(
         definition = limits.get(scope)
         per = definition.per if definition else None
         tz = definition.tz if definition else "UTC"
-        win = window(per, tz, now)
+        win = limit_window(scope, per, tz, now)
         spent, reserved = totals(scope, win.key)
         limit = definition.limit if definition else None
         out.append(ScopeStatus(scope, limit, per, tz, win.key, spent, reserved, win.end))
@@ -157,7 +170,8 @@ def entries_for(
         if definition is None:
             out.append((scope, window(None, "UTC", now), None))
         else:
-            out.append((scope, window(definition.per, definition.tz, now), definition))
+            win = limit_window(scope, definition.per, definition.tz, now)
+            out.append((scope, win, definition))
     return out
 
 

@@ -33,6 +33,7 @@ from burnmap.ledgers.base import (
     LimitDef,
     Refusal,
     ScopeStatus,
+    limit_window,
     redacted_url,
     scope_statuses,
 )
@@ -196,7 +197,7 @@ class RedisLedger(Ledger):
         ]
         for scope in scopes:
             text = limits.get(scope, "")
-            win = _window(text, now)
+            win = _window(scope, text, now)
             args += [
                 scope,
                 text,
@@ -365,11 +366,11 @@ def _without_prefix(url: str) -> tuple[str, str | None]:
     return (f"{base}?{'&'.join(kept)}" if kept else base), prefix
 
 
-def _window(limit_json: str, now: float) -> Window:
+def _window(scope: str, limit_json: str, now: float) -> Window:
     if not limit_json:
         return window(None, "UTC", now)
     definition = _parsed_limit(limit_json)
-    return window(definition.per, definition.tz, now)
+    return limit_window(scope, definition.per, definition.tz, now)
 
 
 @functools.lru_cache(maxsize=1024)

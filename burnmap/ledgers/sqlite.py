@@ -18,7 +18,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
-from burnmap._core.windows import window
 from burnmap.errors import LedgerUnavailableError
 from burnmap.ledgers.base import (
     DEFAULT_HOLD_TTL,
@@ -28,6 +27,7 @@ from burnmap.ledgers.base import (
     Refusal,
     ScopeStatus,
     entries_for,
+    limit_window,
     scope_statuses,
 )
 
@@ -421,7 +421,8 @@ class SQLiteLedger(Ledger):
     ) -> dict[tuple[str, str], tuple[int, int]]:
         """(spent, reserved) by (scope, window), read in one query, in the current windows
         (few distinct keys: one per period and zone, and ``all``) of ``names``."""
-        keys = sorted({window(d.per, d.tz, now).key for d in limits.values()} | {"all"})
+        current = {limit_window(d.scope, d.per, d.tz, now).key for d in limits.values()}
+        keys = sorted(current | {"all"})
         in_keys = ",".join("?" * len(keys))
         if scopes is None:
             rows = conn.execute(
