@@ -38,6 +38,7 @@ from burnmap.errors import (
     sdk_compatible,
 )
 from burnmap.ledgers import Ledger, LimitDef, Refusal, ScopeStatus, open_ledger
+from burnmap.ledgers.base import redacted_url
 
 __all__ = [
     "BudgetStatus",
@@ -160,8 +161,19 @@ def standing_active() -> bool:
     # threads wait for its ledger to open: none may pass unbudgeted before it is.
     with _ENV_LOCK:
         if not _config.env_checked:
-            if _config.ledger is None and os.environ.get("BURNMAP_LEDGER"):
-                ledger()
+            env_url = os.environ.get("BURNMAP_LEDGER")
+            if _config.ledger is None and env_url:
+                try:
+                    ledger()
+                except LedgerError as exc:
+                    # Unreachable, or a URL that cannot be read: every call is refused
+                    # (not sent), as a burnmap error the SDKs pass through.
+                    refusal = exc
+                    if not isinstance(refusal, RefusalError):
+                        refusal = LedgerUnavailableError(
+                            redacted_url(env_url), exc, hint="Fix BURNMAP_LEDGER."
+                        )
+                    raise sdk_compatible(refusal) from None
             _config.env_checked = True
     return _config.explicit
 
@@ -344,7 +356,8 @@ def _not_reservable(target: Ledger, exc: Exception) -> RefusalError:
     cause. Refused even with on_unavailable="open": the store is there, and this
     machine would spend past every budget it cannot compute."""
     cause = str(exc) if isinstance(exc, LedgerError) else f"{type(exc).__name__}: {exc}"
-    return sdk_compatible(LedgerUnavailableError(target.url, cause))
+    hint = "The store is reachable, but this machine cannot compute the budgets in scope."
+    return sdk_compatible(LedgerUnavailableError(target.url, cause, hint))
 
 
 def reserve_standing(

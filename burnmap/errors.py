@@ -219,17 +219,22 @@ class LedgerError(BurnmapError):
 class LedgerUnavailableError(LedgerError, RefusalError):
     """The ledger could not be reached, so the call was not sent (burnmap fails closed)."""
 
-    def __init__(self, url: str, cause: BaseException | str) -> None:
+    def __init__(self, url: str, cause: BaseException | str, hint: str | None = None) -> None:
         self.url = url
         self.cause = str(cause)
+        self.hint = hint
+        """What to do, where it is not the store's being down."""
+        advice = hint or (
+            "Check the store is running and reachable, or opt in to calling without it: "
+            'burnmap.configure(on_unavailable="open").'
+        )
         super().__init__(
             f"burnmap: the spend ledger {url} is unavailable ({cause}), so the call was not "
-            "sent. Check the store is running and reachable, or opt in to calling without "
-            'it: burnmap.configure(on_unavailable="open").'
+            f"sent. {advice}"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (LedgerUnavailableError, (self.url, self.cause), {})
+        return (LedgerUnavailableError, (self.url, self.cause, self.hint), {})
 
 
 def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:

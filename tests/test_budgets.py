@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -432,4 +433,22 @@ def test_a_scope_from_the_environment_no_ledger_can_keep_refuses_with_the_reason
     with pytest.raises(burnmap.LedgerUnavailableError, match="BURNMAP_SCOPES") as info:
         claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
     assert "tenant:caf" in str(info.value)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("in_run", [False, True])
+def test_a_ledger_url_in_the_environment_that_cannot_be_read_refuses_every_call(
+    claude: anthropic.Anthropic,
+    server: StandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    in_run: bool,
+) -> None:
+    """A malformed BURNMAP_LEDGER: the call is refused (not sent, not retried by the SDK
+    as a connection error), the message says what to fix and hides the password."""
+    monkeypatch.setenv("BURNMAP_LEDGER", "redis://:secret@127.0.0.1:abc/0")
+    scope = burnmap.run("job", budget=1) if in_run else contextlib.nullcontext()
+    with scope, pytest.raises(burnmap.LedgerUnavailableError, match="Fix BURNMAP_LEDGER") as info:
+        claude.messages.create(model=CLAUDE, max_tokens=64, messages=HELLO)
+    assert "secret" not in str(info.value)
+    assert "Port could not be cast" in str(info.value)
     assert server.requests == []
