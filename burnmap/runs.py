@@ -61,7 +61,15 @@ __all__ = [
     "run",
 ]
 
-_current: ContextVar[Run | None] = ContextVar("burnmap_run", default=None)
+
+class _Joined(NamedTuple):
+    """A run joined with :meth:`Run.attach`: in scope there until the ``with`` ends,
+    wherever and whenever the run's own block ended."""
+
+    run: Run
+
+
+_current: ContextVar[Run | _Joined | None] = ContextVar("burnmap_run", default=None)
 
 
 # Every run's totals change under this lock. Settlements are never made from a garbage
@@ -79,8 +87,11 @@ def runs_lock_held() -> bool:
 def current_run() -> Run | None:
     """The innermost run in scope here, or ``None``."""
     run = _current.get()
-    # A run left in a context it was not entered in (a generator's, closed elsewhere) could
-    # not take itself out of the context that entered it: passed over there.
+    if isinstance(run, _Joined):
+        return run.run
+    # A run whose block ended where it could not take itself out of this context (a
+    # generator's run, closed on another thread or task, or after a run entered later)
+    # is passed over here.
     while run is not None and run._left_elsewhere:
         run = run.parent
     return run
@@ -383,7 +394,7 @@ class Run:
     _stop_reason: str | None = field(default=None, init=False, repr=False)
     _started: float = field(default=0.0, init=False, repr=False)
     _ended: float | None = field(default=None, init=False, repr=False)
-    _tokens: list[Token[Run | None]] = field(default_factory=list, init=False, repr=False)
+    _tokens: list[Token[Run | _Joined | None]] = field(default_factory=list, init=False, repr=False)
     _chain: list[Run] | None = field(default=None, init=False, repr=False)
     _accounts: list[ledger.Account] = field(default_factory=list, init=False, repr=False)
     _guarded: bool = field(default=False, init=False, repr=False)
@@ -424,16 +435,19 @@ class Run:
     ) -> None:
         if self._tokens:
             token = self._tokens.pop()
-            try:
-                _current.reset(token)
-            except ValueError:
-                # Exited in another context: a generator that entered the run, closed by the
-                # garbage collector or an event loop's finalizer on another thread or task.
-                # That context is someone else's: it changes only if this run is its current
-                # one; the context that entered the run passes over it from now on.
-                if _current.get() is self:
-                    _current.set(self.parent)
+            if _current.get() is not self:
+                # Not the innermost run here: ended in another context (a generator that
+                # entered it, closed by the garbage collector or an event loop's finalizer on
+                # another thread or task), or after a run entered later that is still live
+                # (two generators ending out of order). Whatever is in scope here stays; the
+                # context that entered this run passes over it from now on.
                 self._left_elsewhere = True
+            else:
+                try:
+                    _current.reset(token)
+                except ValueError:  # another context, where this run is current too
+                    _current.set(self.parent)
+                    self._left_elsewhere = True
         self._ended = time.time()
 
     async def __aenter__(self) -> Run:
@@ -458,14 +472,15 @@ class Run:
                     client.messages.create(...)
         """
         previous = _current.get()
-        token = _current.set(self)
+        joined = _Joined(self)
+        token = _current.set(joined)
         try:
             yield self
         finally:
-            try:
-                _current.reset(token)
-            except ValueError:  # left in another context (see __exit__)
-                if _current.get() is self:
+            if _current.get() is joined:
+                try:
+                    _current.reset(token)
+                except ValueError:  # left in another context (see __exit__)
                     _current.set(previous)
 
     # -- live figures --------------------------------------------------------------------

@@ -310,3 +310,55 @@ async def test_an_async_generator_dropped_without_aclose_does_not_keep_its_run()
             await asyncio.sleep(0)
         assert burnmap.current_run() is consumer
     assert burnmap.current_run() is None
+
+
+def test_a_thread_that_joined_a_run_keeps_it_however_the_runs_block_ended() -> None:
+    """A worker joined with r.attach() counts against the run until its own `with` ends,
+    even when the run's block ended on another thread (a generator closed elsewhere)."""
+    joined = threading.Event()
+    release = threading.Event()
+    seen: list[burnmap.Run | None] = []
+
+    def agent() -> Iterator[burnmap.Run]:
+        with burnmap.run("agent", budget=1) as r:
+            yield r
+
+    steps = agent()
+    r = next(steps)
+
+    def worker() -> None:
+        with r.attach():
+            joined.set()
+            release.wait(5)
+            seen.append(burnmap.current_run())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    joined.wait(5)
+    closer = threading.Thread(target=steps.close)  # as the collector would, elsewhere
+    closer.start()
+    closer.join()
+    release.set()
+    thread.join()
+    assert seen == [r]
+
+
+def test_runs_ending_out_of_order_leave_the_live_one_in_scope() -> None:
+    """Two generator agents on one thread whose runs end in the other order than they
+    began: the live run stays in scope, and an ended one never comes back."""
+
+    def agent(name: str) -> Iterator[burnmap.Run]:
+        with burnmap.run(name, budget=1) as r:
+            yield r
+            yield r
+
+    planner, worker = agent("planner"), agent("worker")
+    first = next(planner)
+    second = next(worker)
+    assert burnmap.current_run() is second and second.parent is first
+    for _ in planner:  # the planner ends first
+        pass
+    assert burnmap.current_run() is second
+    for _ in worker:
+        pass
+    assert burnmap.current_run() is None
