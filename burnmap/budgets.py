@@ -22,10 +22,11 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 from burnmap._core.limits import check_storable
 from burnmap._core.money import MICRO, from_micros, to_micros, usd
@@ -239,15 +240,29 @@ def spent(scope: str) -> BudgetStatus:
     return _status(ledger().status([scope])[0])
 
 
+_T = TypeVar("_T")
+
+
 def on_asyncio() -> bool:
     """Whether asyncio runs this coroutine. Under trio (the SDKs run on either, through
     anyio) the ledgers' async methods, built on asyncio, cannot be awaited: their blocking
-    twins are called instead."""
+    twins run on a worker thread instead (:func:`off_loop`)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
     return True
+
+
+async def off_loop(step: Callable[[], _T]) -> _T:
+    """Run a blocking ledger step on a worker thread, from trio, whole: a cancellation
+    waits for it (a hold is taken or settled, never half). anyio comes with httpx and
+    httpx2, which are built on it."""
+    import anyio  # only under trio
+
+    with anyio.CancelScope(shield=True):
+        result = await anyio.to_thread.run_sync(step)
+    return result
 
 
 @dataclass(slots=True)
@@ -267,8 +282,8 @@ class LedgerHold:
             self._unsettled(exc)
 
     async def asettle(self, cost: Decimal) -> None:
-        if not on_asyncio():  # trio: the ledger's blocking call, one short round trip
-            self.settle(cost)
+        if not on_asyncio():
+            await off_loop(lambda: self.settle(cost))
             return
         try:
             await self.ledger.asettle(self.hold_id, to_micros(cost))
@@ -276,9 +291,10 @@ class LedgerHold:
             self._unsettled(exc)
         except BaseException:
             # Cancelled while settling (a deadline, a cancel scope, Ctrl-C), maybe before
-            # the ledger heard of it: the call happened, so its cost still goes to the
-            # ledger, blocking. A hold settled twice is settled once.
-            self.settle(cost)
+            # the ledger heard of it: the call happened, so a thread of its own finishes
+            # the settlement, without holding up the event loop. (A hold settled twice is
+            # settled once.)
+            threading.Thread(target=self.settle, args=(cost,), name="burnmap-settle").start()
             raise
 
     def _unsettled(self, exc: Exception) -> None:
@@ -300,7 +316,7 @@ class LedgerHold:
 
     async def arenew(self) -> None:
         if not on_asyncio():
-            self.renew()
+            await off_loop(self.renew)
             return
         try:
             await self.ledger.arenew(self.hold_id, ttl=self.ttl)

@@ -39,6 +39,7 @@ from burnmap._core.usage import Usage
 from burnmap.budgets import (
     LedgerHold,
     areserve_standing,
+    off_loop,
     on_asyncio,
     reserve_standing,
     standing_active,
@@ -868,8 +869,8 @@ async def _hold_on_ledger(reservation: Reservation, request: dict[str, Any]) -> 
     """Await the ledger's hold for ``reservation``. The ledger may finish taking it after
     the caller is cancelled (a worker thread, a command already sent): it is then
     released as soon as it is taken, so a call that was never sent holds nothing."""
-    if not on_asyncio():  # trio: the blocking twin
-        reservation.ledger_hold = reserve_standing(**request)
+    if not on_asyncio():  # trio: the blocking twin, on a worker thread
+        reservation.ledger_hold = await off_loop(lambda: reserve_standing(**request))
         return
     taking = asyncio.ensure_future(areserve_standing(**request))
     try:

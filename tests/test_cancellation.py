@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,9 @@ import trio
 
 import burnmap
 from burnmap import budgets
+from burnmap.ledgers.sqlite import SQLiteLedger
 from burnmap.standin import StandIn
-from tests.conftest import ANTHROPIC_STACK, billed
+from tests.conftest import ANTHROPIC_STACK, billed, eventually
 
 pytestmark = pytest.mark.sdk
 
@@ -185,3 +187,69 @@ async def test_an_anyio_cancel_scope_cutting_a_stream_settles_the_ledger_with_wh
     assert r.call_count == 1
     assert (status.spent, status.reserved) == (r.spent, 0)
     assert r.spent < r.report.calls[0].reserved  # what was read, not the bound
+
+
+async def test_a_cancelled_settlement_waiting_for_a_locked_ledger_leaves_the_event_loop_free(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the SQLite write lock as the answer comes, and the caller's
+    deadline fires while the settlement waits for it: the caller gets control back at once
+    (the loop is not held up until the lock is free), and the cost lands once it is."""
+    db = tmp_path / "spend.db"
+    burnmap.configure(ledger=SQLiteLedger(db, busy_timeout=10))
+    burnmap.limit("user:u", "1.00")
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+
+    async def api(request: httpx2.Request) -> httpx2.Response:
+        other.execute("BEGIN IMMEDIATE")  # another process starts writing
+        return httpx2.Response(200, json=ANSWER)
+
+    client = httpx2.AsyncClient(transport=burnmap.AsyncTransport(httpx2.MockTransport(api)))
+
+    async def call() -> None:
+        async with burnmap.run("job", user_id="u"):
+            response = await client.post(URL, json=ASK)
+            await response.aread()
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(call(), 0.2)
+    # Back while the ledger is still locked (were the loop held up until the lock is
+    # free, the settlement would give up after the busy timeout, and be lost).
+    other.execute("COMMIT")
+    assert eventually(lambda: burnmap.spent("user:u").spent == COST, timeout=10)
+    assert burnmap.spent("user:u").reserved == 0
+    other.close()
+    await client.aclose()
+
+
+def test_trio_ledger_steps_leave_the_event_loop_free(tmp_path: Path, standin: StandIn) -> None:
+    """Under trio the ledger's blocking steps run on a worker thread: while a reservation
+    waits for a locked SQLite file, the loop's other tasks go on (here, the one that frees
+    the lock: were the loop held up, the call would wait for the busy timeout and fail)."""
+    db = tmp_path / "spend.db"
+    burnmap.configure(ledger=SQLiteLedger(db, busy_timeout=10))
+    burnmap.limit("user:u", "1.00")
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def main() -> burnmap.Run:
+        client = anthropic.AsyncAnthropic(
+            api_key="x",
+            base_url=standin.anthropic_base_url,
+            http_client=burnmap.async_client(ANTHROPIC_STACK),
+        )
+        async with trio.open_nursery() as nursery, burnmap.run("trio-job", user_id="u") as r:
+
+            async def free_the_lock() -> None:
+                await trio.sleep(0.2)
+                other.execute("COMMIT")
+
+            nursery.start_soon(free_the_lock)
+            await client.messages.create(**ASK)
+        await client.close()
+        return r
+
+    r = trio.run(main)
+    other.close()
+    assert r.call_count == 1
+    assert burnmap.spent("user:u").spent == r.spent == billed(standin.calls)
