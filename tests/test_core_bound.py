@@ -1106,9 +1106,10 @@ def test_a_web_search_tool_with_no_known_fee_is_refused_not_charged_zero(model: 
     assert plan is not None and plan.sheet.web_search == Decimal("0.01")
 
 
-def test_a_negotiated_rate_keeps_the_bundled_search_fee_window_and_maximum_output() -> None:
+def test_a_negotiated_rate_keeps_the_bundled_search_fee_and_a_wider_window() -> None:
     """register('claude-sonnet-4-6', input=2.40, output=12.00) restates the token rates
-    only: its searches still cost $0.01 each, its window is still 1M tokens."""
+    only: its searches still cost $0.01 each, and content of unknown length is still
+    bounded at its 1M-token window (not the 131,072-token default)."""
     from burnmap._core.charge import charge
     from burnmap._core.meter import json_result
 
@@ -1117,7 +1118,7 @@ def test_a_negotiated_rate_keeps_the_bundled_search_fee_window_and_maximum_outpu
     assert (sheet.web_search, sheet.context_window, sheet.max_output) == (
         Decimal("0.01"),
         1_000_000,
-        64_000,
+        None,  # a maximum output would narrow the bound of a request with no max_tokens
     )
     ask = {
         "model": "claude-sonnet-4-6",
@@ -1146,6 +1147,93 @@ def test_a_negotiated_rate_keeps_the_bundled_search_fee_window_and_maximum_outpu
     ask = {"model": "gpt-4o-mini-search-preview", "messages": [], "max_tokens": 10}
     found = plan_call(CHAT, body(ask), book)
     assert found is not None and found.search_fee == Decimal("0.0275")
+
+
+AZURE_CHAT = identify("POST", "acme.openai.azure.com", "/openai/deployments/gpt-4/chat/completions")
+
+
+@pytest.mark.parametrize("name", ["gpt-4", "gpt-35-turbo-16k", "claude-3-haiku-custom"])
+def test_a_registered_name_takes_no_limit_that_narrows_its_bound(name: str) -> None:
+    """A registered name may serve another model than the bundled entry of that name (an
+    Azure deployment named "gpt-4" running GPT-4 Turbo, 128k tokens): its bound is the
+    one a name genai-prices does not know gets, never capped at the bundled window (8,192
+    tokens for gpt-4) or maximum output."""
+    book = PriceBook()
+    sheet = book.register(name, input=10, output=30)
+    assert (sheet.context_window, sheet.max_output) == (None, None)
+    unlisted = "q" * len(name)  # a name genai-prices does not know, as long
+    book.register(unlisted, input=10, output=30)
+    prompt = [{"role": "user", "content": "lorem ipsum " * 30_000}]
+    plans = [
+        plan_call(CHAT, body({"model": model, "max_tokens": 1000, "messages": prompt}), book)
+        for model in (name, unlisted)
+    ]
+    assert plans[0] is not None and plans[1] is not None
+    assert (plans[0].input_tokens, plans[0].cost) == (plans[1].input_tokens, plans[1].cost)
+    assert plans[0].input_tokens > 300_000
+    unasked = [
+        plan_call(CHAT, body({"model": model, "messages": prompt}), book)
+        for model in (name, unlisted)
+    ]
+    assert unasked[0] is not None and unasked[1] is not None
+    assert unasked[0].output_tokens == unasked[1].output_tokens == 131_072
+
+
+def test_a_registered_azure_deployment_is_charged_within_its_bound() -> None:
+    """The review's case: register("gpt-4", ...) for a deployment running GPT-4 Turbo, a
+    60k-token prompt: the bound (about $3.63) covers the $0.615 the call costs, so a $0.50
+    budget refuses the call instead of letting spend pass it."""
+    from burnmap._core.charge import charge
+    from burnmap._core.meter import json_result
+
+    book = PriceBook()
+    book.register("gpt-4", input=10, output=30)
+    ask = {"max_tokens": 1000, "messages": [{"role": "user", "content": "lorem ipsum " * 30_000}]}
+    plan = plan_call(AZURE_CHAT, body(ask), book)
+    assert plan is not None and plan.cost > Decimal("0.50")
+    usage = {"prompt_tokens": 60_000, "completion_tokens": 500, "total_tokens": 60_500}
+    answer = {"object": "chat.completion", "model": "gpt-4-turbo-2024-04-09", "usage": usage}
+    result = charge(plan, json_result("openai", json.dumps(answer).encode()), book)
+    assert result.cost == Decimal("0.615") and not result.exceeds_bound
+
+
+def test_an_inherited_window_bounds_unknown_content_but_caps_no_request() -> None:
+    """A window a registered price took from the bundled entry is the input bound of
+    content of unknown length (a server tool's), and no cap on a request's own length: the
+    name may serve a model with a larger window. A window given to register() caps it."""
+    book = PriceBook()
+    book.register("claude-sonnet-4-6", input=3, output=15)
+    long_ask = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "x" * 1_200_000}],
+    }
+    plan = plan_call(ANTHROPIC, body(long_ask), book)
+    assert plan is not None and plan.input_tokens > 1_200_000
+    book.register("claude-sonnet-4-6", input=3, output=15, context_window=1_000_000)
+    capped = plan_call(ANTHROPIC, body(long_ask), book)
+    assert capped is not None and capped.input_tokens == 1_000_000
+
+
+def test_a_registered_name_takes_the_search_fee_only_from_its_own_entry() -> None:
+    """claude-sonnet-4-5-acme is matched by name to claude-sonnet-4-5, which may not be
+    this model: it takes no fee per search (nor window) from it, so a web-search tool is
+    refused until one is given. A dated id of a listed model is that model."""
+    book = PriceBook()
+    acme = book.register("claude-sonnet-4-5-acme", input=1, output=2)
+    assert (acme.web_search, acme.context_window) == (None, None)
+    assert book.register("claude-sonnet-4-5-20250929", input=1, output=2).web_search == Decimal(
+        "0.01"
+    )
+    ask = {
+        "model": "claude-sonnet-4-5-acme",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "q"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+    }
+    with pytest.raises(UnknownModelError) as info:
+        plan_call(ANTHROPIC, body(ask), book)
+    assert info.value.search_fee
 
 
 def test_a_search_model_asked_for_n_choices_is_charged_the_fees_it_was_bounded() -> None:

@@ -387,6 +387,51 @@ def openai_answering(answer: dict[str, Any]) -> tuple[openai.OpenAI, list[Any]]:
     return openai.OpenAI(api_key="test", http_client=lib.Client(transport=transport)), sent
 
 
+def test_a_price_registered_under_an_azure_deployment_name_keeps_the_budget() -> None:
+    """An Azure deployment named "gpt-4" runs GPT-4 Turbo (128k tokens), at a negotiated
+    rate registered under the deployment's name. A 60k-token prompt costs $0.615: the
+    bound is not capped at the bundled gpt-4's 8,192-token window, so a $0.50 budget
+    refuses the call unsent instead of letting spend pass it."""
+    lib = importlib.import_module(OPENAI_STACK)
+    usage = {"prompt_tokens": 60_000, "completion_tokens": 500, "total_tokens": 60_500}
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4-turbo-2024-04-09",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ok"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+    sent: list[Any] = []
+
+    def respond(request: Any) -> Any:
+        sent.append(request)
+        return lib.Response(200, json=answer)
+
+    client = openai.AzureOpenAI(
+        api_key="test",
+        api_version="2024-10-21",
+        azure_endpoint="https://acme.openai.azure.com",
+        http_client=lib.Client(transport=burnmap.Transport(lib.MockTransport(respond))),
+        max_retries=0,
+    )
+    burnmap.prices.register("gpt-4", input=10, output=30)
+    prompt: list[Any] = [{"role": "user", "content": "lorem ipsum " * 30_000}]
+    with burnmap.run("azure", budget="0.50") as r:
+        with pytest.raises(burnmap.BudgetExceededError):
+            client.chat.completions.create(model="gpt-4", max_tokens=1000, messages=prompt)
+    assert sent == [] and r.spent == 0
+    with burnmap.run("azure", budget=4) as r:
+        client.chat.completions.create(model="gpt-4", max_tokens=1000, messages=prompt)
+    assert r.spent == Decimal("0.615") <= r.report.calls[0].reserved
+
+
 def test_chat_search_models_are_charged_their_fee_per_call() -> None:
     """A Chat Completions search model bills a search on every call, beside its tokens, and
     its usage does not say so: burnmap reserves and charges OpenAI's fee per call."""

@@ -39,6 +39,7 @@ from typing import Any
 from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
 from burnmap._core.pricing import (
+    DEFAULT_CONTEXT_WINDOW,
     PriceBook,
     PriceSheet,
     by_prefix,
@@ -67,8 +68,6 @@ AUDIO_BYTES_PER_TOKEN = 64
 TOOLS_OVERHEAD_TOKENS = 1_000
 BASE_OVERHEAD_TOKENS = 64
 SERVER_TOOL_SEARCHES = 20
-# For a model whose price was registered without a context window or maximum output.
-DEFAULT_CONTEXT_WINDOW = 131_072
 _SERVER_TOOL_PREFIXES = (
     "openrouter:",
     "advisor",
@@ -628,6 +627,7 @@ def plan_call(
         input_tokens = window or DEFAULT_CONTEXT_WINDOW
     elif (
         window
+        and sheet.window_caps
         and endpoint.kind in ("messages", "chat", "responses")
         and (image_tokens == IMAGE_TOKENS or not _may_hold_media(body))
     ):
@@ -875,7 +875,9 @@ def _input_on(sheet: PriceSheet, bounded: int | None) -> int:
     """The input bound on another model: ``bounded`` (``None``: unknown) within its window.
     (A request too long for one model is what makes a gateway fall back to the next.)"""
     window = sheet.context_window or DEFAULT_CONTEXT_WINDOW
-    return window if bounded is None else min(bounded, window)
+    if bounded is None:
+        return window
+    return min(bounded, window) if sheet.window_caps else bounded
 
 
 def _fallbacks_bound(

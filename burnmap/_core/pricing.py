@@ -29,6 +29,7 @@ from burnmap._core.usage import Usage
 from burnmap.errors import UnknownModelError
 
 __all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
     "MAX_OUTPUT_TOKENS",
     "PriceBook",
     "PriceSheet",
@@ -43,6 +44,8 @@ __all__ = [
 
 _V = TypeVar("_V")
 MILLION = Decimal(1_000_000)
+# The window assumed for a model whose price was registered without one.
+DEFAULT_CONTEXT_WINDOW = 131_072
 RECENT_SECONDS = 60.0
 
 
@@ -94,6 +97,10 @@ class PriceSheet:
     context_window: int | None = None
     max_output: int | None = None
     source: str = "genai-prices"
+    window_caps: bool = True
+    """Whether the window caps the input bound of a request whose length is known. A
+    registered price's window taken from the bundled entry does not (the name may serve a
+    model with a larger one): it only bounds content of unknown length."""
     _flat: tuple[Decimal, ...] | None = field(default=None, init=False, repr=False, compare=False)
     """A sheet without tiers: its rates, worked out once (see :meth:`_rates_at`)."""
 
@@ -467,6 +474,18 @@ def similar_models(model: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_DOTTED_VERSION.sub(r"\1-\2", m) for m in close))[:3]
 
 
+def _undated(model: str) -> str:
+    """``model`` normalised, without its date and version suffixes: one model's ids agree.
+
+    >>> _undated("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), _undated("Claude-Sonnet-4.5")
+    ('claude-sonnet-4-5', 'claude-sonnet-4-5')
+    """
+    name = _normalise(model)
+    while (shorter := _DATE_SUFFIX.sub("", name)) != name:
+        name = shorter
+    return name
+
+
 def _override_names(name: str) -> Iterator[str]:
     """The names a registered price may be under, most specific first: the id as given,
     without its date and version suffixes (one after the other, as in Bedrock's
@@ -613,15 +632,20 @@ class PriceBook:
         def opt(value: float | Decimal | str | None) -> Rate | None:
             return None if value is None else Rate(usd(value))
 
+        window_caps = True
         bundled = self._bundled(model, provider)
         if bundled is not None:
-            # A negotiated rate for a model genai-prices knows keeps what it did not
-            # restate: its fee per search (a Chat Completions search model's comes from
-            # CHAT_SEARCH_FEES), its window and its maximum output.
+            # A negotiated rate for a model genai-prices lists under this very id keeps its
+            # fee per search (a Chat Completions search model's comes from CHAT_SEARCH_FEES).
+            # Limits are taken only where they widen the bound: the name may serve another
+            # model (an Azure deployment named "gpt-4" running GPT-4 Turbo, 128k tokens),
+            # so a window wider than the default bounds content of unknown length without
+            # capping a request's own length, and a maximum output is never taken.
             if web_search is None and not is_chat_search_model(model):
                 web_search = bundled.web_search
-            context_window = context_window or bundled.context_window
-            max_output = max_output or bundled.max_output
+            inherited = bundled.context_window
+            if context_window is None and inherited and inherited > DEFAULT_CONTEXT_WINDOW:
+                context_window, window_caps = inherited, False
         sheet = PriceSheet(
             model=model,
             provider=provider,
@@ -635,6 +659,7 @@ class PriceBook:
             context_window=context_window,
             max_output=max_output,
             source="override",
+            window_caps=window_caps,
         )
         with self._lock:
             self._overrides[model.strip().lower()] = sheet
@@ -642,10 +667,21 @@ class PriceBook:
 
     def _bundled(self, model: str, provider: str) -> PriceSheet | None:
         """genai-prices' sheet for ``model`` (by ``provider`` if genai-prices knows it, else
-        by name), if it has one."""
+        by name), if it lists this very model: its id is ``model``'s, but for a provider
+        prefix and date suffixes (genai-prices' name matching would take
+        ``claude-3-haiku-custom`` for ``claude-3-haiku``).
+
+        >>> PriceBook()._bundled("claude-3-haiku-custom", "custom") is None
+        True
+        """
         for known in dict.fromkeys((provider, None)):
             try:
                 info = self._model_info(model, known)
+            except UnknownModelError:
+                continue
+            if _undated(info.id) != _undated(model):
+                continue
+            try:
                 return self._sheet(info, info.get_prices(self._now()), known, model)
             except UnknownModelError:
                 continue
