@@ -289,6 +289,55 @@ def test_a_known_host_falls_back_only_where_it_serves_that_providers_models(
 
 
 @pytest.mark.parametrize(
+    ("model", "vendor", "name"),
+    [
+        ("x-ai/grok-4", "x-ai", "grok-4"),
+        ("google/gemini-3-pro-preview", "google", "gemini-3-pro-preview"),
+        ("openai/text-embedding-3-small", "openai", "text-embedding-3-small"),
+    ],
+)
+def test_openrouter_resells_a_first_party_vendors_model_at_its_list_price(
+    model: str, vendor: str, name: str
+) -> None:
+    """OpenRouter's genai-prices table lags behind it: an id it lacks whose prefix names a
+    vendor that sets the price OpenRouter resells at is priced at that vendor's rates."""
+    with pytest.raises(LookupError):
+        genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=1, output_tokens=1), model, provider_id="openrouter"
+        )
+    sheet, own = PriceBook().lookup(model, "openrouter"), PriceBook().lookup(name, vendor)
+    assert (sheet.model, sheet.input, sheet.output) == (own.model, own.input, own.output)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        # Open-weight models third parties host (OpenRouter may route to a dearer one).
+        "deepseek/deepseek-reasoner",
+        "mistralai/mixtral-8x7b",
+        "mistralai/devstral-small-2507",
+        "google/gemma-3-4b",
+        # A routing variant at other rates, and an id OpenRouter does not accept.
+        "x-ai/grok-4:nitro",
+        "gpt-4o",
+    ],
+)
+def test_openrouter_prices_no_open_weight_model_at_its_vendors_rate(model: str) -> None:
+    """The vendor's own table lists these (DeepSeek's deepseek-reasoner, Mistral's
+    mixtral-8x7b at $0.70): OpenRouter's price is not that, so they stay refused."""
+    with pytest.raises(UnknownModelError):
+        PriceBook().lookup(model, "openrouter")
+
+
+@pytest.mark.parametrize(
+    "model", ["Mistral-Large-2411", "Codestral-2501", "mistral-medium-2505", "Ministral-3B"]
+)
+def test_azure_resells_mistrals_models_at_mistrals_list_price(model: str) -> None:
+    sheet, own = PriceBook().lookup(model, "azure"), PriceBook().lookup(model, "mistral")
+    assert (sheet.model, sheet.input, sheet.output) == (own.model, own.input, own.output)
+
+
+@pytest.mark.parametrize(
     "host",
     [
         "api.anthropic.com",

@@ -379,8 +379,46 @@ CONTEXT_WINDOWS: dict[str, int] = {
 
 # Providers whose host serves another provider's models at that provider's prices, beside
 # the fallbacks genai-prices declares itself (Azure: OpenAI's, Anthropic's…; Google:
-# Anthropic's): Bedrock's Claude ids its table does not list cost what Anthropic charges.
-HOST_FALLBACKS: dict[str, tuple[str, ...]] = {"aws": ("anthropic",)}
+# Anthropic's): Bedrock's Claude ids its table does not list cost what Anthropic charges,
+# and Azure (AI Foundry) resells Mistral's models at Mistral's list prices.
+HOST_FALLBACKS: dict[str, tuple[str, ...]] = {"aws": ("anthropic",), "azure": ("mistral",)}
+
+# OpenRouter resells a first-party vendor's own models at that vendor's list price: an id
+# its genai-prices table lacks is looked up, after the slash, in the table of the vendor
+# its prefix names (the genai-prices provider id). Not open-weight models, which third
+# parties host and OpenRouter may route to a dearer one than the vendor's own price:
+# meta-llama/, deepseek/, qwen/… have no entry here, and OPEN_WEIGHT_MODELS keeps out
+# those the vendors below publish (openai/gpt-oss-120b, google/gemma-…, mistralai/mixtral…).
+OPENROUTER_VENDORS: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "google": "google",
+    "x-ai": "x-ai",
+    "mistralai": "mistral",
+    "cohere": "cohere",
+}
+OPEN_WEIGHT_MODELS = re.compile(
+    r"^(gpt-oss|(code|med|shield|t5|recurrent)?gemma|mistral-7b|mixtral|mistral-nemo"
+    r"|mistral-small|mistral-tiny|open-m|ministral|pixtral-12b|devstral-small"
+    r"|magistral-small|codestral-mamba|mathstral)"
+)
+
+
+def _vendor_fallback(provider: str | None, model: str) -> tuple[str, str] | None:
+    """The (genai-prices provider, model id) an OpenRouter id is resold at, if any.
+
+    >>> _vendor_fallback("openrouter", "x-ai/grok-4"), _vendor_fallback("openrouter", "gpt-4o")
+    (('x-ai', 'grok-4'), None)
+    >>> _vendor_fallback("openrouter", "meta-llama/llama-3.3-70b-instruct")
+    >>> _vendor_fallback("openrouter", "openai/gpt-oss-120b")
+    """
+    if provider != "openrouter" or "/" not in model:
+        return None
+    vendor = OPENROUTER_VENDORS.get(model.split("/", 1)[0].strip().lower())
+    name = _normalise(model)
+    if vendor is None or not name or OPEN_WEIGHT_MODELS.match(name):
+        return None
+    return vendor, name
 
 
 # Anthropic bills a premium above 200k input tokens for the models whose 1M-token window
@@ -893,6 +931,12 @@ class PriceBook:
                 break
             if found is not None:
                 break
+        resold = _vendor_fallback(provider, model) if found is None else None
+        if resold is not None:
+            try:
+                _, found = snapshot.find_provider_model(resold[1], None, resold[0], None)
+            except LookupError:
+                found = None
         routing = _ROUTING_SUFFIX.search(model.lower())
         if found is None or (routing is not None and not found.id.endswith(routing.group())):
             # (A name clause matching "claude-sonnet-4-5:nitro" is not that variant's price.)
