@@ -1252,11 +1252,19 @@ def test_a_search_model_asked_for_n_choices_is_charged_the_fees_it_was_bounded()
     assert result.usage.web_searches == 3
 
 
-@pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4.5", "openai/gpt-4o"])
-def test_openrouters_online_suffix_is_bounded_as_its_web_plugin(model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [
+        ("anthropic/claude-sonnet-4.5", "/api/v1/chat/completions"),
+        ("openai/gpt-4o", "/api/v1/chat/completions"),
+        # OpenRouter's Anthropic-shaped endpoint adds the same plugin.
+        ("anthropic/claude-sonnet-4.5", "/api/v1/messages"),
+    ],
+)
+def test_openrouters_online_suffix_is_bounded_as_its_web_plugin(model: str, path: str) -> None:
     """ ":online" is OpenRouter's web plugin: the model's token prices, plus the plugin's
     results fee, with the input at the window (the results join the prompt)."""
-    openrouter = identify("POST", "openrouter.ai", "/api/v1/chat/completions")
+    openrouter = identify("POST", "openrouter.ai", path)
     assert openrouter is not None
     ask = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}
     plain = plan_call(openrouter, body(ask), BOOK)

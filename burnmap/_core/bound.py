@@ -603,8 +603,9 @@ def plan_call(
         searches = _tool_calls_allowed(obj["max_tool_calls"])
     plugins = obj.get("plugins")
     routes = obj.get("models") if not anthropic else None
-    if not anthropic and _online(model, routes) and not _has_web_plugin(plugins):
-        # OpenRouter's ":online" suffix is its web plugin, with the plugin's defaults.
+    if _online(model, routes) and not _has_web_plugin(plugins):
+        # OpenRouter's ":online" suffix is its web plugin, with the plugin's defaults
+        # (on its Anthropic-shaped /messages as on its OpenAI-shaped endpoints).
         plugins = [*(plugins if isinstance(plugins, list) else ()), {"id": "web"}]
     if plugins:
         server_tools = True  # OpenRouter's plugins (web search…) add to the prompt
