@@ -98,6 +98,7 @@ def test_long_context_cliff_prices_every_token_at_the_tier() -> None:
         ("anthropic.claude-sonnet-4-20250514-v1:0", "aws", "3", "15"),
         ("claude-sonnet-4-0", "anthropic", "3", "15"),
         ("claude-sonnet-4-20250514", "google", "3", "15"),
+        ("anthropic/claude-sonnet-4", "openrouter", "3", "15"),
     ],
 )
 def test_long_context_premium_where_genai_prices_lists_a_flat_price(
@@ -119,8 +120,10 @@ def test_long_context_premium_where_genai_prices_lists_a_flat_price(
         )
         / 10**6
     )
-    # Later models keep genai-prices' own (flat) price.
+    # Later models keep genai-prices' own (flat) price, also where "claude-sonnet-4" is
+    # matched as a whole id.
     assert not PriceBook().lookup("claude-sonnet-4-6", "anthropic").input.tiers
+    assert not PriceBook().lookup("anthropic/claude-sonnet-4.6", "openrouter").input.tiers
 
 
 def test_reasoning_tokens_are_output() -> None:

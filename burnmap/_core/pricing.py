@@ -432,6 +432,9 @@ LONG_CONTEXT_MODELS = (
     "claude-sonnet-4-2025",  # dated Sonnet 4: claude-sonnet-4-20250514
     "claude-4-sonnet",  # Vertex's name for it
 )
+# The same, matched as whole (normalised) ids, where a prefix would also match later models
+# that list their own price: OpenRouter's anthropic/claude-sonnet-4 (not claude-sonnet-4-6).
+LONG_CONTEXT_IDS = frozenset({"claude-sonnet-4"})
 _LONG_INPUT = Decimal(2)
 _LONG_OUTPUT = Decimal("1.5")
 
@@ -953,7 +956,8 @@ class PriceBook:
         cache_write = _rate(prices.cache_write_mtok) or _rate(prices.cache_write_5m_mtok)
         cache_read = _rate(prices.cache_read_mtok)
         cache_write_1h = _rate(prices.cache_write_1h_mtok)
-        if _normalise(info.id).startswith(LONG_CONTEXT_MODELS):
+        named = _normalise(info.id)
+        if named in LONG_CONTEXT_IDS or named.startswith(LONG_CONTEXT_MODELS):
             input_rate = _long_context(input_rate, _LONG_INPUT) or input_rate
             output_rate = _long_context(output_rate, _LONG_OUTPUT) or output_rate
             cache_read = _long_context(cache_read, _LONG_INPUT)
