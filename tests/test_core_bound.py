@@ -1090,7 +1090,7 @@ def test_responses_web_searches_are_bounded_at_max_tool_calls() -> None:
     assert twenty.cost - two.cost == 18 * fee and fifty.cost - twenty.cost == 30 * fee
 
 
-@pytest.mark.parametrize("model", ["gpt-5.3-codex", "o3-pro", "gpt-5.1-codex-mini"])
+@pytest.mark.parametrize("model", ["gpt-5.3-codex", "gpt-5.1-codex-mini", "o1"])
 def test_a_web_search_tool_with_no_known_fee_is_refused_not_charged_zero(model: str) -> None:
     """genai-prices has no fee per search for these models: their web_search_call items
     would be charged $0. The refusal says how to register one."""
@@ -1104,6 +1104,46 @@ def test_a_web_search_tool_with_no_known_fee_is_refused_not_charged_zero(model: 
     book.register(model, input=1.5, output=6, web_search="0.01")
     plan = plan_call(RESPONSES, body(ask), book)
     assert plan is not None and plan.sheet.web_search == Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    ("model", "host"),
+    [
+        ("o3-pro", "api.openai.com"),
+        ("o3-pro-2025-06-10", "api.openai.com"),
+        ("o3-pro", "127.0.0.1"),
+        # Azure's table lists these without a fee: OpenAI's entry for the model has one.
+        ("o3", "acme.openai.azure.com"),
+        ("o4-mini", "acme.openai.azure.com"),
+        ("o3-pro", "acme.openai.azure.com"),
+    ],
+)
+def test_openai_models_genai_prices_lists_without_a_search_fee_pay_openais(
+    model: str, host: str
+) -> None:
+    """OpenAI bills o3-pro's web searches at its reasoning models' $10 per 1,000 calls, as
+    Azure does o3's and o4-mini's: five searches are reserved at $0.01 each, not refused."""
+    endpoint = identify(
+        "POST", host, "/openai/v1/responses" if "azure" in host else "/v1/responses"
+    )
+    assert endpoint is not None
+    ask = {"model": model, "input": "look it up", "tools": [{"type": "web_search"}]}
+    five = plan_call(endpoint, body({**ask, "max_tool_calls": 5}), BOOK)
+    none = plan_call(endpoint, body({**ask, "max_tool_calls": 0}), BOOK)
+    assert five is not None and none is not None
+    assert five.sheet.web_search == Decimal("0.01")
+    assert five.cost - none.cost == 5 * Decimal("0.01")
+
+
+def test_azure_takes_no_search_fee_from_another_model_of_openais() -> None:
+    """Azure's table prices o4-mini-deep-research as its o4-mini, not as OpenAI's
+    o4-mini-deep-research ($2/$8): no fee is taken across the two, so it stays refused."""
+    endpoint = identify("POST", "acme.openai.azure.com", "/openai/v1/responses")
+    assert endpoint is not None
+    ask = {"model": "o4-mini-deep-research", "input": "q", "tools": [{"type": "web_search"}]}
+    with pytest.raises(UnknownModelError) as info:
+        plan_call(endpoint, body(ask), BOOK)
+    assert info.value.search_fee
 
 
 def test_a_negotiated_rate_keeps_the_bundled_search_fee_and_a_wider_window() -> None:

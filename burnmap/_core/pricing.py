@@ -293,6 +293,16 @@ def chat_search_fee(model: str, context_size: object = None) -> Decimal | None:
     return fees[_SEARCH_CONTEXT_SIZES.get(context_size, 2) if isinstance(context_size, str) else 2]
 
 
+# OpenAI's fee per call of the Responses web_search tool for models whose genai-prices entry
+# has none, USD: the reasoning models' rate, $10 per 1,000 calls ("$10/1K tool calls in
+# our o-series reasoning models", o3-pro included, OpenAI's June 2025 API update; the
+# pricing page's "web search, all models"), by undated model id. Azure's table lists o3 and
+# o4-mini without a fee: their OpenAI entry's fee is taken (PriceBook._openai_search_fee).
+OPENAI_WEB_SEARCH_FEES: dict[str, Decimal] = {
+    "o3-pro": Decimal("0.01"),
+}
+
+
 # What the Responses API bills per use of a hosted tool, outside the response's usage,
 # USD from OpenAI's pricing page: a file search call ($2.50 per 1,000 calls), a code
 # interpreter (or hosted shell) container by its ``memory_limit``, one 20-minute session
@@ -309,6 +319,10 @@ HOSTED_TOOL_FEES: dict[tuple[str, str | None], Decimal] = {
     ("code_interpreter", "64g"): Decimal("1.92"),
 }
 
+
+# The hosts OpenAI's own fees per web search apply on: OpenAI, Azure (which resells its
+# models at its prices) and gateways (no provider: priced by name, OpenAI's entry).
+_OPENAI_HOSTS = frozenset({None, "openai", "azure"})
 
 HOSTED_TOOLS = frozenset({"image_generation", "file_search", "code_interpreter"})
 
@@ -974,12 +988,30 @@ class PriceBook:
             cache_write_1h=cache_write_1h,
             input_audio=_rate(prices.input_audio_mtok) or _audio_rate(model, 0),
             output_audio=_rate(prices.output_audio_mtok) or _audio_rate(model, 1),
-            web_search=_per_unit(prices.web_searches_kcount, 1000),
+            web_search=_per_unit(prices.web_searches_kcount, 1000)
+            or (self._openai_search_fee(info.id, model) if provider in _OPENAI_HOSTS else None),
             per_request=requests,
             context_window=_context_window(info.id, info.context_window),
             max_output=max_output_for(info.id) or max_output_for(model),
             source="genai-prices",
         )
+
+    def _openai_search_fee(self, entry_id: str, model: str) -> Decimal | None:
+        """OpenAI's fee per web search for ``model``, priced by the genai-prices entry
+        ``entry_id`` that lists none: that of OpenAI's entry for the same model (Azure's
+        o3 and o4-mini), else :data:`OPENAI_WEB_SEARCH_FEES`'s (o3-pro)."""
+        named = _undated(entry_id)
+        try:
+            twin = self._model_info(model, "openai")
+        except UnknownModelError:
+            twin = None
+        if twin is not None and _undated(twin.id) == named:
+            # (Not where the two tables name other models: Azure prices
+            # o4-mini-deep-research as its o4-mini.)
+            fee = _per_unit(twin.get_prices(self._now()).web_searches_kcount, 1000)
+            if fee is not None:
+                return fee
+        return OPENAI_WEB_SEARCH_FEES.get(named)
 
     def modified(
         self, sheet: PriceSheet, model: str, provider: str | None, modifiers: tuple[str, ...]
