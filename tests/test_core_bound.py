@@ -16,7 +16,9 @@ from burnmap._core.bound import (
     RequestNotUnderstoodError,
     plan_call,
 )
+from burnmap._core.charge import charge
 from burnmap._core.endpoint import Endpoint, identify
+from burnmap._core.meter import JSONMeter
 from burnmap._core.pricing import PriceBook
 from burnmap._core.usage import Usage
 from burnmap.errors import UnknownModelError, UnmeteredEndpointError
@@ -1596,3 +1598,35 @@ def test_hosted_tool_charges_never_pass_their_bound(
     result = charge(plan, json_result("openai", json.dumps(answer).encode()), book)
     assert result.cost <= plan.cost
     assert not result.exceeds_bound and result.unpriced is None
+
+
+@pytest.mark.parametrize(
+    ("model", "tool", "fee"),
+    [
+        ("gpt-4.1", "web_search_preview", "0.025"),  # non-reasoning: $25 per 1,000 calls
+        ("gpt-4o-mini", "web_search_preview_2025_03_11", "0.025"),
+        ("gpt-4.1", "web_search", "0.01"),
+        ("gpt-5", "web_search_preview", "0.01"),  # reasoning models: $10, as web_search
+    ],
+)
+def test_the_web_search_preview_tool_costs_more_on_non_reasoning_models(
+    model: str, tool: str, fee: str
+) -> None:
+    """OpenAI bills the older web_search_preview tool $25 per 1,000 calls on GPT-4o and
+    GPT-4.1 models (and $10 elsewhere): bounded and charged at that fee, also when the
+    response names a dated model."""
+    ask = {"model": model, "input": "look it up", "tools": [{"type": tool}], "max_tool_calls": 3}
+    plan = plan_call(RESPONSES, body(ask), BOOK)
+    assert plan is not None and plan.sheet.web_search == Decimal(fee)
+    reply = {
+        "object": "response",
+        "model": f"{model}-2025-04-14",
+        "output": [{"type": "web_search_call", "id": f"ws{i}"} for i in range(2)],
+        "usage": {"input_tokens": 100, "output_tokens": 10},
+    }
+    meter = JSONMeter("openai", "responses")
+    meter.feed(body(reply))
+    result = charge(plan, meter.result(), BOOK)
+    tokens = BOOK.lookup(model, "openai").cost(Usage(input_tokens=100, output_tokens=10))
+    assert result.cost == tokens + 2 * Decimal(fee)
+    assert result.cost <= plan.cost

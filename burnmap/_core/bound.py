@@ -40,6 +40,7 @@ from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
 from burnmap._core.pricing import (
     DEFAULT_CONTEXT_WINDOW,
+    WEB_SEARCH_PREVIEW_MODELS,
     PriceBook,
     PriceSheet,
     by_prefix,
@@ -480,6 +481,19 @@ def _server_tools(tools: object) -> tuple[bool, int]:
     return server, searches
 
 
+def _preview_search(tools: object, model: str) -> bool:
+    """Whether a Responses request offers ``web_search_preview`` to a model that bills it
+    at ``WEB_SEARCH_PREVIEW_FEE`` a call (the non-reasoning ones)."""
+    return (
+        isinstance(tools, list)
+        and model.rsplit("/", 1)[-1].lower().startswith(WEB_SEARCH_PREVIEW_MODELS)
+        and any(
+            isinstance(tool, dict) and str(tool.get("type") or "").startswith("web_search_preview")
+            for tool in tools
+        )
+    )
+
+
 def _hosted_shell(tool: dict[str, Any]) -> bool:
     """Whether a Responses ``shell`` tool runs in OpenAI's container (not the caller's)."""
     environment = tool.get("environment")
@@ -601,6 +615,10 @@ def plan_call(
     if searches and responses and obj.get("max_tool_calls") is not None:
         # Responses' web search has no max_uses: max_tool_calls caps every hosted call.
         searches = _tool_calls_allowed(obj["max_tool_calls"])
+    if searches and responses and sheet.source != "override" and _preview_search(tools, model):
+        # The older web_search_preview tool costs more a call on non-reasoning models.
+        modifiers = (*modifiers, "search_preview")
+        sheet = book.modified(sheet, model, endpoint.provider, ("search_preview",))
     plugins = obj.get("plugins")
     routes = obj.get("models") if not anthropic else None
     if _online(model, routes) and not _has_web_plugin(plugins):

@@ -302,6 +302,13 @@ OPENAI_WEB_SEARCH_FEES: dict[str, Decimal] = {
     "o3-pro": Decimal("0.01"),
 }
 
+# The older Responses tool ``web_search_preview`` costs $25 per 1,000 calls on OpenAI's
+# non-reasoning models (the GPT-4o and GPT-4.1 families; the search content tokens are
+# free there), and $10 like ``web_search`` on the others (OpenAI's pricing page, built-in
+# tools).
+WEB_SEARCH_PREVIEW_FEE = Decimal("0.025")
+WEB_SEARCH_PREVIEW_MODELS = ("gpt-4o", "gpt-4.1", "chatgpt-4o")
+
 
 # What the Responses API bills per use of a hosted tool, outside the response's usage,
 # USD from OpenAI's pricing page: a file search call ($2.50 per 1,000 calls), a code
@@ -1048,6 +1055,8 @@ class PriceBook:
                 sheet = sheet.times(FAST_MODE_FACTOR)
         if "geo" in modifiers:
             sheet = sheet.times(GEO_FACTOR)
+        if "search_preview" in modifiers:
+            sheet = replace(sheet, web_search=WEB_SEARCH_PREVIEW_FEE)
         return sheet
 
     def with_limits(self, sheet: PriceSheet, *, context_window: int) -> PriceSheet:
