@@ -1137,15 +1137,16 @@ def test_openai_models_genai_prices_lists_without_a_search_fee_pay_openais(
     assert five.cost - none.cost == 5 * Decimal("0.01")
 
 
-def test_azure_takes_no_search_fee_from_another_model_of_openais() -> None:
-    """Azure's table prices o4-mini-deep-research as its o4-mini, not as OpenAI's
-    o4-mini-deep-research ($2/$8): no fee is taken across the two, so it stays refused."""
+def test_azure_prices_o4_mini_deep_research_as_itself_with_its_search_fee() -> None:
+    """Azure's table would price o4-mini-deep-research as its o4-mini ($1.10/$4.40):
+    OpenAI's entry for the model itself ($2/$8) prices it, and its search fee with it."""
     endpoint = identify("POST", "acme.openai.azure.com", "/openai/v1/responses")
     assert endpoint is not None
     ask = {"model": "o4-mini-deep-research", "input": "q", "tools": [{"type": "web_search"}]}
-    with pytest.raises(UnknownModelError) as info:
-        plan_call(endpoint, body(ask), BOOK)
-    assert info.value.search_fee
+    plan = plan_call(endpoint, body(ask), BOOK)
+    assert plan is not None
+    assert (plan.sheet.input.base, plan.sheet.output.base) == (Decimal(2), Decimal(8))
+    assert plan.sheet.web_search == Decimal("0.01")
 
 
 def test_a_negotiated_rate_keeps_the_bundled_search_fee_and_a_wider_window() -> None:

@@ -408,3 +408,18 @@ def test_a_cached_sheet_never_outlives_its_price_period() -> None:
     assert book.lookup("deepseek-v4-pro", "deepseek").cost(usage) == peak
     clock[0] = datetime(2026, 11, 29, 4, 0, 0, tzinfo=UTC)
     assert book.lookup("deepseek-v4-pro", "deepseek").cost(usage) == off_peak
+
+
+def test_a_host_table_matching_another_model_by_name_yields_to_that_models_own_entry() -> None:
+    """Azure's table matches o4-mini-deep-research to its o4-mini ($1.10/$4.40); OpenAI's
+    table, which genai-prices falls back to from Azure's, lists the model itself at
+    $2/$8: that price bounds and charges it. A model Azure lists keeps Azure's entry."""
+    book = PriceBook()
+    for name in ("o4-mini-deep-research", "o4-mini-deep-research-2025-06-26"):
+        sheet = book.lookup(name, "azure")
+        assert (sheet.model, sheet.input.base, sheet.output.base) == (
+            "o4-mini-deep-research",
+            Decimal(2),
+            Decimal(8),
+        )
+    assert book.lookup("o4-mini", "azure").input.base == Decimal("1.1")

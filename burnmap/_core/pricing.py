@@ -536,6 +536,26 @@ def similar_models(model: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_DOTTED_VERSION.sub(r"\1-\2", m) for m in close))[:3]
 
 
+def _same_model_elsewhere(snapshot: Any, provider: str, model: str) -> Any:
+    """``model``'s own entry in a table genai-prices falls back to from ``provider``'s,
+    if one lists it."""
+    for fallback in _declared_fallbacks(snapshot, provider):
+        try:
+            _, entry = snapshot.find_provider_model(model, None, fallback, None)
+        except LookupError:
+            continue
+        if _undated(entry.id) == _undated(model):
+            return entry
+    return None
+
+
+def _declared_fallbacks(snapshot: Any, provider: str) -> list[str]:
+    for entry in snapshot.providers:
+        if entry.id == provider:
+            return list(entry.fallback_model_providers or ())
+    return []
+
+
 def _undated(model: str) -> str:
     """``model`` normalised, without its date and version suffixes: one model's ids agree.
 
@@ -955,6 +975,11 @@ class PriceBook:
                 break
             if found is not None:
                 break
+        if found is not None and provider is not None and _undated(found.id) != _undated(model):
+            # The host's table matched another model by name (Azure prices
+            # o4-mini-deep-research as its o4-mini): a table genai-prices falls back to
+            # that lists this very model prices it.
+            found = _same_model_elsewhere(snapshot, provider, model) or found
         resold = _vendor_fallback(provider, model) if found is None else None
         if resold is not None:
             try:
