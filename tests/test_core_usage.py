@@ -240,16 +240,10 @@ def _openrouter(usage: dict[str, Any]) -> bytes:
     ).encode()
 
 
-@pytest.mark.parametrize(
-    "usage",
-    [
-        {"cost": 0.00225, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.045}},
-        {"cost": 0.00225, "cost_details": {"upstream_inference_cost": 0.045}},
-    ],
-)
-def test_openrouter_byok_is_charged_its_fee_and_the_upstream_cost(usage: dict[str, Any]) -> None:
+def test_openrouter_byok_is_charged_its_fee_and_the_upstream_cost() -> None:
     # With the caller's own provider key, `cost` is only OpenRouter's fee: the provider
     # billed $0.045 to that key besides.
+    usage = {"cost": 0.00225, "is_byok": True, "cost_details": {"upstream_inference_cost": 0.045}}
     _, _, charged = settle(OPENROUTER, _openrouter(usage))
     assert charged.cost == Decimal("0.04725") and not charged.estimated
 
@@ -261,10 +255,29 @@ def test_openrouter_byok_without_the_upstream_cost_is_priced_from_tokens() -> No
     assert charged.cost == Decimal("0.045") and charged.usage.cost_reported is None
 
 
-def test_openrouter_without_byok_is_charged_its_stated_cost() -> None:
-    usage = {"cost": 0.047, "is_byok": False, "cost_details": {"upstream_inference_cost": None}}
+@pytest.mark.parametrize("upstream", [None, 0, 0.047, 0.0282])
+def test_openrouter_without_byok_is_charged_its_stated_cost(upstream: float | None) -> None:
+    # On OpenRouter's own credits the upstream figure is a breakdown of `cost` (a live
+    # non-BYOK answer had both at $0.00000285): the call is charged `cost`, once.
+    details = {"upstream_inference_cost": upstream, "upstream_inference_prompt_cost": upstream}
+    usage = {"cost": 0.047, "is_byok": False, "cost_details": details}
     _, _, charged = settle(OPENROUTER, _openrouter(usage))
-    assert charged.cost == Decimal("0.047")
+    assert charged.cost == Decimal("0.047") and not charged.estimated
+
+
+@pytest.mark.parametrize(
+    ("cost", "upstream", "charged_cost"),
+    [(0.00225, 0.045, "0.045"), (0.047, 0.047, "0.047"), (0.047, 0.03, "0.047")],
+)
+def test_openrouter_usage_without_is_byok_is_charged_the_larger_figure_never_the_sum(
+    cost: float, upstream: float, charged_cost: str
+) -> None:
+    # Without `is_byok`, the upstream figure may be the provider's separate bill (BYOK)
+    # or a breakdown of `cost`: the larger of the two is what the call cost at least,
+    # and the sum would double every non-BYOK call.
+    usage = {"cost": cost, "cost_details": {"upstream_inference_cost": upstream}}
+    _, _, charged = settle(OPENROUTER, _openrouter(usage))
+    assert charged.cost == Decimal(charged_cost) and not charged.estimated
 
 
 # --- xAI Chat: reasoning tokens are billed beside completion_tokens --------------------

@@ -59,7 +59,7 @@ class Usage:
     """Containers (code interpreter, hosted shell) the call was charged for."""
     cost_reported: str | None = None
     """A cost the provider stated itself (OpenRouter's ``usage.cost``, plus the upstream
-    provider's bill for a BYOK call), as text."""
+    provider's bill for a call ``is_byok`` marks BYOK), as text."""
     other_models: tuple[tuple[str, Usage], ...] = ()
     """Sampling steps billed beside the call's own counts, each priced on its own: another
     model's (Anthropic's advisor tool), or ``""`` for the call's model (a compaction)."""
@@ -226,15 +226,23 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
 def _stated_cost(usage: dict[str, Any]) -> str | None:
     """The cost a usage object states, as text; ``None`` when it states none or only part.
 
-    OpenRouter's ``cost`` is what OpenRouter charged. With the caller's own provider key
-    (BYOK: ``is_byok``, or an ``upstream_inference_cost`` above 0) that is only its fee:
-    the provider billed ``cost_details.upstream_inference_cost`` to that key besides, so
-    the call cost both. A BYOK usage without the upstream figure states no usable cost,
-    and the call is priced from its tokens.
+    OpenRouter's ``cost`` is what OpenRouter charged. With OpenRouter's own credits
+    (``is_byok`` false) that is the whole bill: ``cost_details.upstream_inference_cost``
+    is then a breakdown of it, the same figure (seen live: both 0.00000285), not a second
+    bill. With the caller's own provider key (``is_byok`` true) ``cost`` is only
+    OpenRouter's fee: the provider billed the upstream figure to that key besides, so the
+    call cost both. A BYOK usage without the upstream figure states no usable cost, and
+    the call is priced from its tokens. A usage that does not say (no ``is_byok``) but
+    states both is charged the larger: never the sum, which would double a non-BYOK call.
 
     >>> _stated_cost({"cost": 0.00225, "is_byok": True,
     ...     "cost_details": {"upstream_inference_cost": 0.045}})
     '0.04725'
+    >>> _stated_cost({"cost": 0.0018, "is_byok": False,
+    ...     "cost_details": {"upstream_inference_cost": 0.0018}})
+    '0.0018'
+    >>> _stated_cost({"cost": 0.00225, "cost_details": {"upstream_inference_cost": 0.045}})
+    '0.045'
     >>> _stated_cost({"cost": 0.00225, "is_byok": True}) is None
     True
     """
@@ -243,12 +251,16 @@ def _stated_cost(usage: dict[str, Any]) -> str | None:
         cost = cost.get("total_cost")
     if not _is_count(cost):
         return None
+    byok = usage.get("is_byok")
+    if byok is False:
+        return str(cost)
     upstream = _dict(usage.get("cost_details")).get("upstream_inference_cost")
-    if _is_count(upstream) and upstream > 0:  # type: ignore[operator]
-        return str(Decimal(str(cost)) + Decimal(str(upstream)))
-    if usage.get("is_byok") is True:
-        return None
-    return str(cost)
+    if not (_is_count(upstream) and upstream > 0):  # type: ignore[operator]
+        return None if byok is True else str(cost)
+    stated, upstream_cost = Decimal(str(cost)), Decimal(str(upstream))
+    if byok is True:
+        return str(stated + upstream_cost)
+    return str(max(stated, upstream_cost))
 
 
 REASONING_OUTSIDE_OUTPUT = frozenset({"x-ai"})
