@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from burnmap._core.bound import CallPlan, plan_call
@@ -86,9 +86,10 @@ UNREADABLE = [
     {"prompt_tokens": None, "completion_tokens": None, "total_tokens": 5000},
     {"input_tokens": None, "output_tokens": None},
     {"prompt_tokens": "900", "completion_tokens": "100"},
-    {"input_tokens": 900},
-    {"prompt_tokens": 900, "completion_tokens": None},
+    {"output_tokens": 900},
+    {"completion_tokens": 900, "total_tokens": 900},
     {"prompt_tokens": True, "completion_tokens": 3},
+    {"input_tokens": None, "cache_read_input_tokens": 900, "output_tokens": 5},
 ]
 
 
@@ -193,30 +194,176 @@ def test_anthropic_stream_that_never_reports_its_output_count_is_not_complete() 
     assert charged.usage.input_tokens == 1200
 
 
+# --- Input reported, output not: the input plus the output estimated ------------------
+
+TEXT = "I cannot help with that request, sorry. " * 20  # 800 characters: about 200 tokens
+
+
+def _answer(where: tuple[str, str], usage: object, text: str | None = TEXT) -> bytes:
+    """A non-streamed answer from ``where`` that generated ``text``."""
+    if where == RESPONSES:
+        content = [{"type": "output_text", "text": text}]
+        output = [{"type": "message", "role": "assistant", "content": content}]
+        body = {"object": "response", "model": "gpt-4o", "output": output, "usage": usage}
+    elif where == MESSAGES:
+        blocks = [{"type": "text", "text": text}] if text is not None else []
+        body = {"type": "message", "model": "claude-sonnet-4-5", "content": blocks, "usage": usage}
+    elif where == COMPLETIONS:
+        choice = {"index": 0, "text": text, "finish_reason": "stop"}
+        body = {"object": "text_completion", "model": "gpt-3.5-turbo-instruct", "choices": [choice]}
+        body["usage"] = usage
+    else:
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        body = {"object": "chat.completion", "model": "gpt-4o", "choices": [choice], "usage": usage}
+    return json.dumps(body).encode()
+
+
+INPUT_ONLY = [
+    (CHAT, {"prompt_tokens": 900, "total_tokens": 900}),  # Gemini's, on a blocked answer
+    (CHAT, {"prompt_tokens": 900, "completion_tokens": None}),
+    (COMPLETIONS, {"prompt_tokens": 900, "total_tokens": 900}),  # echo with max_tokens 0
+    (RESPONSES, {"input_tokens": 900}),
+    (MESSAGES, {"input_tokens": 900}),
+]
+OUTPUT_KEY = {CHAT: "completion_tokens", COMPLETIONS: "completion_tokens"}
+
+
+@pytest.mark.parametrize(("where", "usage"), INPUT_ONLY)
+def test_usage_without_its_output_count_is_charged_the_input_and_the_estimated_output(
+    where: tuple[str, str], usage: dict[str, Any]
+) -> None:
+    # Not the whole bound (the input is known) and not $0 for the output (it is not):
+    # the reported input, plus the output estimated from the text it generated.
+    plan, metered, charged = settle(where, _answer(where, usage))
+    assert metered.usage is not None and not metered.complete
+    assert charged.estimated and charged.usage.input_tokens == 900
+    assert charged.usage.output_tokens == 200
+    counted = {**usage, OUTPUT_KEY.get(where, "output_tokens"): 200}
+    _, _, exact = settle(where, _answer(where, counted))
+    assert not exact.estimated and 0 < charged.cost == exact.cost < plan.cost
+
+
+@pytest.mark.parametrize("where", [CHAT, MESSAGES])
+def test_a_blocked_answer_without_an_output_count_is_charged_its_input(
+    where: tuple[str, str],
+) -> None:
+    usage = {"prompt_tokens": 900} if where == CHAT else {"input_tokens": 900}
+    plan, _, charged = settle(where, _answer(where, usage, text=None))
+    assert charged.estimated and charged.usage.output_tokens == 0
+    counted = {**usage, OUTPUT_KEY.get(where, "output_tokens"): 0}
+    _, _, exact = settle(where, _answer(where, counted))
+    assert 0 < charged.cost == exact.cost < plan.cost
+
+
+def test_stream_usage_without_its_output_count_is_charged_the_input_and_the_output_seen() -> None:
+    chunk = {"object": "chat.completion.chunk", "model": "gpt-4o"}
+    text = {**chunk, "choices": [{"index": 0, "delta": {"content": "hello there"}}]}
+    usage = {"prompt_tokens": 900, "total_tokens": 900}
+    stream = (
+        b"".join(
+            b"data: " + json.dumps(event).encode() + b"\n\n"
+            for event in (text, text, {**chunk, "choices": [], "usage": usage})
+        )
+        + b"data: [DONE]\n\n"
+    )
+    for chunks in ([], [1] * len(stream)):
+        plan, metered, charged = settle(CHAT, stream, stream=True, chunks=chunks)
+        assert not metered.complete and charged.estimated
+        assert charged.usage.input_tokens == 900 < plan.input_tokens
+        assert 0 < charged.usage.output_tokens == metered.output_tokens_seen
+
+
+def test_responses_stream_without_an_output_count_is_estimated() -> None:
+    response = {"object": "response", "model": "gpt-4o", "output": [], "usage": {"input_tokens": 9}}
+    stream = sse([{"type": "response.completed", "response": response}])
+    _, metered, charged = settle(RESPONSES, stream, stream=True)
+    assert metered.usage is not None and not metered.complete
+    assert charged.estimated and charged.usage.input_tokens == 9
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 10, "completion_tokens": 5, "input_tokens": 10},
+        {"prompt_tokens": 10, "completion_tokens": 5, "input_tokens": 10, "output_tokens": None},
+        {"prompt_tokens": 10, "completion_tokens": 5, "output_tokens": 0},
+    ],
+)
+def test_chat_usage_is_read_from_its_prompt_and_completion_counts_whatever_else_it_carries(
+    usage: dict[str, Any],
+) -> None:
+    # Gateways add the Responses names beside the Chat ones.
+    _, metered, charged = settle(CHAT, _answer(CHAT, usage))
+    assert metered.complete and not charged.estimated
+    assert (charged.usage.input_tokens, charged.usage.output_tokens) == (10, 5)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_input_read_only_from_the_cache_is_an_input(stream: bool) -> None:
+    # A gateway that leaves out a zero input_tokens: the cache counts are the input.
+    usage = {"cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200}
+    if stream:
+        start = {"model": "claude-sonnet-4-5", "usage": usage}
+        body = sse(
+            [
+                {"type": "message_start", "message": start},
+                {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 5}},
+                {"type": "message_stop"},
+            ]
+        )
+    else:
+        body = _answer(MESSAGES, {**usage, "output_tokens": 5})
+    _, metered, charged = settle(MESSAGES, body, stream=stream)
+    assert metered.complete and not charged.estimated
+    got = charged.usage
+    assert (got.input_tokens, got.cache_read_tokens, got.cache_write_tokens) == (0, 1000, 200)
+    assert got.output_tokens == 5
+
+
 counts = st.one_of(st.none(), st.text(max_size=3), st.booleans(), st.integers(0, 10**6))
 
 
+@settings(deadline=None)
 @given(
     st.sampled_from(["anthropic", "openai"]),
     st.sampled_from(["chat", "responses", "messages", "completions", "embeddings"]),
     st.dictionaries(
         st.sampled_from(
-            ["input_tokens", "output_tokens", "prompt_tokens", "completion_tokens", "total_tokens"]
+            [
+                "input_tokens",
+                "output_tokens",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cache_read_input_tokens",
+            ]
         ),
         counts,
     ),
 )
-def test_usage_is_read_only_with_every_count_a_price_needs(
+def test_usage_is_read_only_with_its_input_count_and_complete_only_with_its_output(
     shape: str, kind: str, usage: dict[str, Any]
 ) -> None:
     def number(key: str) -> bool:
         return type(usage.get(key)) is int
 
-    if shape == "anthropic" or "input_tokens" in usage or "output_tokens" in usage:
-        readable = number("input_tokens") and number("output_tokens")
+    if shape == "anthropic":
+        cached = "input_tokens" not in usage and number("cache_read_input_tokens")
+        output = "output_tokens" if number("input_tokens") or cached else None
+    elif number("prompt_tokens"):
+        output = "completion_tokens"
     else:
-        readable = number("prompt_tokens") and (number("completion_tokens") or kind == "embeddings")
+        output = "output_tokens" if number("input_tokens") else None
+    readable = output is not None
+    whole = output is not None and (
+        number(output) or (output == "completion_tokens" and kind == "embeddings")
+    )
     assert (usage_from(shape, usage, kind) is not None) == readable
+    meter = JSONMeter(shape, kind)
+    meter.feed(json.dumps({"model": "m", "usage": usage}).encode())
+    metered = meter.result()
+    assert (metered.usage is not None, metered.complete) == (readable, whole)
 
 
 # --- OpenRouter BYOK: its fee plus what the provider billed the caller's key -----------

@@ -18,7 +18,7 @@ from typing import Any
 from burnmap._core.decode import DecodeError
 from burnmap._core.eventstream import EventStreamDecoder
 from burnmap._core.sse import SSEDecoder
-from burnmap._core.usage import Usage, usage_from
+from burnmap._core.usage import Usage, output_reported, usage_from
 
 __all__ = [
     "BedrockStreamMeter",
@@ -112,19 +112,50 @@ def json_result(shape: str, body: bytes, kind: str | None = None) -> Metered:
         return Metered(None, None, False, 0)
     if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
         obj = obj["response"]
-    if shape == "openai" and obj.get("object") == "response":
-        usage = _response_usage(obj)
-    else:
-        usage = usage_from(shape, obj.get("usage"), kind)
+    responses = shape == "openai" and obj.get("object") == "response"
+    usage = _response_usage(obj) if responses else usage_from(shape, obj.get("usage"), kind)
+    complete = usage is not None and output_reported(
+        shape, obj.get("usage"), "responses" if responses else kind
+    )
+    seen = 0
+    if usage is not None and not complete:
+        # Input reported, output not: estimated from the text generated.
+        seen = _text_tokens(obj.get("output" if responses else _GENERATED[shape]))
     model = obj.get("model")
     tier = obj.get("service_tier") if shape == "openai" else None
     return Metered(
         usage,
         model if isinstance(model, str) else None,
-        usage is not None,
-        0,
+        complete,
+        seen,
         tier if isinstance(tier, str) else None,
     )
+
+
+# Where a response body holds what was generated: Messages' content blocks; Chat's and
+# legacy Completions' choices.
+_GENERATED = {"anthropic": "content", "openai": "choices"}
+_NOT_TEXT = frozenset({"type", "role", "finish_reason", "stop_reason", "id", "object", "status"})
+
+
+def _text_tokens(value: object) -> int:
+    """An estimate of the tokens in the strings of a response's generated part (about 4
+    characters a token), for a usage that reports no output count.
+
+    >>> _text_tokens([{"message": {"role": "assistant", "content": "Hello there, world"}}])
+    5
+    """
+    chars = 0
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(v for k, v in item.items() if k not in _NOT_TEXT)
+    return (chars + 3) // 4
 
 
 _DECODER = json.JSONDecoder()
@@ -178,6 +209,8 @@ def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Meter
         elif _SERVICE_TIER_KEY.search(body):
             return None  # named before usage (Responses): only a whole parse can tell where
     usage = usage_from(shape, usage_obj, kind)
+    if usage is not None and not output_reported(shape, usage_obj, kind):
+        return None  # the output is estimated from the generated text: a whole parse
     return Metered(
         usage,
         model if isinstance(model, str) else None,
@@ -352,6 +385,7 @@ class SSEMeter(_Meter):
         self._partial = b""
         self._usage_fields: dict[str, Any] = {}
         self._usage: Usage | None = None
+        self._whole = False  # the usage read reports its output count too
         self._model: str | None = None
         self._tier: str | None = None
         self._complete = False
@@ -431,7 +465,7 @@ class SSEMeter(_Meter):
                 self._events_at(region, starts)
             if done >= 0:
                 deltas -= 1
-                self._complete = self._usage is not None
+                self._complete = self._usage is not None and self._whole
             self._add_deltas(deltas, len(region))
             return
         for marker in markers:
@@ -481,7 +515,7 @@ class SSEMeter(_Meter):
             if obj:
                 self._merge(obj.get("usage"))
         elif name == b"message_stop":
-            self._complete = usage_from("anthropic", self._usage_fields) is not None
+            self._complete = output_reported("anthropic", self._usage_fields)
 
     def _merge(self, usage: object) -> None:
         if not isinstance(usage, dict):
@@ -492,13 +526,13 @@ class SSEMeter(_Meter):
         # The input count comes first (message_start), the output may come only with
         # message_delta: a stream cut between them is charged its reported input. It is
         # complete only once both counts are read (see message_stop).
-        self._usage = usage_from("anthropic", {"output_tokens": 0, **self._usage_fields})
+        self._usage = usage_from("anthropic", self._usage_fields)
         tier = self._usage_fields.get("service_tier")
         self._tier = tier if isinstance(tier, str) else self._tier
 
     def _chat(self, data: bytes) -> None:
         if data == b"[DONE]":
-            self._complete = self._usage is not None
+            self._complete = self._usage is not None and self._whole
             return
         if _USAGE_OBJECT.search(data):
             obj = _loads(data)
@@ -506,6 +540,7 @@ class SSEMeter(_Meter):
                 usage = usage_from("openai", obj.get("usage"), self.kind)
                 if usage is not None:
                     self._usage = usage
+                    self._whole = output_reported("openai", obj.get("usage"), self.kind)
                 self._note_model(obj)
             return
         if self._model is None:
@@ -530,9 +565,12 @@ class SSEMeter(_Meter):
             obj = _loads(data)
             response = obj.get("response") if obj else None
             if isinstance(response, dict):
-                self._usage = _response_usage(response) or self._usage
+                usage = _response_usage(response)
+                if usage is not None:
+                    self._usage = usage
+                    self._whole = output_reported("openai", response.get("usage"), "responses")
                 self._note_model(response)
-            self._complete = self._usage is not None
+            self._complete = self._usage is not None and self._whole
         elif name == b"response.created" and self._model is None:
             obj = _loads(data)
             response = obj.get("response") if obj else None

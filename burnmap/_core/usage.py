@@ -8,9 +8,10 @@ Providers count differently, and this module is where their counts become one sh
   report ``cache_write_tokens`` (inside the prompt count too). ``completion_tokens`` include
   reasoning tokens, which are billed as output; xAI's leave them out (see
   :func:`as_billed`).
-- A usage object without its input and output counts (``{}``, only ``total_tokens``, nulls)
-  cannot be priced: :func:`usage_from` reads it as no usage, so the call is charged its
-  bound rather than $0.
+- A usage object without its input count (``{}``, only ``total_tokens``, nulls) cannot
+  be priced: :func:`usage_from` reads it as no usage, so the call is charged its bound
+  rather than $0. One with its input but no output count is read, and
+  :func:`output_reported` says the output is still to be estimated.
 
 In :class:`Usage`, ``input_tokens`` is always the *uncached* input, so the four input
 counts add up to everything the provider read.
@@ -28,6 +29,7 @@ __all__ = [
     "anthropic_usage",
     "as_billed",
     "openai_usage",
+    "output_reported",
     "usage_from",
 ]
 
@@ -190,16 +192,19 @@ def openai_usage(usage: dict[str, Any]) -> Usage:
     >>> (u.input_tokens, u.cache_read_tokens, u.output_tokens)
     (270, 2048, 202)
     """
-    if "input_tokens" in usage or "output_tokens" in usage:
-        prompt = _int(usage.get("input_tokens"))
-        completion = _int(usage.get("output_tokens"))
-        in_details = _dict(usage.get("input_tokens_details"))
-        out_details = _dict(usage.get("output_tokens_details"))
-    else:
+    if _is_count(usage.get("prompt_tokens")) or not (
+        "input_tokens" in usage or "output_tokens" in usage
+    ):
+        # (The prompt/completion pair wins over Responses keys a gateway adds beside it.)
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
         in_details = _dict(usage.get("prompt_tokens_details"))
         out_details = _dict(usage.get("completion_tokens_details"))
+    else:
+        prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("output_tokens"))
+        in_details = _dict(usage.get("input_tokens_details"))
+        out_details = _dict(usage.get("output_tokens_details"))
     cached = _int(in_details.get("cached_tokens"))
     if not cached:
         # DeepSeek reports its cache hits beside the OpenAI fields.
@@ -288,24 +293,58 @@ def as_billed(usage: Usage, provider: str | None, kind: str) -> Usage:
     return usage
 
 
-def _readable(shape: str, usage: dict[str, Any], kind: str | None) -> bool:
-    """Whether ``usage`` has the counts a price needs, as genai-prices' extractors require
-    them: input and output (Anthropic ``input_tokens``/``output_tokens``; OpenAI
-    ``prompt_tokens``/``completion_tokens``, or the Responses ``input_tokens``/
-    ``output_tokens``). Embeddings generate nothing: their prompt count is enough (also
-    from an endpoint of unknown ``kind``)."""
-    if shape == "anthropic" or "input_tokens" in usage or "output_tokens" in usage:
-        return _is_count(usage.get("input_tokens")) and _is_count(usage.get("output_tokens"))
-    return _is_count(usage.get("prompt_tokens")) and (
-        _is_count(usage.get("completion_tokens")) or kind in ("embeddings", None)
-    )
+_ANTHROPIC_INPUT = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _output_key(shape: str, usage: dict[str, Any]) -> str | None:
+    """The key of ``usage``'s output count when it reports its input, else ``None``.
+
+    Anthropic's input is known from ``input_tokens``, or when that is left out (a
+    gateway may drop a 0 when the cache read everything) from its cache counts. OpenAI's prompt/
+    completion pair is read whenever ``prompt_tokens`` is a count, whatever other keys
+    the usage carries (a gateway may add ``input_tokens`` beside it); the Responses pair
+    otherwise."""
+    if shape == "anthropic":
+        if _is_count(usage.get("input_tokens")) or (
+            "input_tokens" not in usage
+            and any(_is_count(usage.get(key)) for key in _ANTHROPIC_INPUT)
+        ):
+            return "output_tokens"
+        return None
+    if _is_count(usage.get("prompt_tokens")):
+        return "completion_tokens"
+    return "output_tokens" if _is_count(usage.get("input_tokens")) else None
+
+
+def output_reported(shape: str, usage: object, kind: str | None = None) -> bool:
+    """Whether ``usage`` reports both counts a price needs, input and output: a call whose
+    usage :func:`usage_from` reads but that leaves out the output count (Gemini's
+    OpenAI-compatible endpoint on a blocked answer, a legacy Completions ``echo`` with
+    ``max_tokens: 0``) is charged its reported input plus the output metered or
+    estimated, marked estimated. Embeddings generate nothing: their prompt count is
+    enough (also from an endpoint of unknown ``kind``).
+
+    >>> output_reported("openai", {"prompt_tokens": 10, "total_tokens": 10}, "chat")
+    False
+    >>> output_reported("openai", {"prompt_tokens": 8, "total_tokens": 8}, "embeddings")
+    True
+    """
+    if not isinstance(usage, dict):
+        return False
+    key = _output_key(shape, usage)
+    if key is None:
+        return False
+    if _is_count(usage.get(key)):
+        return True
+    return key == "completion_tokens" and kind in ("embeddings", None)
 
 
 def usage_from(shape: str, usage: object, kind: str | None = None) -> Usage | None:
     """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``)
-    from endpoint ``kind`` (``None``: unknown); ``None`` when it is absent or lacks the
-    counts a price needs (``{}``, only ``total_tokens``, null or non-numeric counts), so
-    the call is charged its bound, never $0.
+    from endpoint ``kind`` (``None``: unknown); ``None`` when it is absent or does not
+    report its input (``{}``, only ``total_tokens``, null or non-numeric counts), so the
+    call is charged its bound, never $0. A usage that reports its input but not its
+    output is read with 0 output tokens: :func:`output_reported` tells it apart.
 
     >>> usage_from("openai", {"prompt_tokens": None, "completion_tokens": None,
     ...     "total_tokens": 5000}, "chat") is None
@@ -313,6 +352,6 @@ def usage_from(shape: str, usage: object, kind: str | None = None) -> Usage | No
     >>> usage_from("openai", {"prompt_tokens": 8, "total_tokens": 8}, "embeddings").input_tokens
     8
     """
-    if not isinstance(usage, dict) or not _readable(shape, usage, kind):
+    if not isinstance(usage, dict) or _output_key(shape, usage) is None:
         return None
     return anthropic_usage(usage) if shape == "anthropic" else openai_usage(usage)
