@@ -483,3 +483,24 @@ def test_xai_responses_output_already_holds_the_reasoning() -> None:
     body = {"object": "response", "model": "grok-4-0709", "output": [], "usage": usage}
     _, _, charged = settle(where, json.dumps(body).encode())
     assert charged.usage.output_tokens == 2050 and charged.cost == Decimal("0.03375")
+
+
+# --- A reported service tier with no known price: one warning per model and tier -------
+
+
+def test_an_unpriced_reported_tier_is_warned_of_once_per_model_and_tier(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A gateway that echoes a tier of its own on every response logs it once, not per call.
+    def answer(model: str, tier: str) -> bytes:
+        usage = {"prompt_tokens": 10, "completion_tokens": 5}
+        body = {"object": "chat.completion", "model": model, "choices": [], "usage": usage}
+        return json.dumps({**body, "service_tier": tier}).encode()
+
+    with caplog.at_level("WARNING", logger="burnmap.charge"):
+        for _ in range(3):
+            settle(CHAT, answer("gpt-4o", "gateway-standard"))
+        assert len(caplog.records) == 1 and "'gateway-standard'" in caplog.text
+        settle(CHAT, answer("gpt-4o", "gateway-bulk"), extra={"model": "gpt-4o"})
+        settle(CHAT, answer("gpt-4o-mini", "gateway-standard"), extra={"model": "gpt-4o-mini"})
+    assert len(caplog.records) == 3

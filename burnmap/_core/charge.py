@@ -72,13 +72,7 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
             tier = _REPORTED_TIERS[reported]
         else:
             # A tier with no known price may cost more than any: never below the plan's.
-            _log.warning(
-                "%s was served at service_tier %r, which has no known price: charged at "
-                "the rates it was bounded at (%s)",
-                model,
-                reported,
-                plan.tier or "standard",
-            )
+            _warn_unpriced_tier(model, reported, plan.tier)
     if tier == plan.tier and (model == plan.model or _routed_as(model, plan)):
         return sheet
     context = {"service_tier": tier} if tier is not None else None
@@ -87,6 +81,26 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
     except UnknownModelError:
         return sheet
     return book.modified(found, model, plan.endpoint.provider, _modifiers_for(plan, found, model))
+
+
+_TIERS_WARNED: set[tuple[str, str]] = set()
+"""The (model, service tier) pairs already warned of: a gateway that echoes a tier of its
+own (``"standard"``) on every response would otherwise log on every call."""
+
+
+def _warn_unpriced_tier(model: str, reported: str, bounded: str | None) -> None:
+    key = (model, reported)
+    if key in _TIERS_WARNED:
+        return
+    if len(_TIERS_WARNED) < 1024:  # (a bound on the memory, not on the warnings)
+        _TIERS_WARNED.add(key)
+    _log.warning(
+        "%s was served at service_tier %r, which has no known price: charged at the rates "
+        "it was bounded at (%s). Logged once per model and tier.",
+        model,
+        reported,
+        bounded or "standard",
+    )
 
 
 def _modifiers_for(plan: CallPlan, sheet: PriceSheet, model: str) -> tuple[str, ...]:
