@@ -442,3 +442,75 @@ def test_data_only_stream_whose_text_mentions_an_event_line_still_meters() -> No
     bare = _without_event_lines(data)
     assert b"event: " in bare
     assert meter_stream("anthropic", "messages", [bare]).usage == SSE_CASES[0][3]
+
+
+def _mixed(data: bytes, forms: list[str]) -> bytes:
+    """The same stream with each event in one of ``forms`` (cycled): as sent (``named``),
+    without its ``event:`` line (``bare``), named the default ``message``, or with an
+    ``id:`` line or a comment first."""
+    events = []
+    for i, event in enumerate(data.split(b"\n\n")):
+        form = forms[i % len(forms)]
+        lines = event.split(b"\n")
+        if form == "bare":
+            lines = [line for line in lines if not line.startswith(b"event:")]
+        elif form == "message":
+            lines = [b"event: message" if line.startswith(b"event:") else line for line in lines]
+        elif form in ("id", "comment") and event:
+            lines.insert(0, b"id: 7" if form == "id" else b": keep-alive")
+        events.append(b"\n".join(lines))
+    return b"\n\n".join(events)
+
+
+@given(
+    st.sampled_from(NAMED_CASES),
+    st.lists(
+        st.sampled_from(["named", "bare", "message", "id", "comment"]), min_size=1, max_size=12
+    ),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.lists(st.integers(min_value=0), max_size=30),
+)
+def test_streams_mixing_named_and_unnamed_events_meter_the_same_in_any_chunking(
+    case: tuple[str, str, str], forms: list[str], eol: bytes, cuts: list[int]
+) -> None:
+    # A gateway may pass some events with their `event:` line and others without: the
+    # usage must not depend on which came first or on where the chunks were cut.
+    name, shape, kind = case
+    data = wire(name)
+    expected = meter_stream(shape, kind, [data])
+    mixed = _mixed(data, forms).replace(b"\n", eol)
+    for chunks in (split(mixed, cuts), [mixed]):
+        got = meter_stream(shape, kind, chunks)
+        assert (got.usage, got.model, got.complete) == (
+            expected.usage,
+            expected.model,
+            expected.complete,
+        )
+
+
+def _event(name: str | None, obj: dict[str, object]) -> bytes:
+    head = f"event: {name}\n".encode() if name else b""
+    return head + b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("first_named", [False, True])
+def test_mixed_stream_read_whole_or_event_by_event_meters_its_usage(first_named: bool) -> None:
+    # Unnamed first and named after: read whole, the input was lost. Named first and
+    # unnamed after: charged the 1 output token of message_start for 321.
+    usage = {"input_tokens": 1200, "output_tokens": 1}
+    start = {"type": "message_start", "message": {"model": "claude-sonnet-4-5", "usage": usage}}
+    text = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "hi"},
+    }
+    delta = {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 321}}
+    rest = [text] * 50 + [delta, {"type": "message_stop"}]
+    first = "message_start" if first_named else None
+    data = _event(first, start) + b"".join(
+        _event(None if first_named else str(event["type"]), event) for event in rest
+    )
+    per_event = [event + b"\n\n" for event in data.split(b"\n\n") if event]
+    for chunks in ([data], per_event):
+        got = meter_stream("anthropic", "messages", chunks)
+        assert got.usage == Usage(input_tokens=1200, output_tokens=321) and got.complete

@@ -360,6 +360,22 @@ def _data_type(data: bytes) -> bytes:
     return kind.encode() if isinstance(kind, str) else b""
 
 
+# The events of a named stream whose data the fast path reads, found after a blank line
+# (an event's end; JSON data holds no raw newline) by their `event:` line; or, with no
+# group, an event it cannot find there: one without an `event: ` line (or with a comment
+# or `id:` line first), or named the default `message`. One C-level pass finds both.
+_ANTHROPIC_READ = re.compile(rb"\n\n(?:event: (message_|error)|(?!event: (?!message\n)))")
+_RESPONSES_READ = re.compile(
+    rb"\n\n(?:event: (response\.[cif])|(?!event: (?!message\n)))"
+)  # response.created (the model), completed, incomplete, failed: and their neighbours
+_ANTHROPIC_FIRST: tuple[bytes, ...] = (b"event: message_", b"event: error")
+_RESPONSES_FIRST: tuple[bytes, ...] = (
+    b"event: response.c",
+    b"event: response.i",
+    b"event: response.f",
+)
+
+
 def _loads(data: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(data)
@@ -381,6 +397,8 @@ class SSEMeter(_Meter):
         self.shape = shape
         self.kind = kind
         self._sse = SSEDecoder()
+        # Anthropic's and Responses' fast path finds events by their `event:` line.
+        self._named = shape == "anthropic" or kind == "responses"
         self._fast: bool | None = None  # decided on the first complete events
         self._partial = b""
         self._usage_fields: dict[str, Any] = {}
@@ -410,21 +428,19 @@ class SSEMeter(_Meter):
         self._partial = buffer[end + 2 :]
         region = buffer[: end + 2]
         if self._fast is None:
-            named = self.shape == "anthropic" or self.kind == "responses"
-            # Anthropic's and Responses' fast path finds events by their `event:` line;
-            # a stream without them (a gateway's: data lines only, or every event named
-            # the default `message`) is parsed line by line.
-            mark = b"event: " if named else b"data: "
-            self._fast = (region.startswith(mark) or b"\n" + mark in region) and not (
-                named and b"event: message\n" in region
-            )
-            if not self._fast:
-                # (The partial event after the region too: it is the SSE decoder's now.)
-                self._partial = b""
-                for event in self._sse.feed(buffer):
-                    self._on_event(event.event, event.data)
-                return
-        self._scan(region)
+            mark = b"event: " if self._named else b"data: "
+            self._fast = region.startswith(mark) or b"\n" + mark in region
+        if self._fast and (self._scan_named(region) if self._named else self._scan(region)):
+            return
+        # A stream without `event:` lines (a gateway's: data lines only, or every event
+        # named the default `message`), or with some events unnamed, is parsed line by
+        # line from the first region that shows it, that region included: the same
+        # usage whatever the chunking. (The partial event after the region too: it is
+        # the SSE decoder's now.)
+        self._fast = False
+        self._partial = b""
+        for event in self._sse.feed(buffer):
+            self._on_event(event.event, event.data)
 
     def _go_slow(self) -> None:
         """Carriage returns or unusual framing: parse every line from here on."""
@@ -440,43 +456,49 @@ class SSEMeter(_Meter):
             for event in SSEDecoder().feed(region[start : stop + 2]):
                 self._on_event(event.event, event.data)
 
-    def _scan(self, region: bytes) -> None:
-        markers: tuple[bytes, ...]
-        starts: list[int] = []
+    def _scan_named(self, region: bytes) -> bool:
+        """Meter a region of complete Anthropic or Responses events by their names; False,
+        having metered nothing, when it holds an event with no name to find it by."""
+        if not region.startswith(b"event: ") or region.startswith(b"event: message\n"):
+            return False
+        if self.shape == "anthropic":
+            finder, first = _ANTHROPIC_READ, _ANTHROPIC_FIRST
+        else:
+            finder, first = _RESPONSES_READ, _RESPONSES_FIRST
+        starts = [0] if region.startswith(first) else []
+        for match in finder.finditer(region, 0, len(region) - 2):
+            if match.group(1) is None:
+                return False
+            starts.append(match.start() + 2)
         if self.shape == "anthropic":
             deltas = region.count(b"event: content_block_delta\n")
-            markers = (b"event: message_", b"event: error")
-        elif self.kind == "responses":
-            deltas = region.count(b".delta\n")
-            markers = (b"event: response.c", b"event: response.i", b"event: response.f")
         else:
-            deltas = region.count(b"data: ")
-            for match in _USAGE_OBJECT.finditer(region):
-                line = region.rfind(b"\n", 0, match.start()) + 1
-                if not starts or starts[-1] != line:
-                    starts.append(line)
-            done = region.find(b"data: [DONE]")
-            if self._model is None:
-                found = _ANY_MODEL.search(region)
-                if found:
-                    self._model = found.group(1).decode()
-            if starts:
-                deltas -= len(starts)
-                self._events_at(region, starts)
-            if done >= 0:
-                deltas -= 1
-                self._complete = self._usage is not None and self._whole
-            self._add_deltas(deltas, len(region))
-            return
-        for marker in markers:
-            at = region.find(marker)
-            while at >= 0:
-                if at == 0 or region[at - 1] == 10:
-                    starts.append(at)
-                at = region.find(marker, at + 1)
-        starts.sort()
+            deltas = region.count(b".delta\n")
         self._add_deltas(deltas, len(region))
         self._events_at(region, starts)
+        return True
+
+    def _scan(self, region: bytes) -> bool:
+        """Meter a region of complete Chat or Completions events."""
+        starts: list[int] = []
+        deltas = region.count(b"data: ")
+        for match in _USAGE_OBJECT.finditer(region):
+            line = region.rfind(b"\n", 0, match.start()) + 1
+            if not starts or starts[-1] != line:
+                starts.append(line)
+        done = region.find(b"data: [DONE]")
+        if self._model is None:
+            found = _ANY_MODEL.search(region)
+            if found:
+                self._model = found.group(1).decode()
+        if starts:
+            deltas -= len(starts)
+            self._events_at(region, starts)
+        if done >= 0:
+            deltas -= 1
+            self._complete = self._usage is not None and self._whole
+        self._add_deltas(deltas, len(region))
+        return True
 
     def _add_deltas(self, deltas: int, size: int) -> None:
         if deltas > 0:
