@@ -174,3 +174,15 @@ def eventually(predicate: Callable[[], object], timeout: float = 2.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+@pytest.fixture
+def fresh_budgets() -> Iterator[None]:
+    """No ledger configured and no standing limit, before and after the test."""
+    from burnmap import budgets
+
+    budgets._config = budgets._Config()
+    yield
+    if budgets._config.ledger is not None:
+        budgets._config.ledger.close()
+    budgets._config = budgets._Config()

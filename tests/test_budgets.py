@@ -23,19 +23,10 @@ from burnmap.prices import Usage
 from burnmap.standin import Script, StandIn
 from tests.conftest import ANTHROPIC_STACK, billed
 
-pytestmark = pytest.mark.sdk
+pytestmark = [pytest.mark.sdk, pytest.mark.usefixtures("fresh_budgets")]
 
 CLAUDE = "claude-sonnet-4-6"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_budgets() -> Iterator[None]:
-    budgets._config = budgets._Config()
-    yield
-    if budgets._config.ledger is not None:
-        budgets._config.ledger.close()
-    budgets._config = budgets._Config()
 
 
 def test_user_budget_refuses_across_runs_and_names_its_scope(

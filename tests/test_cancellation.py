@@ -20,12 +20,11 @@ import pytest
 import trio
 
 import burnmap
-from burnmap import budgets
 from burnmap.ledgers.sqlite import SQLiteLedger
 from burnmap.standin import StandIn
 from tests.conftest import ANTHROPIC_STACK, billed, eventually
 
-pytestmark = pytest.mark.sdk
+pytestmark = [pytest.mark.sdk, pytest.mark.usefixtures("fresh_budgets")]
 
 ASK: dict[str, Any] = {
     "model": "claude-haiku-4-5",
@@ -43,15 +42,6 @@ ANSWER = {
 }
 COST = Decimal("0.00052")  # 20 in at $1/M + 100 out at $5/M
 URL = "https://api.anthropic.com/v1/messages"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_budgets() -> Iterator[None]:
-    budgets._config = budgets._Config()
-    yield
-    if budgets._config.ledger is not None:
-        budgets._config.ledger.close()
-    budgets._config = budgets._Config()
 
 
 @pytest.fixture

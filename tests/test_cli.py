@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,18 +47,6 @@ def test_report_reads_a_saved_run_report(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, ["report", str(path)])
         assert result.exit_code == 1
         assert "not a burnmap run report" in result.output
-
-
-@pytest.fixture
-def fresh_budgets() -> Iterator[None]:
-    """The CLI configures the process's ledger: each test starts without one."""
-    from burnmap import budgets
-
-    budgets._config = budgets._Config()
-    yield
-    if budgets._config.ledger is not None:
-        budgets._config.ledger.close()
-    budgets._config = budgets._Config()
 
 
 @pytest.mark.usefixtures("fresh_budgets")

@@ -168,15 +168,19 @@ class SQLiteLedger(Ledger):
                 "the processes that share it (limits set on the old file must be set again)",
             )
 
+    def _acquire(self) -> None:
+        """Take this process's lock on the file, or give up after ``busy_timeout``."""
+        if not self._lock.acquire(timeout=max(self.busy_timeout, 0.0)):
+            raise LedgerUnavailableError(
+                self.url, f"another thread held the ledger for {self.busy_timeout:g} s"
+            )
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # One deadline for the thread lock and the database's write lock together: threads
         # queued behind a stuck lock give up after busy_timeout, not one after another.
         deadline = time.monotonic() + self.busy_timeout
-        if not self._lock.acquire(timeout=max(self.busy_timeout, 0.0)):
-            raise LedgerUnavailableError(
-                self.url, f"another thread held the ledger for {self.busy_timeout:g} s"
-            )
+        self._acquire()
         try:
             conn = self._connect()
             self._check_file()
@@ -197,10 +201,7 @@ class SQLiteLedger(Ledger):
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot, without the write lock (in WAL
         mode readers neither wait for the writer nor hold it up)."""
-        if not self._lock.acquire(timeout=max(self.busy_timeout, 0.0)):
-            raise LedgerUnavailableError(
-                self.url, f"another thread held the ledger for {self.busy_timeout:g} s"
-            )
+        self._acquire()
         try:
             conn = self._connect()
             self._check_file()
