@@ -219,22 +219,24 @@ def _answer(where: tuple[str, str], usage: object, text: str | None = TEXT) -> b
     return json.dumps(body).encode()
 
 
-INPUT_ONLY = [
+WITH_A_TOTAL = [
     (CHAT, {"prompt_tokens": 900, "total_tokens": 900}),  # Gemini's, on a blocked answer
-    (CHAT, {"prompt_tokens": 900, "completion_tokens": None}),
     (COMPLETIONS, {"prompt_tokens": 900, "total_tokens": 900}),  # echo with max_tokens 0
+]
+WITHOUT_A_TOTAL = [
+    (CHAT, {"prompt_tokens": 900, "completion_tokens": None}),
     (RESPONSES, {"input_tokens": 900}),
     (MESSAGES, {"input_tokens": 900}),
 ]
 OUTPUT_KEY = {CHAT: "completion_tokens", COMPLETIONS: "completion_tokens"}
 
 
-@pytest.mark.parametrize(("where", "usage"), INPUT_ONLY)
-def test_usage_without_its_output_count_is_charged_the_input_and_the_estimated_output(
+@pytest.mark.parametrize(("where", "usage"), WITH_A_TOTAL)
+def test_usage_without_its_output_count_is_charged_the_input_and_at_least_the_text(
     where: tuple[str, str], usage: dict[str, Any]
 ) -> None:
-    # Not the whole bound (the input is known) and not $0 for the output (it is not):
-    # the reported input, plus the output estimated from the text it generated.
+    # Not the whole bound (the input is known) and not $0 for the output (it is not): the
+    # reported input, plus what the total implies or, more, the text it generated.
     plan, metered, charged = settle(where, _answer(where, usage))
     assert metered.usage is not None and not metered.complete
     assert charged.estimated and charged.usage.input_tokens == 900
@@ -244,11 +246,33 @@ def test_usage_without_its_output_count_is_charged_the_input_and_the_estimated_o
     assert not exact.estimated and 0 < charged.cost == exact.cost < plan.cost
 
 
+def test_a_total_beyond_the_input_is_output_even_with_no_text() -> None:
+    """Gemini's OpenAI-compatible endpoint may spend every token thinking and report no
+    completion count: the total says what the hidden output was."""
+    usage = {"prompt_tokens": 21, "total_tokens": 521}
+    _, _, charged = settle(CHAT, _answer(CHAT, usage, text=None))
+    assert charged.estimated and charged.usage.output_tokens == 500
+
+
+@pytest.mark.parametrize(("where", "usage"), WITHOUT_A_TOTAL)
+def test_usage_with_no_output_count_and_no_total_is_charged_the_output_bound(
+    where: tuple[str, str], usage: dict[str, Any]
+) -> None:
+    # The output is not known at all (hidden reasoning may lie behind the text): the
+    # reported input, plus the output the call was bounded at.
+    plan, metered, charged = settle(where, _answer(where, usage))
+    assert metered.usage is not None and not metered.complete
+    assert charged.estimated and charged.usage.input_tokens == 900
+    assert charged.usage.output_tokens == plan.output_tokens
+    assert charged.cost <= plan.cost
+
+
 @pytest.mark.parametrize("where", [CHAT, MESSAGES])
 def test_a_blocked_answer_without_an_output_count_is_charged_its_input(
     where: tuple[str, str],
 ) -> None:
     usage = {"prompt_tokens": 900} if where == CHAT else {"input_tokens": 900}
+    usage["total_tokens"] = 900
     plan, _, charged = settle(where, _answer(where, usage, text=None))
     assert charged.estimated and charged.usage.output_tokens == 0
     counted = {**usage, OUTPUT_KEY.get(where, "output_tokens"): 0}

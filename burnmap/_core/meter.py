@@ -18,7 +18,7 @@ from typing import Any
 from burnmap._core.decode import DecodeError
 from burnmap._core.eventstream import EventStreamDecoder
 from burnmap._core.sse import SSEDecoder
-from burnmap._core.usage import Usage, output_reported, usage_from
+from burnmap._core.usage import Usage, implied_output, output_reported, usage_from
 
 __all__ = [
     "BedrockStreamMeter",
@@ -119,8 +119,12 @@ def json_result(shape: str, body: bytes, kind: str | None = None) -> Metered:
     )
     seen = 0
     if usage is not None and not complete:
-        # Input reported, output not: estimated from the text generated.
-        seen = _text_tokens(obj.get("output" if responses else _GENERATED[shape]))
+        # Input reported, output not: what the usage's total implies (hidden reasoning
+        # included), at least the text generated; else the output bound.
+        seen = max(
+            implied_output(obj.get("usage")),
+            _text_tokens(obj.get("output" if responses else _GENERATED[shape])),
+        )
     model = obj.get("model")
     tier = obj.get("service_tier") if shape == "openai" else None
     return Metered(
@@ -538,6 +542,8 @@ class SSEMeter(_Meter):
                 self._merge(obj.get("usage"))
         elif name == b"message_stop":
             self._complete = output_reported("anthropic", self._usage_fields)
+            if self._usage is not None and not self._complete:  # ended, output never told
+                self._seen = max(self._seen, implied_output(self._usage_fields))
 
     def _merge(self, usage: object) -> None:
         if not isinstance(usage, dict):
@@ -563,6 +569,8 @@ class SSEMeter(_Meter):
                 if usage is not None:
                     self._usage = usage
                     self._whole = output_reported("openai", obj.get("usage"), self.kind)
+                    if not self._whole:  # no output count: see json_result
+                        self._seen = max(self._seen, implied_output(obj.get("usage")))
                 self._note_model(obj)
             return
         if self._model is None:
@@ -591,6 +599,8 @@ class SSEMeter(_Meter):
                 if usage is not None:
                     self._usage = usage
                     self._whole = output_reported("openai", response.get("usage"), "responses")
+                    if not self._whole:
+                        self._seen = max(self._seen, implied_output(response.get("usage")))
                 self._note_model(response)
             self._complete = self._usage is not None and self._whole
         elif name == b"response.created" and self._model is None:

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "REASONING_OUTSIDE_OUTPUT",
     "Usage",
     "anthropic_usage",
+    "UNKNOWN_OUTPUT",
     "as_billed",
+    "implied_output",
     "openai_usage",
     "output_reported",
     "usage_from",
@@ -107,7 +109,7 @@ def _int(value: object) -> int:
     return 0
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int | float]:
     """Whether ``value`` is a number a provider reports a token count as (not a bool,
     a string or null)."""
     kind = type(value)
@@ -314,6 +316,32 @@ def _output_key(shape: str, usage: dict[str, Any]) -> str | None:
     if _is_count(usage.get("prompt_tokens")):
         return "completion_tokens"
     return "output_tokens" if _is_count(usage.get("input_tokens")) else None
+
+
+UNKNOWN_OUTPUT = 2**62
+"""An output count no usage states: charged as the call's output bound (it is capped
+there), so a call whose output is not known costs what it was bounded at."""
+
+
+def implied_output(usage: object) -> int:
+    """The output a usage without an output count implies: its ``total_tokens`` less its
+    input, where it states both (hidden reasoning included: Gemini's OpenAI-compatible
+    endpoint may spend every token thinking and report no ``completion_tokens``), else
+    :data:`UNKNOWN_OUTPUT`.
+
+    >>> implied_output({"prompt_tokens": 10, "total_tokens": 2010})
+    2000
+    >>> implied_output({"input_tokens": 10}) == UNKNOWN_OUTPUT
+    True
+    """
+    if isinstance(usage, dict):
+        total = usage.get("total_tokens")
+        prompt = usage.get("prompt_tokens")
+        if not _is_count(prompt):
+            prompt = usage.get("input_tokens")
+        if _is_count(total) and _is_count(prompt) and total >= prompt:
+            return int(total - prompt)
+    return UNKNOWN_OUTPUT
 
 
 def output_reported(shape: str, usage: object, kind: str | None = None) -> bool:
