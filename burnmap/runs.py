@@ -63,11 +63,18 @@ __all__ = [
 ]
 
 
-class _Joined(NamedTuple):
+class _Joined:
     """A run joined with :meth:`Run.attach`: in scope there until the ``with`` ends,
     wherever and whenever the run's own block ended."""
 
-    run: Run
+    __slots__ = ("left", "previous", "run")
+
+    def __init__(self, run: Run, previous: Run | _Joined | None) -> None:
+        self.run = run
+        self.previous = previous
+        self.left = False
+        """The ``with`` ended while another run entered inside it was still in scope:
+        passed over (for ``previous``) wherever it comes back."""
 
 
 _current: ContextVar[Run | _Joined | None] = ContextVar("burnmap_run", default=None)
@@ -88,8 +95,10 @@ def runs_lock_held() -> bool:
 def current_run() -> Run | None:
     """The innermost run in scope here, or ``None``."""
     run = _current.get()
-    if isinstance(run, _Joined):
-        return run.run
+    while isinstance(run, _Joined):
+        if not run.left:
+            return run.run
+        run = run.previous
     # A run whose block ended where it could not take itself out of this context (a
     # generator's run, closed on another thread or task, or after a run entered later)
     # is passed over here.
@@ -473,7 +482,7 @@ class Run:
                     client.messages.create(...)
         """
         previous = _current.get()
-        joined = _Joined(self)
+        joined = _Joined(self, previous)
         token = _current.set(joined)
         try:
             yield self
@@ -483,6 +492,8 @@ class Run:
                     _current.reset(token)
                 except ValueError:  # left in another context (see __exit__)
                     _current.set(previous)
+            else:  # a run entered inside it is still in scope (a generator's)
+                joined.left = True
 
     # -- live figures --------------------------------------------------------------------
     @property

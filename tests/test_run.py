@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import json
 import threading
@@ -362,3 +363,31 @@ def test_runs_ending_out_of_order_leave_the_live_one_in_scope() -> None:
     for _ in worker:
         pass
     assert burnmap.current_run() is None
+
+
+def test_an_attach_that_ends_before_a_run_entered_inside_it_never_comes_back() -> None:
+    """A worker joins a run, starts a generator agent that enters a run of its own, and
+    leaves the attach block first: once the agent's run ends too, the joined run is not
+    in scope again (a pool thread's later tasks would be charged to it)."""
+    with burnmap.run("job", budget=1) as job:
+        pass
+
+    def agent() -> Iterator[burnmap.Run]:
+        with burnmap.run("agent", budget=1) as r:
+            yield r
+            yield r
+
+    def worker() -> list[str | None]:
+        with job.attach():
+            steps = agent()
+            inner = next(steps)
+        seen = [burnmap.current_run().job_name if burnmap.current_run() else None]
+        for _ in steps:  # the agent's run ends now
+            pass
+        seen.append(burnmap.current_run().job_name if burnmap.current_run() else None)
+        assert inner.parent is job
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(worker).result() == ["agent", None]
+        assert pool.submit(burnmap.current_run).result() is None

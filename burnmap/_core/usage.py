@@ -262,7 +262,7 @@ def _stated_cost(usage: dict[str, Any]) -> str | None:
     if byok is False:
         return str(cost)
     upstream = _dict(usage.get("cost_details")).get("upstream_inference_cost")
-    if not (_is_count(upstream) and upstream > 0):  # type: ignore[operator]
+    if not (_is_count(upstream) and upstream > 0):
         return None if byok is True else str(cost)
     stated, upstream_cost = Decimal(str(cost)), Decimal(str(upstream))
     if byok is True:
