@@ -1631,3 +1631,16 @@ def test_the_web_search_preview_tool_costs_more_on_non_reasoning_models(
     tokens = BOOK.lookup(model, "openai").cost(Usage(input_tokens=100, output_tokens=10))
     assert result.cost == tokens + 2 * Decimal(fee)
     assert result.cost <= plan.cost
+
+
+def test_a_registered_gpt_4_1_price_still_pays_the_preview_tools_fee() -> None:
+    """register('gpt-4.1', input=..., output=...) restates the token rates only: its
+    web_search_preview calls still cost $0.025 each; a fee the user states wins."""
+    ask = {"model": "gpt-4.1", "input": "q", "tools": [{"type": "web_search_preview"}]}
+    book = PriceBook()
+    book.register("gpt-4.1", input=1.6, output=6.4)
+    plan = plan_call(RESPONSES, body(ask), book)
+    assert plan is not None and plan.sheet.web_search == Decimal("0.025")
+    book.register("gpt-4.1", input=1.6, output=6.4, web_search="0.02")
+    plan = plan_call(RESPONSES, body(ask), book)
+    assert plan is not None and plan.sheet.web_search == Decimal("0.02")

@@ -31,7 +31,7 @@ import json
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -40,6 +40,7 @@ from burnmap._core.endpoint import Endpoint
 from burnmap._core.loops import request_fingerprint
 from burnmap._core.pricing import (
     DEFAULT_CONTEXT_WINDOW,
+    WEB_SEARCH_PREVIEW_FEE,
     WEB_SEARCH_PREVIEW_MODELS,
     PriceBook,
     PriceSheet,
@@ -615,10 +616,14 @@ def plan_call(
     if searches and responses and obj.get("max_tool_calls") is not None:
         # Responses' web search has no max_uses: max_tool_calls caps every hosted call.
         searches = _tool_calls_allowed(obj["max_tool_calls"])
-    if searches and responses and sheet.source != "override" and _preview_search(tools, model):
-        # The older web_search_preview tool costs more a call on non-reasoning models.
-        modifiers = (*modifiers, "search_preview")
-        sheet = book.modified(sheet, model, endpoint.provider, ("search_preview",))
+    if searches and responses and _preview_search(tools, model):
+        # The older web_search_preview tool costs more a call on non-reasoning models
+        # (a registered price too, unless it states its own fee per search).
+        if sheet.source != "override":
+            modifiers = (*modifiers, "search_preview")
+            sheet = book.modified(sheet, model, endpoint.provider, ("search_preview",))
+        elif not sheet.search_fee_stated:
+            sheet = replace(sheet, web_search=WEB_SEARCH_PREVIEW_FEE)
     plugins = obj.get("plugins")
     routes = obj.get("models") if not anthropic else None
     if _online(model, routes) and not _has_web_plugin(plugins):

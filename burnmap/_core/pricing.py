@@ -101,6 +101,10 @@ class PriceSheet:
     """Whether the window caps the input bound of a request whose length is known. A
     registered price's window taken from the bundled entry does not (the name may serve a
     model with a larger one): it only bounds content of unknown length."""
+    search_fee_stated: bool = True
+    """Whether ``web_search`` was given for this sheet's model. A registered price's fee
+    taken from the bundled entry was not: a tool that costs more a call on the model
+    (``web_search_preview``) is still charged its own fee."""
     _flat: tuple[Decimal, ...] | None = field(default=None, init=False, repr=False, compare=False)
     """A sheet without tiers: its rates, worked out once (see :meth:`_rates_at`)."""
 
@@ -714,7 +718,7 @@ class PriceBook:
         def opt(value: float | Decimal | str | None) -> Rate | None:
             return None if value is None else Rate(usd(value))
 
-        window_caps = True
+        window_caps = search_fee_stated = True
         bundled = self._bundled(model, provider)
         if bundled is not None:
             # A negotiated rate for a model genai-prices lists under this very id keeps its
@@ -724,7 +728,7 @@ class PriceBook:
             # so a window wider than the default bounds content of unknown length without
             # capping a request's own length, and a maximum output is never taken.
             if web_search is None and not is_chat_search_model(model):
-                web_search = bundled.web_search
+                web_search, search_fee_stated = bundled.web_search, False
             inherited = bundled.context_window
             if context_window is None and inherited and inherited > DEFAULT_CONTEXT_WINDOW:
                 context_window, window_caps = inherited, False
@@ -742,6 +746,7 @@ class PriceBook:
             max_output=max_output,
             source="override",
             window_caps=window_caps,
+            search_fee_stated=search_fee_stated,
         )
         with self._lock:
             self._overrides[model.strip().lower()] = sheet
