@@ -25,9 +25,9 @@ from typing import Any, TypeGuard
 
 __all__ = [
     "REASONING_OUTSIDE_OUTPUT",
+    "UNKNOWN_OUTPUT",
     "Usage",
     "anthropic_usage",
-    "UNKNOWN_OUTPUT",
     "as_billed",
     "implied_output",
     "openai_usage",
