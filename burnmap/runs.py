@@ -412,7 +412,8 @@ class Run:
     _repeats: bool = field(default=False, init=False, repr=False)
     """Whether this run or an enclosing one counts repeated requests."""
     _left_elsewhere: bool = field(default=False, init=False, repr=False)
-    """Exited in another context than the one that entered it (see :func:`current_run`)."""
+    """Its block ended where it was not the innermost run in scope: in another context
+    than the one that entered it, or after a run entered later (see :func:`current_run`)."""
 
     def __post_init__(self) -> None:
         self._account = ledger.Account(f"run:{self.job_name}", self.budget)
