@@ -39,7 +39,6 @@ from burnmap._core.usage import Usage
 from burnmap.budgets import (
     LedgerHold,
     areserve_standing,
-    off_loop,
     on_asyncio,
     reserve_standing,
     standing_active,
@@ -882,13 +881,43 @@ async def _hold_on_ledger(reservation: Reservation, request: dict[str, Any]) -> 
     the caller is cancelled (a worker thread, a command already sent): it is then
     released as soon as it is taken, so a call that was never sent holds nothing."""
     if not on_asyncio():  # trio: the blocking twin, on a worker thread
-        reservation.ledger_hold = await off_loop(lambda: reserve_standing(**request))
+        reservation.ledger_hold = await _hold_off_loop(request)
         return
     taking = asyncio.ensure_future(areserve_standing(**request))
     try:
         reservation.ledger_hold = await asyncio.shield(taking)
     except asyncio.CancelledError:
         taking.add_done_callback(_release_late_hold)
+        raise
+
+
+async def _hold_off_loop(request: dict[str, Any]) -> LedgerHold | None:
+    """The ledger's hold, taken on a worker thread (trio). A cancellation (a deadline)
+    does not wait for a slow or locked ledger: the call is given up at once, and a hold
+    the thread takes after that is let go as soon as it is taken."""
+    import anyio  # only under trio; httpx2 needs anyio >= 4.10
+
+    given_up = threading.Lock()
+    state: dict[str, Any] = {"abandoned": False, "hold": None}
+
+    def take() -> LedgerHold | None:
+        hold = reserve_standing(**request)
+        with given_up:
+            if not state["abandoned"]:
+                state["hold"] = hold
+                return hold
+        if hold is not None:
+            hold.settle(ZERO)
+        return None
+
+    try:
+        return await anyio.to_thread.run_sync(take, abandon_on_cancel=True)
+    except BaseException:
+        with given_up:
+            state["abandoned"] = True
+            taken: LedgerHold | None = state["hold"]
+        if taken is not None:  # taken, but its caller was gone before it could have it
+            threading.Thread(target=taken.settle, args=(ZERO,), name="burnmap-settle").start()
         raise
 
 

@@ -243,3 +243,38 @@ def test_trio_ledger_steps_leave_the_event_loop_free(tmp_path: Path, standin: St
     other.close()
     assert r.call_count == 1
     assert burnmap.spent("user:u").spent == r.spent == billed(standin.calls)
+
+
+def test_trio_a_deadline_does_not_wait_for_a_locked_ledger(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Under trio, a call whose reservation waits for a locked SQLite file is given up at
+    its deadline (not once the ledger answers): nothing is sent, and the hold the ledger
+    takes later is let go at once."""
+    db = tmp_path / "spend.db"
+    burnmap.configure(ledger=SQLiteLedger(db, busy_timeout=10))
+    burnmap.limit("user:u", "1.00")
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    locked_throughout: list[bool] = []
+
+    async def main() -> None:
+        client = anthropic.AsyncAnthropic(
+            api_key="x",
+            base_url=standin.anthropic_base_url,
+            http_client=burnmap.async_client(ANTHROPIC_STACK),
+            max_retries=0,
+        )
+        async with burnmap.run("trio-job", user_id="u"):
+            with trio.move_on_after(0.3):
+                await client.messages.create(**ASK)
+        locked_throughout.append(other.in_transaction)  # still locked: not waited for
+        await client.close()
+
+    trio.run(main)
+    other.execute("COMMIT")
+    other.close()
+    assert locked_throughout == [True]
+    assert standin.requests == []
+    assert eventually(lambda: burnmap.spent("user:u").reserved == 0, timeout=10)
+    assert burnmap.spent("user:u").spent == 0
