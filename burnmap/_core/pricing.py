@@ -506,6 +506,8 @@ def same_price_base(model: str) -> str | None:
     >>> same_price_base("anthropic/claude-sonnet-4.5:online"), same_price_base("gpt-4o")
     ('anthropic/claude-sonnet-4.5', None)
     """
+    if ":" not in model:  # (every lookup asks: most names have no suffix at all)
+        return None
     name = model.strip()
     for suffix in SAME_PRICE_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
