@@ -142,13 +142,21 @@ class HostedFees:
     """The most they bill together (reserved with the call)."""
 
 
-_PRIORITY_TIERS = ("priority", "fast")
-# The service tiers an OpenAI-shaped request may ask for whose rates are known: OpenAI's
-# (auto: the project's default; default and scale: standard rates; flex: cheaper, bounded
-# at standard; priority, and fast, which OpenAI serves as priority) and Groq's on_demand
-# (its standard tier). Any other (OpenAI's "ultrafast", Groq's provisioned "performance")
-# bills rates genai-prices does not list: refused unless a price is registered.
-KNOWN_TIERS = frozenset({"auto", "default", "scale", "flex", "priority", "fast", "on_demand"})
+# The service tiers an OpenAI-shaped request may ask for, or a response report, whose rates
+# are known, and the rates each bills (``None``: standard). OpenAI's: auto (the project's
+# default), default and scale at standard rates, flex cheaper (bounded at standard),
+# priority dearer, and fast, which OpenAI serves as priority; Groq's on_demand (its
+# standard tier). Any other (OpenAI's "ultrafast", Groq's provisioned "performance") bills
+# rates genai-prices does not list: refused unless a price is registered.
+TIER_RATES: dict[str, str | None] = {
+    "auto": None,
+    "default": None,
+    "scale": None,
+    "on_demand": None,
+    "flex": "flex",
+    "priority": "priority",
+    "fast": "priority",
+}
 _DATA_KEYS = frozenset({"data", "file_data"})
 _IMAGE_BLOCKS = frozenset({"image", "image_url", "input_image"})
 _FILE_BLOCKS = frozenset({"document", "file", "input_file"})
@@ -599,10 +607,11 @@ def plan_call(
     else:
         tier = obj.get("service_tier")
         tier_unasked = tier is None or tier == "auto"
-        if tier is not None and tier not in KNOWN_TIERS and sheet.source != "override":
+        known = isinstance(tier, str) and tier in TIER_RATES
+        if tier is not None and not known and sheet.source != "override":
             raise UnknownModelError(model, endpoint.provider, tier=str(tier))
         if sheet.source != "override" and (
-            tier in _PRIORITY_TIERS
+            (known and TIER_RATES[str(tier)] == "priority")
             or (tier_unasked and priority_models is not None and model in priority_models)
         ):
             # Priority processing costs more ("fast" is served as priority): bound at

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from burnmap._core.bound import CallPlan, geo_applies
+from burnmap._core.bound import TIER_RATES, CallPlan, geo_applies
 from burnmap._core.meter import Metered
 from burnmap._core.pricing import PriceBook, PriceSheet
 from burnmap._core.usage import ADVISOR, Usage, as_billed
@@ -32,18 +32,6 @@ from burnmap.errors import UnknownModelError
 __all__ = ["Charge", "charge"]
 
 _log = logging.getLogger("burnmap.charge")
-
-# genai-prices has per-tier price variants for OpenAI's flex and priority processing; the
-# tiers a response may report, and the rates each bills (None: standard).
-_REPORTED_TIERS: dict[str, str | None] = {
-    "flex": "flex",
-    "priority": "priority",
-    "fast": "priority",
-    "default": None,
-    "auto": None,
-    "scale": None,
-    "on_demand": None,  # Groq's standard tier
-}
 
 
 @dataclass(slots=True)  # not frozen: built per call, and frozen init costs 3x
@@ -68,8 +56,8 @@ def _sheet_for(plan: CallPlan, metered: Metered, book: PriceBook) -> PriceSheet:
     if plan.endpoint.shape == "openai" and metered.service_tier is not None:
         # Served at the tier the response reports (default, scale…: standard rates).
         reported = metered.service_tier
-        if isinstance(reported, str) and reported in _REPORTED_TIERS:
-            tier = _REPORTED_TIERS[reported]
+        if isinstance(reported, str) and reported in TIER_RATES:
+            tier = TIER_RATES[reported]
         else:
             # A tier with no known price may cost more than any: never below the plan's.
             _warn_unpriced_tier(model, reported, plan.tier)
