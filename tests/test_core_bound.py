@@ -834,7 +834,7 @@ def test_a_known_service_tier_is_bounded_as_before(tier: str) -> None:
     assert plan_call(RESPONSES, body({**obj, "service_tier": tier}), BOOK).cost > 0
 
 
-@pytest.mark.parametrize("tier", ["ultrafast", "performance", 3])
+@pytest.mark.parametrize("tier", ["ultrafast", "performance", 3, ["priority"]])
 def test_a_service_tier_with_no_known_price_is_refused_unless_registered(tier: object) -> None:
     """OpenAI's ultrafast costs at least what priority does, and genai-prices has no price
     for it: bounding it at standard rates would reserve half of what it bills."""
