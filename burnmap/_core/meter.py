@@ -113,7 +113,7 @@ def json_result(shape: str, body: bytes, kind: str | None = None) -> Metered:
     if isinstance(obj.get("response"), dict):  # a Responses event body, defensively
         obj = obj["response"]
     responses = shape == "openai" and obj.get("object") == "response"
-    usage = _response_usage(obj) if responses else usage_from(shape, obj.get("usage"), kind)
+    usage = _response_usage(obj) if responses else usage_from(shape, obj.get("usage"))
     complete = usage is not None and output_reported(
         shape, obj.get("usage"), "responses" if responses else kind
     )
@@ -212,7 +212,7 @@ def quick_json_result(shape: str, body: bytes, kind: str | None = None) -> Meter
             tier = trailing["service_tier"]
         elif _SERVICE_TIER_KEY.search(body):
             return None  # named before usage (Responses): only a whole parse can tell where
-    usage = usage_from(shape, usage_obj, kind)
+    usage = usage_from(shape, usage_obj)
     if usage is not None and not output_reported(shape, usage_obj, kind):
         return None  # the output is estimated from the generated text: a whole parse
     return Metered(
@@ -323,7 +323,7 @@ def _response_usage(response: dict[str, Any]) -> Usage | None:
     """A Responses-API object's usage, with the hosted tool calls billed per use (web and
     file searches, images) counted from the output items, since the usage object does not
     report them."""
-    usage = usage_from("openai", response.get("usage"), "responses")
+    usage = usage_from("openai", response.get("usage"))
     output = response.get("output")
     if usage is not None and isinstance(output, list):
         counts = dict.fromkeys(_BILLED_ITEMS.values(), 0)
@@ -565,7 +565,7 @@ class SSEMeter(_Meter):
         if _USAGE_OBJECT.search(data):
             obj = _loads(data)
             if obj:
-                usage = usage_from("openai", obj.get("usage"), self.kind)
+                usage = usage_from("openai", obj.get("usage"))
                 if usage is not None:
                     self._usage = usage
                     self._whole = output_reported("openai", obj.get("usage"), self.kind)

@@ -367,17 +367,17 @@ def output_reported(shape: str, usage: object, kind: str | None = None) -> bool:
     return key == "completion_tokens" and kind in ("embeddings", None)
 
 
-def usage_from(shape: str, usage: object, kind: str | None = None) -> Usage | None:
-    """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``)
-    from endpoint ``kind`` (``None``: unknown); ``None`` when it is absent or does not
+def usage_from(shape: str, usage: object) -> Usage | None:
+    """The usage object of an API response in ``shape`` (``"anthropic"`` or ``"openai"``);
+    ``None`` when it is absent or does not
     report its input (``{}``, only ``total_tokens``, null or non-numeric counts), so the
     call is charged its bound, never $0. A usage that reports its input but not its
     output is read with 0 output tokens: :func:`output_reported` tells it apart.
 
     >>> usage_from("openai", {"prompt_tokens": None, "completion_tokens": None,
-    ...     "total_tokens": 5000}, "chat") is None
+    ...     "total_tokens": 5000}) is None
     True
-    >>> usage_from("openai", {"prompt_tokens": 8, "total_tokens": 8}, "embeddings").input_tokens
+    >>> usage_from("openai", {"prompt_tokens": 8, "total_tokens": 8}).input_tokens
     8
     """
     if not isinstance(usage, dict) or _output_key(shape, usage) is None:
