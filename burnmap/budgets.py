@@ -281,6 +281,11 @@ class LedgerHold:
         except Exception as exc:
             self._unsettled(exc)
 
+    def settle_later(self, cost: Decimal) -> None:
+        """:meth:`settle` on a thread of its own, for a caller that cannot wait (a
+        cancelled task): the event loop is not held up while the ledger is busy."""
+        threading.Thread(target=self.settle, args=(cost,), name="burnmap-settle").start()
+
     async def asettle(self, cost: Decimal) -> None:
         if not on_asyncio():
             await off_loop(lambda: self.settle(cost))
@@ -291,10 +296,9 @@ class LedgerHold:
             self._unsettled(exc)
         except BaseException:
             # Cancelled while settling (a deadline, a cancel scope, Ctrl-C), maybe before
-            # the ledger heard of it: the call happened, so a thread of its own finishes
-            # the settlement, without holding up the event loop. (A hold settled twice is
-            # settled once.)
-            threading.Thread(target=self.settle, args=(cost,), name="burnmap-settle").start()
+            # the ledger heard of it: the call happened, so the settlement is finished
+            # elsewhere. (A hold settled twice is settled once.)
+            self.settle_later(cost)
             raise
 
     def _unsettled(self, exc: Exception) -> None:

@@ -741,7 +741,7 @@ def standing_scopes(job_name: str | list[str] | None, user_id: str | None) -> li
                 from burnmap.budgets import ledger as current_ledger
 
                 raise sdk_compatible(
-                    LedgerUnavailableError(current_ledger().url, f"{exc}; fix BURNMAP_SCOPES")
+                    LedgerUnavailableError(current_ledger().url, exc, hint="Fix BURNMAP_SCOPES.")
                 ) from None
             scopes.append(scope)
     return scopes
@@ -917,7 +917,7 @@ async def _hold_off_loop(request: dict[str, Any]) -> LedgerHold | None:
             state["abandoned"] = True
             taken: LedgerHold | None = state["hold"]
         if taken is not None:  # taken, but its caller was gone before it could have it
-            threading.Thread(target=taken.settle, args=(ZERO,), name="burnmap-settle").start()
+            taken.settle_later(ZERO)
         raise
 
 
