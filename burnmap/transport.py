@@ -628,9 +628,6 @@ class _Engine:
 # The request went out and no answer came back: the provider may have run (and billed)
 # the call, so it is charged at its bound. Failures before sending cost nothing.
 _SENT_FAILURES = (httpx.ReadTimeout, httpx2.ReadTimeout, httpx.ReadError, httpx2.ReadError)
-# A call cancelled while it waited (a task cancelled, a deadline, a trio or anyio cancel
-# scope, Ctrl-C: any BaseException that is not an Exception) is charged its bound if it
-# was sent, or may have been: an undercount could let spend pass a budget.
 # The network transports whose connections report, through the "trace" extension,
 # whether a request's headers started going out.
 _TRACED = (
@@ -693,8 +690,10 @@ def _watch_sending(request: Any, inner: Any, kind: type[_Sending]) -> _Sending |
 def _maybe_billed(exc: BaseException, sending: _Sending | None) -> bool:
     if isinstance(exc, _SENT_FAILURES):
         return True
-    # Interrupted: billed if it went out; an inner transport that cannot tell (a mock, a
-    # custom one) may have sent it.
+    # Interrupted (a task cancelled, a deadline, a trio or anyio cancel scope, Ctrl-C: any
+    # BaseException that is not an Exception): billed if it went out, since an undercount
+    # could let spend pass a budget; an inner transport that cannot tell (a mock, a custom
+    # one) may have sent it.
     return not isinstance(exc, Exception) and (sending is None or sending.started)
 
 
@@ -718,12 +717,13 @@ def _bound_settlement(plan: CallPlan) -> Settlement:
 
 def _standing_active() -> bool:
     """Whether calls outside runs reserve on the ledger; a ledger the environment names
-    but that cannot be opened refuses the call, as one that fails later does."""
+    but that cannot be opened refuses the call (a refusal the SDKs pass through), and
+    observers hear of it, as of one that fails later."""
     try:
         return standing_active()
     except RefusalError as exc:
         notify_refusal(exc)
-        raise sdk_compatible(exc) from None
+        raise
 
 
 # What an inner transport is, by the base classes of either library it derives from.
