@@ -231,15 +231,22 @@ WITHOUT_A_TOTAL = [
 OUTPUT_KEY = {CHAT: "completion_tokens", COMPLETIONS: "completion_tokens"}
 
 
+def _read_without_output(where: tuple[str, str], usage: dict[str, Any]) -> tuple[Any, Any]:
+    """Settle an answer whose usage has its input (900) but no output count: read, not
+    complete, charged its reported input as an estimate."""
+    plan, metered, charged = settle(where, _answer(where, usage))
+    assert metered.usage is not None and not metered.complete
+    assert charged.estimated and charged.usage.input_tokens == 900
+    return plan, charged
+
+
 @pytest.mark.parametrize(("where", "usage"), WITH_A_TOTAL)
 def test_usage_without_its_output_count_is_charged_the_input_and_at_least_the_text(
     where: tuple[str, str], usage: dict[str, Any]
 ) -> None:
     # Not the whole bound (the input is known) and not $0 for the output (it is not): the
     # reported input, plus what the total implies or, more, the text it generated.
-    plan, metered, charged = settle(where, _answer(where, usage))
-    assert metered.usage is not None and not metered.complete
-    assert charged.estimated and charged.usage.input_tokens == 900
+    plan, charged = _read_without_output(where, usage)
     assert charged.usage.output_tokens == 200
     counted = {**usage, OUTPUT_KEY.get(where, "output_tokens"): 200}
     _, _, exact = settle(where, _answer(where, counted))
@@ -260,9 +267,7 @@ def test_usage_with_no_output_count_and_no_total_is_charged_the_output_bound(
 ) -> None:
     # The output is not known at all (hidden reasoning may lie behind the text): the
     # reported input, plus the output the call was bounded at.
-    plan, metered, charged = settle(where, _answer(where, usage))
-    assert metered.usage is not None and not metered.complete
-    assert charged.estimated and charged.usage.input_tokens == 900
+    plan, charged = _read_without_output(where, usage)
     assert charged.usage.output_tokens == plan.output_tokens
     assert charged.cost <= plan.cost
 
